@@ -1,0 +1,241 @@
+"""The CRM contract: tables, columns and their meaning, shared by the store, import, features and scoring.
+
+Column names are public: CRM exports are mapped onto them, and the README documents each one from the
+``doc`` given here. All timestamps are naive UTC (``timestamp without time zone``).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+ACTIVITY_TYPES: tuple[str, ...] = (
+    "web_session",
+    "page_view",
+    "pricing_page_view",
+    "email_sent",
+    "email_open",
+    "email_click",
+    "form_submit",
+    "content_download",
+    "webinar_register",
+    "webinar_attend",
+    "demo_request",
+    "social_engagement",
+)
+"""Every behaviour event the CRM records; ``activities.activity_type`` takes one of these."""
+
+SCORE_BANDS: tuple[str, ...] = ("A", "B", "C", "D")
+"""Lead score bands, best first."""
+
+RUN_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed")
+
+metadata = MetaData()
+
+
+def _col(name: str, type_, doc: str, *constraints, **kwargs) -> Column:
+    """A column whose ``doc`` is the README's description of it."""
+    return Column(name, type_, *constraints, info={"doc": doc}, **kwargs)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+leads = Table(
+    "leads",
+    metadata,
+    _col("lead_id", String(64), "Lead identifier from the CRM.", primary_key=True),
+    _col("created_at", DateTime(), "When the lead entered the CRM (UTC).", nullable=False),
+    _col("source_channel", String(64), "Channel that brought the lead (e.g. paid_search, organic, referral).", nullable=False),
+    _col("campaign", String(128), "Campaign that brought the lead, if any."),
+    _col("country", String(64), "Country of the lead (ISO code or name as the CRM holds it)."),
+    _col("industry", String(64), "Industry of the lead's company."),
+    _col("company_size", String(32), "Company size band (e.g. 1-10, 11-50, 51-200, 201-1000, 1000+)."),
+    _col("job_seniority", String(32), "Seniority of the contact (e.g. individual, manager, director, vp, c_level)."),
+    _col("email_domain_type", String(32), "Kind of email domain: business, free or edu."),
+    _col("converted_at", DateTime(), "When the lead became a customer (UTC); empty while open."),
+    _col("customer_id", String(64), "The customer this lead became; empty while open."),
+    Index("ix_leads_created_at", "created_at"),
+    Index("ix_leads_converted_at", "converted_at"),
+)
+
+activities = Table(
+    "activities",
+    metadata,
+    _col("activity_id", String(64), "Event identifier.", primary_key=True),
+    _col("lead_id", String(64), "Lead who did it.", ForeignKey("leads.lead_id"), nullable=False),
+    _col("occurred_at", DateTime(), "When it happened (UTC).", nullable=False),
+    _col("activity_type", String(32), "One of: " + ", ".join(ACTIVITY_TYPES) + ".", nullable=False),
+    _col("channel", String(64), "Channel it came through (web, email, social, event, ...)."),
+    _col("content_id", String(128), "Page, email, asset or webinar involved, if any."),
+    _col("duration_seconds", Float, "Engagement time in seconds, where measured (sessions, page views, webinars)."),
+    CheckConstraint(_in("activity_type", ACTIVITY_TYPES), name="ck_activities_type"),
+    CheckConstraint("duration_seconds IS NULL OR duration_seconds >= 0", name="ck_activities_duration"),
+    Index("ix_activities_lead_time", "lead_id", "occurred_at"),
+    Index("ix_activities_occurred_at", "occurred_at"),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    _col("customer_id", String(64), "Customer identifier.", primary_key=True),
+    _col("lead_id", String(64), "Lead the customer came from; empty for customers not from tracked leads.",
+         ForeignKey("leads.lead_id")),
+    _col("created_at", DateTime(), "When the customer was created (UTC), normally the first order.", nullable=False),
+    _col("acquisition_channel", String(64), "Channel that acquired the customer."),
+    _col("country", String(64), "Country of the customer."),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    _col("order_id", String(64), "Order identifier.", primary_key=True),
+    _col("customer_id", String(64), "Customer who ordered.", ForeignKey("customers.customer_id"), nullable=False),
+    _col("ordered_at", DateTime(), "When the order was placed (UTC).", nullable=False),
+    _col("amount", Float, "Order value in the account currency, >= 0.", nullable=False),
+    CheckConstraint("amount >= 0", name="ck_orders_amount"),
+    Index("ix_orders_customer_time", "customer_id", "ordered_at"),
+)
+
+marketing_spend = Table(
+    "marketing_spend",
+    metadata,
+    _col("date", Date, "Day of the spend (UTC).", primary_key=True),
+    _col("channel", String(64), "Marketing channel.", primary_key=True),
+    _col("campaign", String(128), "Campaign ('' where the spend is not tied to one).", primary_key=True),
+    _col("spend", Float, "Money spent that day, >= 0.", nullable=False),
+    _col("impressions", Integer, "Ad impressions or sends, >= 0.", nullable=False),
+    _col("clicks", Integer, "Clicks, >= 0.", nullable=False),
+    CheckConstraint("spend >= 0 AND impressions >= 0 AND clicks >= 0", name="ck_spend_nonnegative"),
+)
+
+scoring_runs = Table(
+    "scoring_runs",
+    metadata,
+    _col("scoring_run_id", String(64), "Identifier of one batch scoring run.", primary_key=True),
+    _col("job", String(16), "What was scored: leads or customers.", nullable=False),
+    _col("model_name", String(128), "Registered model name.", nullable=False),
+    _col("model_version", String(32), "Registered model version."),
+    _col("model_uri", String(512), "Model URI the run loaded (e.g. models:/lead-scoring@champion)."),
+    _col("as_of", DateTime(), "Point in time the features were computed at (UTC).", nullable=False),
+    _col("started_at", DateTime(), "When the run started (UTC).", nullable=False),
+    _col("finished_at", DateTime(), "When the run finished (UTC); empty while running or after a crash."),
+    _col("status", String(16), "running, succeeded or failed.", nullable=False),
+    _col("rows_total", Integer, "Rows the run set out to score."),
+    _col("rows_scored", Integer, "Rows written so far.", nullable=False, default=0),
+    _col("error", Text, "Error message of a failed run."),
+    CheckConstraint(_in("status", RUN_STATUSES), name="ck_scoring_runs_status"),
+)
+
+lead_scores = Table(
+    "lead_scores",
+    metadata,
+    _col("lead_id", String(64), "Scored lead.", primary_key=True),
+    _col("score", Integer, "Likelihood to convert as an integer 0-100 (calibrated probability x 100).", nullable=False),
+    _col("probability", Float, "Calibrated probability of converting within the model's horizon.", nullable=False),
+    _col("band", String(1), "Score band A (best) to D, thresholds fixed on validation data.", nullable=False),
+    _col("reasons", JSON, "Top factors raising and lowering the score, worded for sales (JSON)."),
+    _col("expected_value", Float, "Probability x predicted CLV of a new customer like this lead."),
+    _col("trend", String(8), "up, steady or down against the lead's previous score; new on its first."),
+    _col("previous_score", Integer, "The lead's score before this one."),
+    _col("model_name", String(128), "Registered model that scored it.", nullable=False),
+    _col("model_version", String(32), "Its version."),
+    _col("run_id", String(64), "MLflow run that trained the model."),
+    _col("scoring_run_id", String(64), "Batch run that wrote the row.", ForeignKey("scoring_runs.scoring_run_id")),
+    _col("as_of", DateTime(), "Point in time of the features (UTC)."),
+    _col("scored_at", DateTime(), "When it was scored (UTC).", nullable=False),
+    CheckConstraint("score >= 0 AND score <= 100", name="ck_lead_scores_score"),
+    CheckConstraint(_in("band", SCORE_BANDS), name="ck_lead_scores_band"),
+)
+
+customer_scores = Table(
+    "customer_scores",
+    metadata,
+    _col("customer_id", String(64), "Scored customer.", primary_key=True),
+    _col("expected_purchases", Float, "Expected purchases over the horizon.", nullable=False),
+    _col("p_alive", Float, "Probability the customer is still active.", nullable=False),
+    _col("expected_order_value", Float, "Expected value of a future order (Gamma-Gamma)."),
+    _col("clv", Float, "Discounted customer lifetime value over the horizon."),
+    _col("segment", String(32), "Marketing segment (champions, loyal, promising, at_risk, lost).", nullable=False),
+    _col("horizon_days", Integer, "Horizon of expected_purchases and clv, in days.", nullable=False),
+    _col("model_name", String(128), "Registered model that scored it.", nullable=False),
+    _col("model_version", String(32), "Its version."),
+    _col("run_id", String(64), "MLflow run that trained the model."),
+    _col("scoring_run_id", String(64), "Batch run that wrote the row.", ForeignKey("scoring_runs.scoring_run_id")),
+    _col("as_of", DateTime(), "Point in time of the RFM summary (UTC)."),
+    _col("scored_at", DateTime(), "When it was scored (UTC).", nullable=False),
+)
+
+
+def _history(name: str, key: str, scores: Table) -> Table:
+    """Append-only copy of a score table: one row per entity per scoring run."""
+    copied = [
+        Column(c.name, c.type, nullable=c.nullable, info=c.info)
+        for c in scores.columns
+        if c.name != "scoring_run_id"
+    ]
+    return Table(
+        name,
+        metadata,
+        _col("history_id", Integer, "Row number.", primary_key=True, autoincrement=True),
+        _col("scoring_run_id", String(64), "Batch run that wrote the row.",
+             ForeignKey("scoring_runs.scoring_run_id"), nullable=False),
+        *copied,
+        UniqueConstraint("scoring_run_id", key, name=f"uq_{name}_run_{key}"),
+        Index(f"ix_{name}_{key}", key, "scored_at"),
+    )
+
+
+lead_score_history = _history("lead_score_history", "lead_id", lead_scores)
+customer_score_history = _history("customer_score_history", "customer_id", customer_scores)
+
+CRM_TABLES: tuple[Table, ...] = (leads, activities, customers, orders, marketing_spend)
+"""Tables a CRM export can be imported into, in dependency order."""
+
+SCORE_TABLES: tuple[Table, ...] = (
+    scoring_runs,
+    lead_scores,
+    customer_scores,
+    lead_score_history,
+    customer_score_history,
+)
+
+RFM_COLUMNS: tuple[str, ...] = ("customer_id", "frequency", "recency", "T", "monetary_value")
+"""The RFM summary, in the names of Fader-Hardie and the ``lifetimes`` package."""
+
+LEAD_SCORE_COLUMNS: tuple[str, ...] = ("lead_id", "score", "probability", "band", "reasons", "expected_value")
+"""What every lead-scoring path (service, batch job, notebook) returns per lead."""
+
+CUSTOMER_SCORE_COLUMNS: tuple[str, ...] = (
+    "customer_id",
+    "expected_purchases",
+    "p_alive",
+    "expected_order_value",
+    "clv",
+    "segment",
+)
+"""What every CLV scoring path returns per customer."""
+
+
+def table(name: str) -> Table:
+    """The table called ``name``, or a clear error listing the known ones."""
+    try:
+        return metadata.tables[name]
+    except KeyError:
+        known = ", ".join(t.name for t in CRM_TABLES)
+        raise KeyError(f"unknown table {name!r}; expected one of: {known}") from None

@@ -1,0 +1,1 @@
+"""The BentoML service, the batch write-back jobs and the `leadval` command line."""

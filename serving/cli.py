@@ -1,0 +1,104 @@
+"""The one ``leadval`` command: each package contributes its subcommands; errors become one line on stderr."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+import typer
+
+from features import cli as data_cli
+from features.errors import LeadvalError
+
+app = typer.Typer(
+    name="leadval",
+    help="Lead scoring and customer lifetime value for marketing and sales. Add --debug for tracebacks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+train_app = typer.Typer(help="Train, evaluate and register a model in MLflow.", no_args_is_help=True)
+score_app = typer.Typer(help="Score leads or customers and write the scores back.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(score_app, name="score")
+
+app.command("generate")(data_cli.generate)
+app.command("import")(data_cli.import_table)
+
+
+def _not_yet(what: str, issue: int) -> NoReturn:
+    raise LeadvalError(f"'leadval {what}' is not available in this version yet (tracked as issue #{issue})")
+
+
+@train_app.command("leads")
+def train_leads() -> None:
+    """Train the lead-scoring model (not available yet)."""
+    _not_yet("train leads", 3)
+
+
+@train_app.command("clv")
+def train_clv() -> None:
+    """Train the customer lifetime value model (not available yet)."""
+    _not_yet("train clv", 4)
+
+
+@score_app.command("leads")
+def score_leads() -> None:
+    """Score every open lead into lead_scores (not available yet)."""
+    _not_yet("score leads", 6)
+
+
+@score_app.command("customers")
+def score_customers() -> None:
+    """Score every customer into customer_scores (not available yet)."""
+    _not_yet("score customers", 6)
+
+
+@app.command("serve")
+def serve() -> None:
+    """Start the scoring API (not available yet)."""
+    _not_yet("serve", 5)
+
+
+@app.command("report")
+def report() -> None:
+    """Write the KPI report (not available yet)."""
+    _not_yet("report", 7)
+
+
+@app.command("demo")
+def demo() -> None:
+    """Run the end-to-end demo on embedded defaults."""
+    from serving.demo import run_demo
+
+    run_demo()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: ``--debug`` anywhere (or LEADVAL_DEBUG=1) shows tracebacks instead of one-line errors."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("LEADVAL_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="leadval", standalone_mode=False)
+    except LeadvalError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for people; --debug shows it all
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if debug:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,32 @@
+"""The `leadval` command-line contract: help everywhere, one-line errors, JSON last."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+LEADVAL = str(Path(sys.executable).with_name("leadval"))
+COMMANDS = [[], ["generate"], ["import"], ["train"], ["train", "leads"], ["train", "clv"], ["score"],
+            ["score", "leads"], ["score", "customers"], ["serve"], ["report"], ["demo"]]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([LEADVAL, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "leadval")
+def test_every_command_has_help(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+
+
+def test_unreachable_database_is_one_line_error(tmp_path: Path) -> None:
+    result = run("generate", "--db", "postgresql+psycopg://x@127.0.0.1:1/none", "--leads", "10")
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: cannot reach database")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
