@@ -10,6 +10,7 @@ import typer
 
 from features import cli as data_cli
 from features.errors import LeadvalError
+from serving import report_cli
 
 app = typer.Typer(
     name="leadval",
@@ -20,8 +21,10 @@ app = typer.Typer(
 )
 train_app = typer.Typer(help="Train, evaluate and register a model in MLflow.", no_args_is_help=True)
 score_app = typer.Typer(help="Score leads or customers and write the scores back.", no_args_is_help=True)
+leads_app = typer.Typer(help="Lists of leads for sales.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 app.add_typer(score_app, name="score")
+app.add_typer(leads_app, name="leads")
 
 app.command("generate")(data_cli.generate)
 app.command("import")(data_cli.import_table)
@@ -61,10 +64,9 @@ def serve() -> None:
     _not_yet("serve", 5)
 
 
-@app.command("report")
-def report() -> None:
-    """Write the KPI report (not available yet)."""
-    _not_yet("report", 7)
+app.command("report")(report_cli.report)
+app.command("segments")(report_cli.segments_export)
+leads_app.command("top")(report_cli.leads_top)
 
 
 @app.command("demo")

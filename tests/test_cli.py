@@ -10,7 +10,8 @@ import pytest
 
 LEADVAL = str(Path(sys.executable).with_name("leadval"))
 COMMANDS = [[], ["generate"], ["import"], ["train"], ["train", "leads"], ["train", "clv"], ["score"],
-            ["score", "leads"], ["score", "customers"], ["serve"], ["report"], ["demo"]]
+            ["score", "leads"], ["score", "customers"], ["serve"], ["report"], ["segments"],
+            ["leads"], ["leads", "top"], ["demo"]]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
