@@ -11,6 +11,7 @@ import typer
 from features import cli as data_cli
 from features.errors import LeadvalError
 from serving import report_cli
+from training.clv_cli import train_clv
 
 app = typer.Typer(
     name="leadval",
@@ -40,12 +41,6 @@ def train_leads() -> None:
     _not_yet("train leads", 3)
 
 
-@train_app.command("clv")
-def train_clv() -> None:
-    """Train the customer lifetime value model (not available yet)."""
-    _not_yet("train clv", 4)
-
-
 @score_app.command("leads")
 def score_leads() -> None:
     """Score every open lead into lead_scores (not available yet)."""
@@ -64,6 +59,7 @@ def serve() -> None:
     _not_yet("serve", 5)
 
 
+train_app.command("clv")(train_clv)
 app.command("report")(report_cli.report)
 app.command("segments")(report_cli.segments_export)
 leads_app.command("top")(report_cli.leads_top)
