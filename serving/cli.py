@@ -10,8 +10,9 @@ import typer
 
 from features import cli as data_cli
 from features.errors import LeadvalError
-from serving import report_cli
+from serving import batch_cli, report_cli
 from training.clv_cli import train_clv
+from training.leads_cli import train_leads
 
 app = typer.Typer(
     name="leadval",
@@ -35,31 +36,16 @@ def _not_yet(what: str, issue: int) -> NoReturn:
     raise LeadvalError(f"'leadval {what}' is not available in this version yet (tracked as issue #{issue})")
 
 
-@train_app.command("leads")
-def train_leads() -> None:
-    """Train the lead-scoring model (not available yet)."""
-    _not_yet("train leads", 3)
-
-
-@score_app.command("leads")
-def score_leads() -> None:
-    """Score every open lead into lead_scores (not available yet)."""
-    _not_yet("score leads", 6)
-
-
-@score_app.command("customers")
-def score_customers() -> None:
-    """Score every customer into customer_scores (not available yet)."""
-    _not_yet("score customers", 6)
-
-
 @app.command("serve")
 def serve() -> None:
     """Start the scoring API (not available yet)."""
     _not_yet("serve", 5)
 
 
+train_app.command("leads")(train_leads)
 train_app.command("clv")(train_clv)
+score_app.command("leads")(batch_cli.score_leads_command)
+score_app.command("customers")(batch_cli.score_customers_command)
 app.command("report")(report_cli.report)
 app.command("segments")(report_cli.segments_export)
 leads_app.command("top")(report_cli.leads_top)

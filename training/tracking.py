@@ -177,3 +177,24 @@ def load_registered(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
     except MlflowException as exc:
         raise ModelNotFound(f"cannot load model {model_uri!r} from {mlflow.get_tracking_uri()}: "
                             f"{exc.message.splitlines()[0]}") from None
+
+
+def registered_identity(model_uri: str) -> tuple[str, str | None, str | None]:
+    """(name, version, training run id) of a ``models:/name@alias`` or ``models:/name/version`` URI.
+
+    Other URIs (runs:/, files) have no registry entry: their name is the URI and version and run are None.
+    """
+    if not model_uri.startswith("models:/"):
+        return model_uri, None, None
+    ref = model_uri.removeprefix("models:/")
+    client = MlflowClient()
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            found = client.get_model_version_by_alias(name, alias)
+        else:
+            name, version = ref.split("/", 1)
+            found = client.get_model_version(name, version)
+    except (MlflowException, ValueError):
+        raise ModelNotFound(f"cannot find model {model_uri!r} in the registry at {mlflow.get_tracking_uri()}") from None
+    return name, str(found.version), found.run_id

@@ -1,0 +1,217 @@
+"""What the CRM simulator simulates: the timeline, the channels and campaigns, and the true parameters.
+
+Every true parameter lives here, in typed frozen dataclasses, so that ``leadval generate`` can write
+them to ``truth_parameters`` and tests can compare fitted models with them. Time is in days.
+
+References
+----------
+Fader, P. S., Hardie, B. G. S., & Lee, K. L. (2005). "Counting Your Customers" the Easy Way: An
+Alternative to the Pareto/NBD Model. Marketing Science, 24(2), 275-284.
+Fader, P. S., & Hardie, B. G. S. (2013). The Gamma-Gamma Model of Monetary Value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from features.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class PurchaseProcess:
+    """True BG/NBD parameters, time in days.
+
+    While alive a customer buys as a Poisson process with rate ``lambda ~ Gamma(r, alpha)`` (shape ``r``,
+    rate ``alpha``: mean ``r / alpha`` purchases per day); after each repeat purchase the customer drops
+    out with probability ``p ~ Beta(a, b)`` (Fader, Hardie & Lee 2005).
+    """
+
+    r: float
+    alpha: float
+    a: float
+    b: float
+
+
+@dataclass(frozen=True)
+class OrderValue:
+    """True Gamma-Gamma parameters (Fader & Hardie 2013; ``lifetimes`` names p, q, v).
+
+    Each customer has ``nu ~ Gamma(q, v)`` (shape ``q``, rate ``v``); each order is worth
+    ``z ~ Gamma(p, nu)``, so the customer's mean order value is ``p / nu``.
+    """
+
+    p: float = 6.0
+    q: float = 3.8
+    v: float = 150.0
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A campaign of a channel: its share of the channel's leads and when it runs.
+
+    ``active`` holds (from, to) windows as fractions of the timeline (0 = start, 1 = end).
+    """
+
+    name: str
+    weight: float
+    active: tuple[tuple[float, float], ...] = ((0.0, 1.0),)
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A lead source channel with its funnel economics and its true effects.
+
+    Channels without campaigns bring leads whose ``campaign`` is empty; their spend (if any) is booked
+    under campaign ``''``. ``cost_per_lead`` 0 means no spend rows at all (e.g. direct traffic).
+    """
+
+    name: str
+    lead_share: float
+    campaigns: tuple[Campaign, ...]
+    cost_per_lead: float
+    click_through_rate: float
+    lead_per_click: float
+    conversion_effect: float
+    interest_shift: float
+    purchases: PurchaseProcess
+    customer_share: float
+
+
+@dataclass(frozen=True)
+class ConversionModel:
+    """The true conversion function of a lead.
+
+    Every intent event ``j`` of a lead (types in ``activity_effects``) gives it a chance to convert,
+    ``p_j = sigmoid(logit_j)``, after a delay ``~ Gamma(delay_shape, delay_scale_days)``; the lead converts
+    at the earliest such time. ``logit_j`` = intercept + channel + seniority + company size + email
+    domain + industry effects + ``senior_large_company`` (director/vp/c_level at 201+ employees)
+    + ``c_level_small_company`` (c_level at up to 50 employees) + ``demo_business_email`` (a
+    demo_request from a business address) + activity effect + ``interest_effect`` x interest + lead
+    noise ``~ N(0, noise_sd)`` - lead age at the event in days / ``staleness_days``.
+    """
+
+    intercept: float = -4.9
+    activity_effects: tuple[tuple[str, float], ...] = (
+        ("demo_request", 2.4),
+        ("webinar_attend", 1.0),
+        ("pricing_page_view", 0.8),
+        ("form_submit", 0.5),
+        ("content_download", 0.1),
+        ("email_click", -0.3),
+    )
+    seniority_effects: tuple[tuple[str, float], ...] = (
+        ("individual", -0.6), ("manager", 0.0), ("director", 0.4), ("vp", 0.6), ("c_level", 0.5),
+    )
+    company_size_effects: tuple[tuple[str, float], ...] = (
+        ("1-10", -0.5), ("11-50", -0.1), ("51-200", 0.2), ("201-1000", 0.3), ("1000+", 0.0),
+    )
+    email_domain_effects: tuple[tuple[str, float], ...] = (("business", 0.3), ("free", -0.7), ("edu", -1.2))
+    industry_effects: tuple[tuple[str, float], ...] = (
+        ("software", 0.3), ("financial_services", 0.2), ("healthcare", 0.0), ("retail", -0.1),
+        ("manufacturing", 0.0), ("education", -0.5), ("professional_services", 0.1), ("media", -0.2),
+    )
+    senior_large_company: float = 0.7
+    c_level_small_company: float = 0.6
+    demo_business_email: float = 0.8
+    interest_effect: float = 0.4
+    noise_sd: float = 0.6
+    staleness_days: float = 200.0
+    delay_shape: float = 2.0
+    delay_scale_days: float = 8.0
+    post_conversion_keep: float = 0.2
+    post_conversion_days: float = 45.0
+
+
+def _channels() -> tuple[Channel, ...]:
+    whole = ((0.0, 1.0),)
+    return (
+        Channel("paid_search", 0.22, (
+            Campaign("search_brand", 0.35, whole),
+            Campaign("search_generic", 0.45, whole),
+            Campaign("search_competitor", 0.20, ((0.25, 1.0),)),
+        ), cost_per_lead=85.0, click_through_rate=0.035, lead_per_click=0.06, conversion_effect=0.0,
+            interest_shift=0.0, purchases=PurchaseProcess(0.9, 60.0, 0.9, 4.0), customer_share=0.10),
+        Channel("paid_social", 0.18, (
+            Campaign("linkedin_lead_gen", 0.45, whole),
+            Campaign("linkedin_abm", 0.25, ((0.5, 1.0),)),
+            Campaign("meta_retargeting", 0.30, whole),
+        ), cost_per_lead=55.0, click_through_rate=0.008, lead_per_click=0.04, conversion_effect=-0.5,
+            interest_shift=-0.3, purchases=PurchaseProcess(0.8, 70.0, 1.1, 3.2), customer_share=0.02),
+        Channel("organic_search", 0.16, (), cost_per_lead=12.0, click_through_rate=0.03, lead_per_click=0.025,
+                conversion_effect=0.0, interest_shift=0.1, purchases=PurchaseProcess(1.0, 60.0, 0.8, 4.0),
+                customer_share=0.20),
+        Channel("email", 0.10, (
+            Campaign("newsletter_promo", 0.5, whole),
+            Campaign("product_launch", 0.2, ((0.55, 0.62),)),
+            Campaign("reactivation", 0.3, ((0.1, 1.0),)),
+        ), cost_per_lead=6.0, click_through_rate=0.025, lead_per_click=0.05, conversion_effect=-0.2,
+            interest_shift=0.0, purchases=PurchaseProcess(1.0, 55.0, 0.9, 3.8), customer_share=0.03),
+        Channel("referral", 0.08, (Campaign("customer_referral", 1.0, whole),), cost_per_lead=40.0,
+                click_through_rate=0.2, lead_per_click=0.3, conversion_effect=0.7, interest_shift=0.3,
+                purchases=PurchaseProcess(1.2, 50.0, 0.7, 4.5), customer_share=0.15),
+        Channel("events", 0.07, (
+            Campaign("industry_summit", 0.45, ((0.20, 0.21), (0.70, 0.71))),
+            Campaign("roadshow", 0.35, ((0.30, 0.34), (0.80, 0.84))),
+            Campaign("trade_fair", 0.20, ((0.45, 0.46), (0.95, 0.96))),
+        ), cost_per_lead=150.0, click_through_rate=0.05, lead_per_click=0.2, conversion_effect=0.4,
+            interest_shift=0.3, purchases=PurchaseProcess(1.1, 55.0, 0.8, 4.4), customer_share=0.05),
+        Channel("direct", 0.12, (), cost_per_lead=0.0, click_through_rate=0.0, lead_per_click=0.0,
+                conversion_effect=0.1, interest_shift=0.1, purchases=PurchaseProcess(1.0, 60.0, 0.9, 4.0),
+                customer_share=0.30),
+        Channel("partner", 0.07, (
+            Campaign("reseller_program", 0.6, whole),
+            Campaign("integration_marketplace", 0.4, ((0.3, 1.0),)),
+        ), cost_per_lead=70.0, click_through_rate=0.01, lead_per_click=0.1, conversion_effect=0.5,
+            interest_shift=0.2, purchases=PurchaseProcess(1.3, 50.0, 0.7, 5.0), customer_share=0.15),
+    )
+
+
+DEFAULT_CHANNELS: tuple[Channel, ...] = _channels()
+"""paid_search, paid_social, organic_search, email, referral, events, direct, partner."""
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """A simulated CRM: its size, seed, timeline and true parameters.
+
+    Same ``seed`` and same ``chunk_leads`` give a bit-identical CRM (random streams are drawn per chunk).
+    ``n_customers`` counts customers not from tracked leads; converted leads become customers too.
+    """
+
+    n_leads: int = 5_000
+    n_customers: int = 1_000
+    seed: int = 0
+    start: date = date(2024, 1, 1)
+    days: int = 730
+    chunk_leads: int = 50_000
+    channels: tuple[Channel, ...] = DEFAULT_CHANNELS
+    conversion: ConversionModel = field(default_factory=ConversionModel)
+    order_value: OrderValue = field(default_factory=OrderValue)
+    activity_rate: float = 1.0
+    lead_growth: float = 0.8
+
+    @property
+    def starts_at(self) -> datetime:
+        """Start of the timeline: midnight (naive UTC) of ``start``; it ends ``days`` later."""
+        return datetime(self.start.year, self.start.month, self.start.day)
+
+    def __post_init__(self) -> None:
+        for name in ("n_leads", "n_customers", "seed"):
+            if getattr(self, name) < 0:
+                raise InvalidInput(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("days", "chunk_leads"):
+            if getattr(self, name) < 1:
+                raise InvalidInput(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.activity_rate <= 0:
+            raise InvalidInput(f"activity_rate must be > 0, got {self.activity_rate}")
+        if not self.channels or sum(c.lead_share for c in self.channels) <= 0:
+            raise InvalidInput("channels: at least one channel with lead_share > 0 is required")
+        if self.n_customers and sum(c.customer_share for c in self.channels) <= 0:
+            raise InvalidInput("channels: n_customers > 0 needs a channel with customer_share > 0")
+        names = [c.name for c in self.channels]
+        if len(set(names)) != len(names):
+            raise InvalidInput(f"channels: names must be unique, got {names}")
+        campaigns = [k.name for c in self.channels for k in c.campaigns]
+        if len(set(campaigns)) != len(campaigns):
+            raise InvalidInput(f"channels: campaign names must be unique, got {campaigns}")
