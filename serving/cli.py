@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
 
 import typer
 
 from features import cli as data_cli
 from features.errors import LeadvalError
-from serving import batch_cli, report_cli
+from serving import batch_cli, report_cli, serve_cli
 from training.clv_cli import train_clv
 from training.leads_cli import train_leads
 
@@ -32,20 +31,11 @@ app.command("generate")(data_cli.generate)
 app.command("import")(data_cli.import_table)
 
 
-def _not_yet(what: str, issue: int) -> NoReturn:
-    raise LeadvalError(f"'leadval {what}' is not available in this version yet (tracked as issue #{issue})")
-
-
-@app.command("serve")
-def serve() -> None:
-    """Start the scoring API (not available yet)."""
-    _not_yet("serve", 5)
-
-
 train_app.command("leads")(train_leads)
 train_app.command("clv")(train_clv)
 score_app.command("leads")(batch_cli.score_leads_command)
 score_app.command("customers")(batch_cli.score_customers_command)
+app.command("serve")(serve_cli.serve)
 app.command("report")(report_cli.report)
 app.command("segments")(report_cli.segments_export)
 leads_app.command("top")(report_cli.leads_top)
