@@ -95,16 +95,14 @@ class RequestLimits:
                          {"www-authenticate": "Bearer"})
             return
         declared = _header(scope, b"content-length")
-        if declared is not None:
-            if not declared.strip().isdigit():
-                await _reply(send, 400, "Content-Length must be a whole number of bytes")
-                return
-            if int(declared) > limit:
-                await _reply(send, 413, f"request body is {int(declared):,} bytes; the limit is {limit:,} bytes")
-                return
+        if declared is not None and not declared.strip().isdigit():
+            await _reply(send, 400, "Content-Length must be a whole number of bytes")
+        elif declared is not None and int(declared) > limit:
+            await _reply(send, 413, f"request body is {int(declared):,} bytes; the limit is {limit:,} bytes")
+        elif declared is None and _header(scope, b"transfer-encoding") is not None:
+            await self._counted(scope, receive, send, limit)
+        else:
             await self.app(scope, receive, send)
-            return
-        await self._counted(scope, receive, send, limit)
 
     async def _counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         """A body without Content-Length (chunked): read it up to the limit, then hand it on."""

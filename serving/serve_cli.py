@@ -24,9 +24,10 @@ def server_command(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", host, "--port", str(port)]
 
 
-def server_environment(tracking_uri: str, workers: int, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The server's environment: the tracking URI, the worker count, one BLAS/OpenMP thread per worker, no telemetry."""
-    env = dict(os.environ if base is None else base)
+def server_environment(tracking_uri: str, workers: int) -> dict[str, str]:
+    """This process's environment plus the tracking URI, the worker count, one BLAS/OpenMP thread per
+    worker and no BentoML usage telemetry."""
+    env = dict(os.environ)
     env["MLFLOW_TRACKING_URI"] = tracking_uri
     env["BENTOML_CONFIG_OVERRIDES"] = json.dumps({"services": {SERVICE_NAME: {"workers": workers}}})
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -46,19 +47,20 @@ def check_models(tracking_uri: str) -> list[str]:
 
 
 def serve(
-    host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 exposes the API to the network.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind; 0.0.0.0 exposes the API to the network.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 3000,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Server processes, each with its own models.")] = 1,
     tracking_uri: Annotated[
         str | None,
-        typer.Option("--tracking-uri", help="MLflow tracking/registry URI [env MLFLOW_TRACKING_URI; default "
-                                            "sqlite:///models/mlflow.db]."),
+        typer.Option("--tracking-uri", help="MLflow tracking/registry URI (env MLFLOW_TRACKING_URI; default "
+                                            "sqlite:///models/mlflow.db)."),
     ] = None,
 ) -> None:
     """Serve lead scores and customer value over HTTP from the MLflow champions (POST /score_leads, /predict_clv).
 
-    Set LEADVAL_API_KEY to require 'Authorization: Bearer <key>'. The registry is checked while the
-    server starts: with no model at all it stops with an error naming both.
+    Set LEADVAL_API_KEY to require 'Authorization: Bearer <key>'. With no model in the registry it stops.
     """
     settings = load_settings(tracking_uri=tracking_uri)
     server = subprocess.Popen(server_command(host, port), env=server_environment(settings.tracking_uri, workers))

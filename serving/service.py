@@ -4,9 +4,10 @@ Endpoints
 ---------
 ``POST /score_leads``
     Leads as the CRM holds them, each with its activities. Features are computed by the same
-    ``features`` code as in training, as of ``as_of`` (default: when the request arrives), and
-    scored by the same function as the nightly batch job and the notebook. Per lead: ``score``
-    (0-100), ``probability``, ``band``, ``reasons``, ``expected_value``, ``model_version``.
+    ``features`` code as in training, as of ``as_of`` (default: when the request arrives), and the
+    leads are scored by the nightly batch job's own function (:func:`serving.batch.score_lead_chunk`).
+    Per lead: ``score`` (0-100), ``probability``, ``band``, ``reasons``, ``expected_value``,
+    ``model_version``.
 ``POST /predict_clv``
     Customers as an RFM summary in days, or as their raw orders (summarised by
     :func:`features.rfm.rfm_summary` as of ``as_of``). Per customer: ``expected_purchases``,
@@ -22,9 +23,10 @@ Value-weighted lead score
 converts, times the CLV model's predicted value of a new customer acquired through the lead's
 ``source_channel``. ``V`` is fixed when the CLV model is trained: the mean CLV (over the model's own
 horizon and discount rate) it predicts for the customers acquired through that channel; channels
-with too few customers, and channels it has never seen, get the mean over all customers. Sales can
-then rank leads by the value they are likely to bring, not only by their likelihood to convert.
-``expected_value`` is null when no CLV model is loaded.
+with too few customers, and channels it has never seen, get the mean over all customers
+(:func:`training.lead_value.expected_values`). Sales can then rank leads by the value they are likely
+to bring, not only by their likelihood to convert. ``expected_value`` is null when no CLV model is
+loaded.
 
 Safety: bodies over ``LEADVAL_MAX_BODY_BYTES`` get 413 before they are read, requests without
 ``Authorization: Bearer $LEADVAL_API_KEY`` get 401 when that variable is set (probes excepted), bad
@@ -37,7 +39,6 @@ from __future__ import annotations
 import gc
 import json
 import math
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import bentoml
@@ -142,7 +143,7 @@ def utc_times(texts: list[str]) -> tuple[np.ndarray, int | None]:
 
 
 def lead_frames(request: ScoreLeadsRequest) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The request's leads and activities as the CRM frames :func:`training.lead_model.score_leads` takes.
+    """The request's leads and activities as the CRM frames :func:`serving.batch.score_lead_chunk` takes.
 
     All times are parsed in one go; an unreadable one, or a lead created after ``as_of``, is a 400
     naming the lead (and activity) index. Text columns are plain ``object`` columns: the feature code
@@ -180,20 +181,6 @@ def lead_frames(request: ScoreLeadsRequest) -> tuple[pd.DataFrame, pd.DataFrame]
     activities["occurred_at"] = stamps[len(leads):]
     activities["duration_seconds"] = np.array([event.get("duration_seconds") for event in events], dtype=np.float64)
     return lead_frame, activities
-
-
-def expected_values(probability: Sequence[float], channels: Sequence[str], clv: Any | None) -> list[float | None]:
-    """``probability x`` the CLV model's value of a new customer from each lead's channel (None without CLV).
-
-    Channels the CLV model does not know get its overall new-customer value
-    (:func:`training.clv_predict.new_customer_value`).
-    """
-    if clv is None:
-        return [None] * len(probability)
-    from training.clv_predict import new_customer_value
-
-    value = {channel: new_customer_value(clv.python_model.params, channel) for channel in set(channels)}
-    return [_finite_or_none(p * value[channel]) for p, channel in zip(probability, channels, strict=True)]
 
 
 WARM_UP_LEADS = {
@@ -275,19 +262,21 @@ class LeadvalService:
         return ModelsResponse(models=facts, missing=missing)
 
     def lead_scores(self, request: ScoreLeadsRequest) -> ScoreLeadsResponse:
-        """The scores of a validated request (the lead-scoring model must be loaded)."""
-        from training.lead_model import score_leads
+        """The scores of a validated request (the lead-scoring model must be loaded).
 
-        model = self.served.loaded[LEAD_MODEL_NAME]
+        Scored by :func:`serving.batch.score_lead_chunk`, the nightly batch job's own function.
+        """
+        from serving.batch import score_lead_chunk
+
+        model, clv = self.served.loaded[LEAD_MODEL_NAME], self.served.get(CLV_MODEL_NAME)
         leads, activities = lead_frames(request)
         try:
-            scores = score_leads(model.python_model, leads, activities, request.as_of)
+            scores = score_lead_chunk(model.python_model, clv.python_model.params if clv else None, leads,
+                                      activities, request.as_of)
         except InvalidInput as exc:
             raise _problem("score_leads", ("leads",), str(exc)) from None
-        probability = scores["probability"].tolist()
-        values = expected_values(probability, leads["source_channel"].tolist(), self.served.get(CLV_MODEL_NAME))
-        rows = zip(scores["lead_id"].tolist(), scores["score"].tolist(), probability, scores["band"].tolist(),
-                   scores["reasons"].tolist(), values, strict=True)
+        rows = zip(*(scores[c].tolist() for c in ("lead_id", "score", "probability", "band", "reasons",
+                                                 "expected_value")), strict=True)
         return ScoreLeadsResponse.model_validate({"as_of": request.as_of, "scores": [
             {"lead_id": lead_id, "score": score, "probability": p, "band": band, "reasons": json.loads(reasons),
              "expected_value": value, "model_version": model.version}

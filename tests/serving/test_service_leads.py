@@ -1,4 +1,4 @@
-"""POST /score_leads over HTTP against the real server: parity with in-process scoring, and bad input."""
+"""POST /score_leads over HTTP against the real server: parity with the batch job and the registry model, bad input."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import pytest
 from features.crm_frames import load_crm_frames
 from features.crm_store import connect
 from features.lead_features import PROFILE_FEATURES, lead_features
+from serving.batch import score_lead_chunk
 from serving.model_loading import load_champions
 from tests.serving.conftest import RunningServer, TrainedStore
 from training.clv_predict import new_customer_value
-from training.lead_model import score_leads
 from training.tracking import champion_uri, load_registered, use_tracking
 
 LEAD = {"lead_id": "L-new", "created_at": "2024-03-01T10:00:00Z", "source_channel": "paid_search",
@@ -56,8 +56,8 @@ def open_crm_leads(trained_store: TrainedStore) -> tuple[pd.DataFrame, pd.DataFr
     return leads, frames.activities[frames.activities["lead_id"].isin(leads["lead_id"])]
 
 
-def test_service_scores_equal_in_process_and_registry_scores(client: httpx.Client, trained_store: TrainedStore,
-                                                           open_crm_leads: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+def test_service_scores_equal_batch_job_and_registry_scores(client: httpx.Client, trained_store: TrainedStore,
+                                                            open_crm_leads: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     leads, activities = open_crm_leads
     as_of = trained_store.as_of
     response = client.post("/score_leads", json={"leads": lead_payload(leads, activities),
@@ -67,7 +67,7 @@ def test_service_scores_equal_in_process_and_registry_scores(client: httpx.Clien
 
     served = load_champions(trained_store.tracking_uri)
     model, clv = served.get("lead-scoring"), served.get("clv")
-    batch = score_leads(model.python_model, leads, activities, as_of)
+    batch = score_lead_chunk(model.python_model, clv.python_model.params, leads, activities, as_of)
     use_tracking(trained_store.tracking_uri)
     pyfunc = load_registered(champion_uri("lead-scoring")).predict(lead_features(leads, activities, as_of))
     for expected in (batch, pyfunc):
@@ -75,6 +75,7 @@ def test_service_scores_equal_in_process_and_registry_scores(client: httpx.Clien
         for column in ("score", "probability", "band"):
             assert got[column].tolist() == expected[column].tolist(), column
         assert got["reasons"].tolist() == [json.loads(r) for r in expected["reasons"]]
+    assert got["expected_value"].tolist() == batch["expected_value"].tolist()
     value = [p * new_customer_value(clv.python_model.params, c)
              for p, c in zip(batch["probability"], leads["source_channel"], strict=True)]
     assert got["expected_value"].tolist() == value
