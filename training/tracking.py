@@ -124,11 +124,16 @@ def champion_uri(model_name: str) -> str:
 
 
 def champion_version(model_name: str) -> str | None:
-    """The version currently aliased ``@champion``, or None."""
+    """The version currently aliased ``@champion``, or None when the model or its alias does not exist.
+
+    Any other registry error (an unreachable store, say) propagates, so it can never pass for "no champion".
+    """
     try:
         return str(MlflowClient().get_model_version_by_alias(model_name, CHAMPION_ALIAS).version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
 
 
 def register_and_gate(
