@@ -107,8 +107,8 @@ def read_transactions(
         if late.any():
             raise InvalidInput(
                 f"{date_col}: row(s) {_row_list(late)} are after the observation end {end.date()} "
-                f"(e.g. {out['ordered_at'][late].iloc[0]}); cut the file at the observation end or pass a later "
-                "--observation-end"
+                f"(e.g. {out['ordered_at'][late].iloc[0]}); cut the file at that day or pass a later end date "
+                "(--observation-end to train, --as-of to score)"
             )
     return out
 

@@ -44,7 +44,7 @@ class BatchResult:
     seconds: float
 
 
-def _identity(uri: str) -> tuple[ModelIdentity, object]:
+def model_identity(uri: str) -> tuple[ModelIdentity, object]:
     """The loaded model and who it is; a URI that names nothing fails here, before anything is written."""
     name, version, run_id = registered_identity(uri)
     return ModelIdentity(name, version, run_id, uri), load_registered(uri)
@@ -77,11 +77,12 @@ def score_lead_chunk(lead_model: object, clv_params: CLVParameters | None, leads
                      activities: pd.DataFrame, as_of: datetime) -> pd.DataFrame:
     """Scores plus the value-weighted ``expected_value`` of these leads: the one scoring path."""
     scores = score_leads(lead_model, leads, activities, as_of)
-    channels = leads.set_index("lead_id").loc[scores["lead_id"], "source_channel"].tolist()
+    channel_of = dict(zip(leads["lead_id"].tolist(), leads["source_channel"].tolist(), strict=True))
+    channels = [channel_of[lead_id] for lead_id in scores["lead_id"].tolist()]
     return scores.assign(expected_value=expected_values(scores["probability"].tolist(), channels, clv_params))
 
 
-def _optional_clv(uri: str) -> CLVParameters | None:
+def optional_clv_parameters(uri: str) -> CLVParameters | None:
     """The CLV model's parameters for ``expected_value``, or None when there is no such model."""
     try:
         return load_registered(uri).unwrap_python_model().params
@@ -104,8 +105,8 @@ def score_open_leads(
     """
     started = utc_now()
     at = (as_of_timestamp(as_of) if as_of is not None else pd.Timestamp(started)).to_pydatetime()
-    identity, model = _identity(model_uri)
-    clv_params = _optional_clv(clv_model_uri)
+    identity, model = model_identity(model_uri)
+    clv_params = optional_clv_parameters(clv_model_uri)
     create_schema(engine)
     ids = open_lead_ids(engine, at)
 
@@ -142,7 +143,7 @@ def score_customers(
     """Score every customer as of ``as_of`` (default now, UTC) into ``customer_scores`` and its history."""
     started = utc_now()
     at = (as_of_timestamp(as_of) if as_of is not None else pd.Timestamp(started)).to_pydatetime()
-    identity, model = _identity(model_uri)
+    identity, model = model_identity(model_uri)
     params = model.unwrap_python_model().params
     create_schema(engine)
     rfm = customer_rfm(engine, at).set_index("customer_id", drop=False)

@@ -19,10 +19,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-train_app = typer.Typer(help="Train, evaluate and register a model in MLflow.", no_args_is_help=True)
-score_app = typer.Typer(help="Score leads or customers and write the scores back.", no_args_is_help=True)
-leads_app = typer.Typer(help="Lists of leads for sales.", no_args_is_help=True)
+train_app = typer.Typer(rich_markup_mode=None, help="Train, evaluate and register a model in MLflow.", no_args_is_help=True)
+score_app = typer.Typer(rich_markup_mode=None, help="Score leads or customers and write the scores back.", no_args_is_help=True)
+leads_app = typer.Typer(rich_markup_mode=None, help="Lists of leads for sales.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 app.add_typer(score_app, name="score")
 app.add_typer(leads_app, name="leads")

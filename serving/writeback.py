@@ -9,7 +9,7 @@ committed together, so every table stays consistent whatever moment the process 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -162,17 +162,38 @@ def run_batch(
 
     A failure marks the run failed (the chunks already committed stay, and the next run resumes after them).
     """
+
+    def scored_chunks(todo: list[str]) -> Iterator[pd.DataFrame]:
+        for start in range(0, len(todo), chunk_size):
+            yield score_chunk(todo[start : start + chunk_size])
+
+    return write_scored(engine, job, model, as_of, ids, scored_chunks, progress)
+
+
+def write_scored(
+    engine: Engine,
+    job: Job,
+    model: ModelIdentity,
+    as_of: datetime,
+    ids: Sequence[str],
+    scored_chunks: Callable[[list[str]], Iterable[pd.DataFrame]],
+    progress: Callable[[int], object] | None = None,
+) -> tuple[RunState, int]:
+    """Write back the chunks ``scored_chunks`` yields for the ids not yet written; returns (run, rows written).
+
+    ``scored_chunks`` gets the pending ids and may yield their scores in any order and chunking (the Spark
+    engine streams partitions); each chunk is one transaction. A failure marks the run failed.
+    """
     run = open_run(engine, job, model, as_of, rows_total=len(ids))
     todo = pending(ids, run)
     if progress:
         progress(len(ids) - len(todo))
     written = 0
     try:
-        for start in range(0, len(todo), chunk_size):
-            chunk = todo[start : start + chunk_size]
-            written += write_chunk(engine, job, run, model, as_of, score_chunk(chunk))
+        for scores in scored_chunks(todo):
+            written += write_chunk(engine, job, run, model, as_of, scores)
             if progress:
-                progress(len(chunk))
+                progress(len(scores))
     except BaseException as exc:
         finish_run(engine, run, error=f"{type(exc).__name__}: {exc}"[:2000])
         raise

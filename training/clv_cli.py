@@ -102,3 +102,56 @@ def train_clv(
         f"purchases, MAE {holdout['mae']:.3f} per customer; run {out['run_id']}"
     )
     report(out, summary, as_json)
+
+
+def score_customers_file(
+    table: Path,
+    out: Path,
+    model: str,
+    as_of: datetime | None = None,
+    customer_col: str = "customer_id",
+    date_col: str = "ordered_at",
+    amount_col: str | None = "amount",
+    tracking_uri: str | None = None,
+    as_json: bool = False,
+) -> None:
+    """Score the customers of an orders file (CSV/Parquet) as of ``as_of`` (default: the last order).
+
+    As in the CRM job, ``as_of`` is an instant: a bare date means its midnight, so that day's orders wait
+    for the next run; orders on later days are an error (a wrong date or a wrong file).
+    """
+    import pandas as pd
+
+    from features.rfm import rfm_summary
+    from features.transactions import read_transactions
+    from training.clv_predict import predict_clv, rfm_in_days
+    from training.tracking import load_registered, use_tracking
+
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise InvalidInput(f"--out {out}: expected a .csv or .parquet file name")
+    settings = load_settings(tracking_uri=tracking_uri)
+    use_tracking(settings.tracking_uri)
+    python_model = load_registered(model).unwrap_python_model()
+    if not hasattr(python_model, "params"):
+        raise InvalidInput(f"--model {model}: not a CLV model (expected one trained by 'leadval train clv')")
+    params = python_model.params
+    orders = read_transactions(table, customer_col, date_col, amount_col, observation_end=as_of)
+    if orders.empty:
+        raise InvalidInput(f"{table}: no orders in it; nothing to score")
+    end = pd.Timestamp(as_of) if as_of is not None else orders["ordered_at"].max()
+    orders = orders[orders["ordered_at"] <= end]
+    if orders.empty:
+        raise InvalidInput(f"{table}: no orders on or before {end}; nothing to score")
+    scores = predict_clv(params, rfm_in_days(rfm_summary(orders, end), "D"))
+    scores = scores.assign(horizon_days=int(params.horizon_days))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".parquet":
+        scores.to_parquet(out, index=False)
+    else:
+        scores.to_csv(out, index=False)
+    segments = scores["segment"].value_counts().to_dict()
+    summary = (f"Scored {len(scores):,} customers from {table.name} as of {end:%Y-%m-%d} with {model} into {out} "
+               f"(total predicted value {scores['clv'].sum():,.0f}; "
+               + ", ".join(f"{name} {count:,}" for name, count in segments.items()) + ")")
+    report({"scored": len(scores), "model_uri": model, "as_of": f"{end:%Y-%m-%d}", "out": str(out),
+            "segments": segments, "total_clv": float(scores["clv"].sum())}, summary, as_json)

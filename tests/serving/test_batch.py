@@ -153,3 +153,30 @@ def test_missing_model_or_database_is_a_clear_error_and_writes_nothing(registry:
     assert _count(sqlite_url, schema.lead_scores) == 0 == _count(sqlite_url, schema.scoring_runs)
     no_db = leadval("score", "customers", "--db", "postgresql+psycopg://x@127.0.0.1:1/none", env=env, check=False)
     assert no_db.returncode == 1 and no_db.stderr.startswith("error: cannot reach database")
+
+
+def test_customers_file_mode_scores_like_the_crm_job(registry: dict[str, str], sqlite_url: str,
+                                                     tmp_path: Path) -> None:
+    as_of = _crm(sqlite_url)
+    env = registry | {"LEADVAL_DB": sqlite_url}
+    orders = read_frame(connect(sqlite_url), schema.orders)
+    orders.rename(columns={"customer_id": "client", "ordered_at": "day", "amount": "value"}).to_csv(
+        tmp_path / "orders.csv", index=False)
+    out = last_json(leadval("score", "customers", "--table", str(tmp_path / "orders.csv"), "--out",
+                            str(tmp_path / "scores.parquet"), "--customer-col", "client", "--date-col", "day",
+                            "--amount-col", "value", "--as-of", as_of, "--json", env=registry))
+    leadval("score", "customers", "--as-of", as_of, env=env)
+    from_file = pd.read_parquet(tmp_path / "scores.parquet").set_index("customer_id").sort_index()
+    from_crm = read_frame(connect(sqlite_url), schema.customer_scores).set_index("customer_id").sort_index()
+    assert out["scored"] == len(from_file) == len(from_crm) > 100
+    columns = ["expected_purchases", "p_alive", "expected_order_value", "clv", "segment", "horizon_days"]
+    pd.testing.assert_frame_equal(from_file[columns], from_crm[columns], check_dtype=False)
+
+    early = leadval("score", "customers", "--table", str(tmp_path / "orders.csv"), "--out", str(tmp_path / "x.csv"),
+                    "--customer-col", "client", "--date-col", "day", "--amount-col", "value", "--as-of",
+                    "2024-02-01", env=registry, check=False)
+    assert early.returncode == 1 and "day: row(s)" in early.stderr and "--as-of to score" in early.stderr
+    assert not (tmp_path / "x.csv").exists()
+    wrong = leadval("score", "customers", "--table", str(tmp_path / "orders.csv"), "--out", str(tmp_path / "x.txt"),
+                    env=registry, check=False)
+    assert wrong.returncode == 1 and "expected a .csv or .parquet file name" in wrong.stderr
