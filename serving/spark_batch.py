@@ -57,9 +57,11 @@ def bucket_count(spark: SparkSession, settings: SparkSettings, rows: int) -> int
 
 
 def _bucketed(frame: DataFrame, key: str, buckets: int) -> DataFrame:
+    """``frame`` with its bucket, hash-partitioned into exactly ``buckets`` partitions (not the 200 shuffle
+    partitions a group-by would make: each becomes a job when the rows stream back)."""
     from pyspark.sql import functions as F
 
-    return frame.withColumn(BUCKET, F.pmod(F.hash(key), F.lit(buckets)))
+    return frame.withColumn(BUCKET, F.pmod(F.hash(key), F.lit(buckets))).repartition(buckets, BUCKET)
 
 
 def feature_schema(spec: FeatureSpec) -> str:
