@@ -51,7 +51,7 @@ SparkConfOption = Annotated[
     list[str] | None, typer.Option("--spark-conf", help="With --engine spark: a spark.key=value setting (repeatable).")
 ]
 ParquetOption = Annotated[
-    Path | None, typer.Option("--parquet", help="With --engine spark: read the CRM tables from DIR/<table>.parquet "
+    str | None, typer.Option("--parquet", help="With --engine spark: read the CRM tables from DIR/<table>.parquet "
                                                 "instead of the database (scores are still written to --db).")
 ]
 PartitionsOption = Annotated[
@@ -74,7 +74,7 @@ def _emit(result: BatchResult, as_json: bool) -> None:
 
 
 def _on_spark(job: Callable[[SparkSession, SparkSettings], BatchResult], master: str | None,
-              conf: Sequence[str] | None, parquet: Path | None, partitions: int | None) -> BatchResult:
+              conf: Sequence[str] | None, parquet: str | None, partitions: int | None) -> BatchResult:
     """Run ``job`` in a Spark session built from the flags, stopping the session afterwards."""
     from serving.spark_source import load_spark_settings, spark_session
 

@@ -31,19 +31,20 @@ DEBIAN_JDBC_JARS = ("/usr/share/java/postgresql.jar", "/usr/share/java/xerial-sq
 
 @dataclass(frozen=True)
 class SparkSettings:
-    """Where Spark runs, which JDBC jars it loads, extra ``spark.*`` settings, and an optional Parquet source."""
+    """Where Spark runs, which JDBC jars it loads, extra ``spark.*`` settings, and an optional Parquet source
+    (a local directory or a URI such as ``s3a://bucket/crm`` holding ``<table>.parquet``)."""
 
     master: str = "local[2]"
     jars: tuple[str, ...] = ()
     conf: tuple[tuple[str, str], ...] = ()
-    parquet: Path | None = None
+    parquet: str | None = None
     partitions: int | None = None
 
 
 def load_spark_settings(
     master: str | None = None,
     conf: Sequence[str] = (),
-    parquet: Path | None = None,
+    parquet: str | Path | None = None,
     partitions: int | None = None,
 ) -> SparkSettings:
     """Settings from flags, then ``LEADVAL_SPARK_MASTER`` / ``LEADVAL_SPARK_JARS``, then defaults."""
@@ -59,10 +60,10 @@ def load_spark_settings(
     missing = [j for j in jars if "://" not in j and not Path(j).exists()]
     if missing:
         raise InvalidInput(f"LEADVAL_SPARK_JARS: no such jar {', '.join(missing)}")
-    if parquet is not None and not parquet.is_dir():
+    if parquet is not None and "://" not in str(parquet) and not Path(parquet).is_dir():
         raise InvalidInput(f"--parquet {parquet}: expected a directory holding <table>.parquet files")
     return SparkSettings(master or os.environ.get("LEADVAL_SPARK_MASTER", "local[2]"), jars, tuple(pairs),
-                         parquet, partitions)
+                         None if parquet is None else str(parquet), partitions)
 
 
 def spark_session(settings: SparkSettings) -> SparkSession:
@@ -133,10 +134,10 @@ def read_crm_table(spark: SparkSession, settings: SparkSettings, db_url: str, ta
     from pyspark.sql import functions as F
 
     if settings.parquet is not None:
-        path = settings.parquet / f"{table.name}.parquet"
-        if not path.exists():
-            raise InvalidInput(f"--parquet {settings.parquet}: no {path.name} in it")
-        frame = spark.read.parquet(str(path))
+        path = f"{settings.parquet.rstrip('/')}/{table.name}.parquet"
+        if "://" not in path and not Path(path).exists():
+            raise InvalidInput(f"--parquet {settings.parquet}: no {table.name}.parquet in it")
+        frame = spark.read.parquet(path)
         absent = [c for c in columns if c not in frame.columns]
         if absent:
             raise InvalidInput(f"{path}: missing column(s) {', '.join(absent)}")
