@@ -11,14 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
     log_loss,
@@ -112,7 +109,7 @@ def evaluation_plots(
     y = np.asarray(converted, dtype="float64")
     written = []
 
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = _figure((5, 5))
     for name, p in probabilities.items():
         fpr, tpr, _ = roc_curve(y, p)
         ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, p):.3f})")
@@ -120,7 +117,7 @@ def evaluation_plots(
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
     written.append(_save(fig, ax, folder / "roc.png"))
 
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = _figure((5, 5))
     for name, p in probabilities.items():
         precision, recall, _ = precision_recall_curve(y, p)
         ax.plot(recall, precision, label=f"{name} (AP {average_precision_score(y, p):.3f})")
@@ -128,7 +125,8 @@ def evaluation_plots(
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall")
     written.append(_save(fig, ax, folder / "pr.png"))
 
-    fig, (gain_ax, lift_ax) = plt.subplots(1, 2, figsize=(10, 4.5))
+    fig = Figure(figsize=(10, 4.5))
+    gain_ax, lift_ax = fig.subplots(1, 2)
     for name, p in probabilities.items():
         table = gains_table(y, p)
         shares = table["decile"] / len(table)
@@ -142,7 +140,7 @@ def evaluation_plots(
     lift_ax.legend()
     written.append(_save(fig, gain_ax, folder / "gains_lift.png"))
 
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = _figure((5, 5))
     for name, p in probabilities.items():
         table = calibration_table(y, p)
         ax.plot(table["mean_probability"], table["observed_rate"], marker="o", label=name)
@@ -152,19 +150,23 @@ def evaluation_plots(
     written.append(_save(fig, ax, folder / "calibration.png"))
 
     shown = importance.sort_values().tail(25)
-    fig, ax = plt.subplots(figsize=(6, max(3, 0.25 * len(shown) + 1)))
+    fig, ax = _figure((6, max(3, 0.25 * len(shown) + 1)))
     ax.barh(shown.index, shown.to_numpy())
     ax.set(xlabel="total gain", title="Feature importance (LightGBM gain)")
     fig.tight_layout()
     fig.savefig(folder / "feature_importance.png", dpi=100)
-    plt.close(fig)
     written.append(folder / "feature_importance.png")
     return written
 
 
-def _save(fig: plt.Figure, ax: plt.Axes, path: Path) -> Path:
+def _figure(size: tuple[float, float]) -> tuple[Figure, Axes]:
+    """A figure outside pyplot (no global backend switch, nothing kept open), with one axes."""
+    fig = Figure(figsize=size)
+    return fig, fig.subplots()
+
+
+def _save(fig: Figure, ax: Axes, path: Path) -> Path:
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
