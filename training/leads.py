@@ -178,8 +178,10 @@ def _small_category_codes(values: list, lookup: dict[str, int]) -> list[float]:
 
 
 def _numbers(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+    """The numeric columns as a float matrix (``reindex`` selects them at a fraction of ``loc``'s cost)."""
     try:
-        return frame.loc[:, list(columns)].to_numpy(dtype="float64", na_value=np.nan)
+        chosen = frame.reindex(columns=list(columns)) if frame.columns.is_unique else frame.loc[:, list(columns)]
+        return chosen.to_numpy(dtype="float64", na_value=np.nan)
     except (TypeError, ValueError):
         for column in columns:
             parsed = pd.to_numeric(frame[column], errors="coerce")
@@ -279,6 +281,8 @@ class LeadScorer:
             "probability": probability,
             "band": np.asarray(SCORE_BANDS, dtype=object)[(probability[:, None] < self._thresholds).sum(axis=1)],
         })
+        # Object labels: pandas 3 infers arrow-backed ones, and each column added or read then goes through pyarrow.
+        out.columns = pd.Index(out.columns.tolist(), dtype=object)
         if reasons and len(matrix):
             contrib = self.booster.predict(matrix, pred_contrib=True, num_threads=self._threads(len(matrix)))
             out["reasons"] = self.reason_coder.reasons(contrib, matrix)
