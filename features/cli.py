@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from features.console import progress_bar, report
-from features.crm_store import connect, create_schema, safe_url
 from features.settings import load_settings
 
 DbOption = Annotated[
@@ -31,6 +30,7 @@ def generate(
     as_json: JsonOption = False,
 ) -> None:
     """Write a realistic simulated CRM, with its ground truth in separate truth_* tables."""
+    from features.crm_store import connect, create_schema, safe_url
     from features.simulator import SimulationConfig, generate_crm
 
     settings = load_settings(db=db)
@@ -57,6 +57,7 @@ def import_table(
 ) -> None:
     """Validate a CRM export and load it in one transaction; re-importing the same rows is a no-op."""
     from features.crm_import import import_file, parse_mapping
+    from features.crm_store import connect, create_schema, safe_url
 
     settings = load_settings(db=db)
     column_map = parse_mapping(mapping or [], mapping_file)

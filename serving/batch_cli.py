@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from features.console import progress_bar, report
-from features.crm_store import connect
 from features.errors import InvalidInput
 from features.settings import CLV_MODEL_URI, LEAD_MODEL_URI, load_settings
 
@@ -134,6 +133,7 @@ def score_leads_command(
                          as_json=as_json)
         return
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from features.crm_store import connect
     from serving.batch import score_open_leads
     from training.tracking import use_tracking
 
@@ -195,6 +195,7 @@ def score_customers_command(
                              as_json)
         return
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from features.crm_store import connect
     from serving.batch import score_customers
     from training.tracking import use_tracking
 

@@ -10,28 +10,29 @@ from __future__ import annotations
 import time
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
-from sqlalchemy import Engine
 
-from features import schema
 from features.cli import DbOption, JsonOption
 from features.console import progress_bar, report as print_result
-from features.crm_store import connect, missing_tables, read_frame, safe_url
 from features.errors import InvalidInput
-from features.kpi_targets import read_targets
-from features.kpis import CRMFrames, crm_frames, report_window
-from features.predictive_kpis import LEAD_ORDER, customer_list, top_open_leads
 from features.settings import load_settings
-from serving.report import KPIReport, build_report, fmt, records, render_html, report_json
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sqlalchemy import Engine
+
+    from features.kpis import CRMFrames
+    from serving.report import KPIReport
 
 DEFAULT_REPORT = Path("reports/kpi_report.html")
 EXPORT_FORMATS = (".csv", ".parquet")
 
 
 def _engine(db: str | None, tables: tuple[str, ...]) -> tuple[Engine, str]:
+    from features.crm_store import connect, missing_tables, safe_url
+
     settings = load_settings(db=db)
     engine = connect(settings.db)
     absent = [name for name in tables if name in missing_tables(engine)]
@@ -43,6 +44,10 @@ def _engine(db: str | None, tables: tuple[str, ...]) -> tuple[Engine, str]:
 
 def read_crm(engine: Engine) -> CRMFrames:
     """The CRM and score tables the report needs, with only the columns it uses."""
+    from features import schema
+    from features.crm_store import read_frame
+    from features.kpis import crm_frames
+
     columns = {
         schema.leads: ["lead_id", "created_at", "source_channel", "campaign", "converted_at", "customer_id"],
         schema.activities: ["lead_id", "occurred_at", "activity_type", "channel", "content_id"],
@@ -80,6 +85,11 @@ def report(
     as_json: JsonOption = False,
 ) -> None:
     """Write the KPI report: one self-contained HTML page of channel, trend, attribution and predictive KPIs."""
+    from features.crm_store import safe_url
+    from features.kpi_targets import read_targets
+    from features.kpis import report_window
+    from serving.report import build_report, render_html, report_json
+
     started = time.perf_counter()
     start, end = _day(from_, "--from"), _day(to, "--to")
     goals = read_targets(targets) if targets is not None else ()
@@ -101,6 +111,8 @@ def report(
 
 
 def _summary(built: KPIReport, out: Path, seconds: float) -> str:
+    from serving.report import fmt
+
     t = built.totals
     lines = [
         f"Wrote {out} ({built.window.label}, {seconds:.1f} s)",
@@ -124,6 +136,10 @@ def segments_export(
     as_json: JsonOption = False,
 ) -> None:
     """Export scored customers (id, segment, CLV, P(alive), last order) for an email or ads tool."""
+    from features import schema
+    from features.crm_store import read_frame, safe_url
+    from features.predictive_kpis import customer_list
+
     if out.suffix.lower() not in EXPORT_FORMATS:
         raise InvalidInput(f"--out {out}: expected a file ending in {' or '.join(EXPORT_FORMATS)}")
     engine, url = _engine(db, ("customer_scores", "orders"))
@@ -149,6 +165,11 @@ def leads_top(
     as_json: JsonOption = False,
 ) -> None:
     """Print the best open leads for a salesperson: score, band, expected value and the reasons."""
+    from features import schema
+    from features.crm_store import read_frame, safe_url
+    from features.predictive_kpis import LEAD_ORDER, top_open_leads
+    from serving.report import records
+
     if by not in LEAD_ORDER:
         raise InvalidInput(f"--by {by!r} is unknown; expected score or value")
     engine, url = _engine(db, ("leads", "lead_scores"))
@@ -163,6 +184,8 @@ def leads_top(
 
 
 def _lead_lines(table: pd.DataFrame) -> str:
+    import pandas as pd
+
     if table.empty:
         return "No open scored leads."
     header = f"{'#':>3}  {'lead':<14} {'score':>5} {'band':<4} {'value':>10}  {'channel':<16} reasons"

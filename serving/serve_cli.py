@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 
-from features.crm_store import safe_url
 from features.settings import load_settings
 from serving.model_loading import SERVED_MODEL_NAMES, NothingToServe, champion_uri, missing_champions
 
@@ -41,6 +40,8 @@ def check_models(tracking_uri: str) -> list[str]:
     missing = missing_champions(tracking_uri)
     if len(missing) == len(SERVED_MODEL_NAMES):
         details = "; ".join(f"{champion_uri(n)}: {r}" for n, r in missing.items())
+        from features.crm_store import safe_url
+
         raise NothingToServe(f"no model to serve from {safe_url(tracking_uri)}: {details}. "
                              "Train them first: leadval train leads / leadval train clv")
     return [f"warning: {champion_uri(n)} is missing ({r}); its endpoint answers 503" for n, r in missing.items()]
