@@ -63,11 +63,21 @@ def open_lead_ids(engine: Engine, as_of: datetime) -> list[str]:
 
 
 def lead_chunk_frames(engine: Engine, ids: list[str], as_of: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The CRM rows of these leads and their activities up to ``as_of``."""
+    """The CRM rows of these leads and their activities up to ``as_of``.
+
+    ``ids`` come in the database's order (as :func:`open_lead_ids` returns them), so the chunk is read as
+    the id range from its first to its last id, and then cut to ``ids``: an index range scan, where
+    PostgreSQL plans a 5,000-value ``IN`` list on a large table as a full scan (~3 s per chunk at 36M
+    activities, against ~0.3 s).
+    """
     leads_t, acts_t = schema.leads, schema.activities
-    leads = read_frame(engine, leads_t, LEAD_COLUMNS, leads_t.c.lead_id.in_(ids))
+    first, last = ids[0], ids[-1]
+    leads = read_frame(engine, leads_t, LEAD_COLUMNS, leads_t.c.lead_id.between(first, last))
     activities = read_frame(engine, acts_t, ACTIVITY_INPUT_COLUMNS,
-                            and_(acts_t.c.lead_id.in_(ids), acts_t.c.occurred_at <= as_of))
+                            and_(acts_t.c.lead_id.between(first, last), acts_t.c.occurred_at <= as_of))
+    wanted = pd.Index(ids)
+    leads = leads[leads["lead_id"].isin(wanted)].reset_index(drop=True)
+    activities = activities[activities["lead_id"].isin(wanted)].reset_index(drop=True)
     later = leads["converted_at"] > pd.Timestamp(as_of)
     leads.loc[later, ["converted_at", "customer_id"]] = None
     return leads, activities
