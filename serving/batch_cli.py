@@ -54,8 +54,10 @@ ParquetOption = Annotated[
                                                 "instead of the database (scores are still written to --db).")
 ]
 PartitionsOption = Annotated[
-    int | None, typer.Option("--spark-partitions", min=1, help="With --engine spark: feature buckets "
-                                                                "[default: cores, or one per 20,000 rows].")
+    int | None, typer.Option("--spark-partitions", min=1, help="With --engine spark: feature buckets and JDBC "
+                                                                "read slices [default: buckets one per 20,000 "
+                                                                "rows, at least the cores; slices twice the "
+                                                                "cores].")
 ]
 
 

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +24,7 @@ from features.simulation_config import SimulationConfig
 from features.simulator import generate_crm
 from serving.batch import score_customers, score_open_leads
 from serving.spark_batch import score_customers_spark, score_open_leads_spark
-from serving.spark_source import jdbc_options, load_spark_settings, spark_session
+from serving.spark_source import jdbc_options, load_spark_settings, spark_session, time_slices
 from tests.serving.conftest import TrainedStore
 from training.tracking import use_tracking
 
@@ -173,3 +174,16 @@ def test_jdbc_options_follow_the_database_url(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("LEADVAL_SPARK_MASTER", "spark://cluster:7077")
     assert load_spark_settings().master == "spark://cluster:7077"
     assert load_spark_settings(master="local[1]").master == "local[1]"
+
+
+def test_time_slices_cover_the_range_once() -> None:
+    first, last = datetime(2024, 1, 1), datetime(2024, 1, 5)
+    slices = time_slices(first, last, 4, "occurred_at")
+    assert slices == ["occurred_at < '2024-01-02 00:00:00'",
+                      "occurred_at >= '2024-01-02 00:00:00' AND occurred_at < '2024-01-03 00:00:00'",
+                      "occurred_at >= '2024-01-03 00:00:00' AND occurred_at < '2024-01-04 00:00:00'",
+                      "occurred_at >= '2024-01-04 00:00:00'"]
+    assert time_slices(first, first, 3, "t") == ["t < '2024-01-01 00:00:00'",
+                                                  "t >= '2024-01-01 00:00:00' AND t < '2024-01-01 00:00:00'",
+                                                  "t >= '2024-01-01 00:00:00'"]
+    assert time_slices(first, last, 1, "t") == ["1=1"]
