@@ -1,7 +1,7 @@
 """Benchmark the nightly write-back jobs end to end: read, features, score (with reasons), write.
 
-Models: a lead and a CLV champion trained on a small simulated CRM into a temporary MLflow store (or
-``--tracking-uri``). CRM: ``--db`` (generated with ``--leads`` leads if it holds none; reused if it does,
+Models: a lead and a CLV champion trained on a simulated CRM of ``--train-leads`` leads (default 50,000)
+into a temporary MLflow store, or into ``--tracking-uri`` if it has no champions yet (then reused). CRM: ``--db`` (generated with ``--leads`` leads if it holds none; reused if it does,
 so a 1M-lead CRM is generated once). Each engine (``--engines pandas,spark``) scores every open lead and
 every customer as of the CRM's end, after the score tables are emptied so every run does all the work.
 
@@ -40,7 +40,7 @@ from features.simulator import generate_crm  # noqa: E402
 from serving.batch import BatchResult, score_customers, score_open_leads  # noqa: E402
 from training.clv_train import train_from_crm  # noqa: E402
 from training.lead_train import CrmTrainingConfig, crm_splits, train_and_register  # noqa: E402
-from training.tracking import use_tracking  # noqa: E402
+from training.tracking import champion_version, use_tracking  # noqa: E402
 
 SCORE_TABLES = (schema.lead_score_history, schema.lead_scores, schema.customer_score_history,
                 schema.customer_scores, schema.scoring_runs)
@@ -102,11 +102,11 @@ def measure(job: Callable[[], BatchResult]) -> Measured:
     return Measured(result, time.perf_counter() - started, sampler.cpu(), sampler.peak)
 
 
-def train_models(tracking_uri: str, artifact_root: str, workdir: Path) -> None:
-    """Both champions from a small simulated CRM (the benchmark measures scoring, not training)."""
+def train_models(tracking_uri: str, artifact_root: str, workdir: Path, leads: int) -> None:
+    """Both champions from a simulated CRM of ``leads`` leads (the benchmark measures scoring, not training)."""
     url = f"sqlite:///{workdir / 'train.db'}"
     engine = connect(url)
-    generate_crm(engine, SimulationConfig(n_leads=5_000, n_customers=1_000, seed=1))
+    generate_crm(engine, SimulationConfig(n_leads=leads, n_customers=leads // 5, seed=1))
     config = CrmTrainingConfig()
     train_and_register(crm_splits(engine, config), config, tracking_uri, artifact_root)
     train_from_crm(url, tracking_uri, artifact_root)
@@ -147,7 +147,9 @@ def main() -> None:
     parser.add_argument("--leads", type=int, default=100_000, help="leads to generate if the CRM is empty")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--engines", default="pandas,spark")
-    parser.add_argument("--tracking-uri")
+    parser.add_argument("--tracking-uri", help="MLflow store to use (trained into first if it has no champions)")
+    parser.add_argument("--train-leads", type=int, default=50_000)
+    parser.add_argument("--artifact-root", help="with --tracking-uri: where its artifacts go")
     parser.add_argument("--spark-master", default="local[2]")
     args = parser.parse_args()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -155,9 +157,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         tracking_uri = args.tracking_uri or f"sqlite:///{workdir / 'mlflow.db'}"
-        if not args.tracking_uri:
-            train_models(tracking_uri, str(workdir / "artifacts"), workdir)
         use_tracking(tracking_uri)
+        if champion_version("lead-scoring") is None or champion_version("clv") is None:
+            started = time.perf_counter()
+            train_models(tracking_uri, args.artifact_root or str(workdir / "artifacts"), workdir, args.train_leads)
+            print(f"trained both models on {args.train_leads:,} leads in {time.perf_counter() - started:.0f} s")
         url = args.db or f"sqlite:///{workdir / 'crm.db'}"
         n_leads, n_activities, n_customers = crm_size(url, args.leads, args.seed)
         engine = connect(url)
