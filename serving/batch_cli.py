@@ -40,7 +40,8 @@ AsOfOption = Annotated[
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Score everything but write nothing.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON object as the last line.")]
 EngineOption = Annotated[
-    BatchEngine, typer.Option("--engine", help="pandas: this process; spark: a Spark cluster (pip install 'leadval[spark]').")
+    BatchEngine,
+    typer.Option("--engine", help="pandas: this process; spark: a Spark cluster (pip install 'leadval[spark]')."),
 ]
 SparkMasterOption = Annotated[
     str | None, typer.Option("--spark-master", help="With --engine spark: the master [env LEADVAL_SPARK_MASTER; "
@@ -91,7 +92,7 @@ def _pandas_only(engine: BatchEngine, **flags: object) -> None:
     """Spark flags given without ``--engine spark`` are a mistake worth naming."""
     given = [name for name, value in flags.items() if value]
     if engine is BatchEngine.pandas and given:
-        raise InvalidInput(f"{', '.join(given)} only apply with --engine spark")
+        raise InvalidInput(f"{', '.join(given)}: need --engine spark")
 
 
 def _as_of(value: str | None) -> datetime | None:

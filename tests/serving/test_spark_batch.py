@@ -151,8 +151,8 @@ def test_cli_spark_dry_run_writes_nothing(trained_store: TrainedStore, sqlite_ur
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--parquet", "."], "--parquet only apply with --engine spark"),
-    (["--spark-master", "local[1]"], "--spark-master only apply with --engine spark"),
+    (["--parquet", "."], "--parquet: need --engine spark"),
+    (["--spark-master", "local[1]"], "--spark-master: need --engine spark"),
     (["--engine", "spark", "--spark-conf", "no-equals"], "--spark-conf 'no-equals': expected spark.some.key=value"),
     (["--engine", "spark", "--parquet", "/nonexistent"], "--parquet /nonexistent: expected a directory"),
 ])
