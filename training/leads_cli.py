@@ -6,6 +6,7 @@ functions so ``--help`` stays fast.
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -96,6 +97,9 @@ def train_leads(
         config = TableTrainingConfig(str(table), target, positive, id_col, time_col, dropped, holdout)
         splits = table_splits(read_lead_table(table, id_column=id_col), config)
         where = table.name
+        if splits.source["holdout"] == "random":
+            print("note: random holdout (no --time-col, --holdout auto/random); if the file's rows are in time "
+                  "order, --holdout latest gives the honest forward-looking figure", file=sys.stderr)
     else:
         given = [flag for flag, value in file_flags.items() if value]
         if given:

@@ -31,18 +31,19 @@ def _json_last(output: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def bank_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+def bank_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, str]:
     root = tmp_path_factory.mktemp("bank")
     tracking = f"sqlite:///{root / 'mlflow.db'}"
     outcome = CliRunner(env={"LEADVAL_ARTIFACT_ROOT": str(root / "artifacts")}).invoke(
         _app(), ["train", "--table", str(BANK), "--target", "y", "--positive", "yes", "--drop", "duration",
                  "--tracking-uri", tracking, "--json"])
     assert outcome.exit_code == 0, outcome.output
-    return _json_last(outcome.stdout), tracking
+    return _json_last(outcome.stdout), tracking, outcome.stderr
 
 
 def test_bank_marketing_reaches_moro_et_al_auc_on_a_stratified_holdout(bank_model) -> None:
-    result, _ = bank_model
+    result, _, said = bank_model
+    assert "note: random holdout" in said and "--holdout latest" in said
     assert result["champion"] and result["model_version"] == "1"
     assert result["metrics"]["roc_auc"] >= 0.80  # Moro, Cortez & Rita (2014): 0.80 on richer private data
     assert result["metrics"]["roc_auc"] > result["baseline_metrics"]["roc_auc"]
@@ -50,7 +51,7 @@ def test_bank_marketing_reaches_moro_et_al_auc_on_a_stratified_holdout(bank_mode
 
 
 def test_scoring_a_file_writes_ids_scores_bands_and_reasons(bank_model, tmp_path: Path) -> None:
-    _, tracking = bank_model
+    _, tracking, _ = bank_model
     leads = tmp_path / "leads.csv"
     pd.read_csv(BANK, sep=";").head(300).assign(client=lambda f: [f"c{i}" for i in range(len(f))]).to_csv(
         leads, sep=";", index=False)
