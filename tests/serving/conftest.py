@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from features.crm_frames import crm_period
-from features.crm_store import connect
+from features.crm_store import connect, create_schema
 from features.simulation_config import SimulationConfig
 from features.simulator import generate_crm
 from serving.serve_cli import server_command, server_environment
@@ -115,6 +115,16 @@ def stop_server(server: RunningServer) -> None:
     _, alive = psutil.wait_procs(ours, timeout=10)
     for process in alive:
         process.kill()
+
+
+def simulated_crm(url: str, config: SimulationConfig) -> str:
+    """Write a simulated CRM at ``url``; returns its last day (YYYY-MM-DD), the as-of the batch tests score at."""
+    engine = connect(url)
+    create_schema(engine)
+    generate_crm(engine, config)
+    as_of = f"{crm_period(engine)[1]:%Y-%m-%d}"
+    engine.dispose()
+    return as_of
 
 
 @pytest.fixture(scope="session")

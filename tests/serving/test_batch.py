@@ -15,10 +15,11 @@ import pytest
 from sqlalchemy import func, select
 
 from features import schema
-from features.crm_frames import crm_period, load_crm_frames
-from features.crm_store import connect, create_schema, read_frame
-from features.simulator import SimulationConfig, generate_crm
+from features.crm_frames import load_crm_frames
+from features.crm_store import connect, read_frame
+from features.simulator import SimulationConfig
 from serving.batch import score_lead_chunk
+from tests.serving.conftest import simulated_crm
 from training.clv_predict import CLVParameters
 from training.tracking import load_registered, use_tracking
 
@@ -53,12 +54,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def _crm(url: str) -> str:
-    engine = connect(url)
-    create_schema(engine)
-    generate_crm(engine, SimulationConfig(n_leads=1200, n_customers=150, seed=11))
-    as_of = f"{crm_period(engine)[1]:%Y-%m-%d}"
-    engine.dispose()
-    return as_of
+    return simulated_crm(url, SimulationConfig(n_leads=1200, n_customers=150, seed=11))
 
 
 def _count(url: str, table) -> int:

@@ -18,14 +18,12 @@ import pytest
 from sqlalchemy import delete, func, select
 
 from features import schema
-from features.crm_frames import crm_period
-from features.crm_store import connect, create_schema, read_frame
+from features.crm_store import connect, read_frame
 from features.simulation_config import SimulationConfig
-from features.simulator import generate_crm
 from serving.batch import score_customers, score_open_leads
 from serving.spark_batch import score_customers_spark, score_open_leads_spark
 from serving.spark_source import jdbc_options, load_spark_settings, spark_session, time_slices
-from tests.serving.conftest import TrainedStore
+from tests.serving.conftest import TrainedStore, simulated_crm
 from training.tracking import use_tracking
 
 LEADVAL = str(Path(sys.executable).with_name("leadval"))
@@ -41,12 +39,7 @@ def spark() -> Iterator[object]:
 
 
 def _crm(url: str) -> str:
-    engine = connect(url)
-    create_schema(engine)
-    generate_crm(engine, SimulationConfig(n_leads=700, n_customers=120, seed=5))
-    as_of = f"{crm_period(engine)[1]:%Y-%m-%d}"
-    engine.dispose()
-    return as_of
+    return simulated_crm(url, SimulationConfig(n_leads=700, n_customers=120, seed=5))
 
 
 def _scores(url: str) -> dict[str, pd.DataFrame]:
