@@ -1,7 +1,7 @@
 """Nightly write-back jobs: score every open lead and every customer into the CRM.
 
 Both jobs read in chunks, score through the same functions as the service and the notebooks
-(:func:`training.lead_model.score_leads`, :func:`training.clv_predict.predict_clv`), and write through
+(:func:`lead_values`, :func:`training.clv_predict.predict_clv`), and write through
 :mod:`serving.writeback`, which makes reruns idempotent and a killed run resumable.
 """
 
@@ -18,12 +18,13 @@ from features import schema
 from features.crm_frames import ACTIVITY_INPUT_COLUMNS, LEAD_COLUMNS
 from features.crm_store import create_schema, read_frame
 from features.errors import InvalidInput
-from features.lead_features import as_of_timestamp
+from features.lead_features import PROFILE_FEATURES, LeadFeatureArrays, as_of_timestamp, lead_feature_arrays
 from features.settings import CLV_MODEL_URI, LEAD_MODEL_URI
 from features.rfm import rfm_summary
 from training.clv_predict import CLVParameters, predict_clv, rfm_in_days
-from training.lead_model import score_leads
+from training.lead_model import scorer_of
 from training.lead_value import expected_values
+from training.leads import LeadScores
 from training.tracking import ModelNotFound, load_registered, registered_identity
 from serving.writeback import CUSTOMER_JOB, LEAD_JOB, ModelIdentity, run_batch, utc_now
 
@@ -83,13 +84,20 @@ def lead_chunk_frames(engine: Engine, ids: list[str], as_of: datetime) -> tuple[
     return leads, activities
 
 
+def lead_values(lead_model: object, clv_params: CLVParameters | None, features: LeadFeatureArrays
+                ) -> tuple[LeadScores, list[float | None]]:
+    """Scores and value-weighted ``expected_value`` of leads' features: the one scoring path (batch and API)."""
+    scores = scorer_of(lead_model).predict_features(features)
+    channels = features.profile[:, PROFILE_FEATURES.index("source_channel")].tolist()
+    return scores, expected_values(scores.probability.tolist(), channels, clv_params)
+
+
 def score_lead_chunk(lead_model: object, clv_params: CLVParameters | None, leads: pd.DataFrame,
                      activities: pd.DataFrame, as_of: datetime) -> pd.DataFrame:
-    """Scores plus the value-weighted ``expected_value`` of these leads: the one scoring path."""
-    scores = score_leads(lead_model, leads, activities, as_of)
-    channel_of = dict(zip(leads["lead_id"].tolist(), leads["source_channel"].tolist(), strict=True))
-    channels = [channel_of[lead_id] for lead_id in scores["lead_id"].tolist()]
-    return scores.assign(expected_value=expected_values(scores["probability"].tolist(), channels, clv_params))
+    """Scores plus the value-weighted ``expected_value`` of these CRM leads as of ``as_of`` (:func:`lead_values`)."""
+    features = lead_feature_arrays(leads, activities, as_of)
+    scores, values = lead_values(lead_model, clv_params, features)
+    return scores.frame("lead_id", features.lead_ids).assign(expected_value=values)
 
 
 def optional_clv_parameters(uri: str) -> CLVParameters | None:

@@ -5,7 +5,7 @@ Endpoints
 ``POST /score_leads``
     Leads as the CRM holds them, each with its activities. Features are computed by the same
     ``features`` code as in training, as of ``as_of`` (default: when the request arrives), and the
-    leads are scored by the nightly batch job's own function (:func:`serving.batch.score_lead_chunk`).
+    leads are scored by the nightly batch job's own function (:func:`serving.batch.lead_values`).
     Per lead: ``score`` (0-100), ``probability``, ``band``, ``reasons``, ``expected_value``,
     ``model_version``.
 ``POST /predict_clv``
@@ -68,6 +68,8 @@ from serving.model_loading import CLV_MODEL_NAME, LEAD_MODEL_NAME, ServedModels,
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+
+    from features.lead_features import LeadFeatureArrays
 
 # pandas, numpy and the models' modules are imported where they are used: BentoML's supervisor process
 # imports this module only to read the service definition, and every second of imports there delays
@@ -142,17 +144,17 @@ def utc_times(texts: list[str]) -> tuple[np.ndarray, int | None]:
     return stamps.astype("datetime64[ns]"), None
 
 
-def lead_frames(request: ScoreLeadsRequest) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The request's leads and activities as the CRM frames :func:`serving.batch.score_lead_chunk` takes.
+def request_features(request: ScoreLeadsRequest) -> LeadFeatureArrays:
+    """The request's leads' features as of ``request.as_of``, by the feature code the batch job uses.
 
-    All times are parsed in one go; an unreadable one, or a lead created after ``as_of``, is a 400
-    naming the lead (and activity) index. Text columns are plain ``object`` columns: the feature code
-    casts them itself, and building them is half the cost of pandas' inferred string columns.
+    No DataFrame is built: times are parsed in one go and the events go to
+    :func:`features.lead_features.behaviour_features` as arrays. An unreadable time, or a lead
+    created after ``as_of``, is a 400 naming the lead (and activity) index.
     """
     import numpy as np
-    import pandas as pd
 
-    from features.lead_features import PROFILE_FEATURES
+    from features.lead_features import (PROFILE_FEATURES, LeadFeatureArrays, activity_type_positions,
+                                        as_of_timestamp, behaviour_features)
 
     leads = request.leads
     owner = np.repeat(np.arange(len(leads)), [len(lead.get("activities", ())) for lead in leads])
@@ -165,24 +167,23 @@ def lead_frames(request: ScoreLeadsRequest) -> tuple[pd.DataFrame, pd.DataFrame]
         position = bad - len(leads) - int(np.searchsorted(owner, lead_index))
         raise _problem("score_leads", ("leads", lead_index, "activities", position, "occurred_at"),
                        "expected " + TIME_EXPECTED)
-    created = stamps[: len(leads)]
-    late = created > np.datetime64(request.as_of, "ns")
+    at = as_of_timestamp(request.as_of).value
+    created = stamps[: len(leads)].view("int64")
+    late = created > at
     if late.any():
         index = int(np.argmax(late))
         raise _problem("score_leads", ("leads", index, "created_at"),
                        f"leads[{index}].created_at is after as_of ({request.as_of.isoformat()}): "
                        "a lead cannot be scored before it exists")
-    lead_ids = np.array([lead["lead_id"] for lead in leads], dtype=object)
-    lead_frame = pd.DataFrame({"lead_id": lead_ids,
-                               **{column: [lead.get(column) for lead in leads] for column in PROFILE_FEATURES}},
-                              dtype=object)
-    lead_frame["created_at"] = created
-    activities = pd.DataFrame({"lead_id": lead_ids[owner],
-                               "activity_type": [event["activity_type"] for event in events]}, dtype=object)
-    activities["occurred_at"] = stamps[len(leads):]
-    activities["duration_seconds"] = np.array([math.nan if (seconds := event.get("duration_seconds")) is None
-                                               else seconds for event in events], dtype=np.float64)
-    return lead_frame, activities
+    duration = np.array([math.nan if (seconds := event.get("duration_seconds")) is None else seconds
+                         for event in events], dtype=np.float64)
+    return LeadFeatureArrays(
+        lead_ids=np.array([lead["lead_id"] for lead in leads], dtype=object),
+        profile=np.array([[lead.get(column) for column in PROFILE_FEATURES] for lead in leads], dtype=object),
+        behaviour=behaviour_features(at, created, owner,
+                                     activity_type_positions([event["activity_type"] for event in events]),
+                                     stamps[len(leads):].view("int64"), duration),
+    )
 
 
 WARM_UP_LEADS = {
@@ -269,19 +270,18 @@ class LeadvalService:
     def lead_scores(self, request: ScoreLeadsRequest) -> ScoreLeadsResponse:
         """The scores of a validated request (the lead-scoring model must be loaded).
 
-        Scored by :func:`serving.batch.score_lead_chunk`, the nightly batch job's own function.
+        Scored by :func:`serving.batch.lead_values`, the nightly batch job's own function.
         """
-        from serving.batch import score_lead_chunk
+        from serving.batch import lead_values
 
         model, clv = self.served.loaded[LEAD_MODEL_NAME], self.served.get(CLV_MODEL_NAME)
-        leads, activities = lead_frames(request)
+        features = request_features(request)
         try:
-            scores = score_lead_chunk(model.python_model, clv.python_model.params if clv else None, leads,
-                                      activities, request.as_of)
+            scores, values = lead_values(model.python_model, clv.python_model.params if clv else None, features)
         except InvalidInput as exc:
             raise _problem("score_leads", ("leads",), str(exc)) from None
-        rows = zip(*(scores[c].tolist() for c in ("lead_id", "score", "probability", "band", "reasons",
-                                                 "expected_value")), strict=True)
+        rows = zip(features.lead_ids.tolist(), scores.score.tolist(), scores.probability.tolist(),
+                   scores.band.tolist(), scores.reasons, values, strict=True)
         return ScoreLeadsResponse.model_validate({"as_of": request.as_of, "scores": [
             {"lead_id": lead_id, "score": score, "probability": p, "band": band, "reasons": json.loads(reasons),
              "expected_value": value, "model_version": model.version}

@@ -32,7 +32,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from features.errors import InvalidInput
-from features.lead_features import lead_features
+from features.lead_features import lead_feature_arrays
 from training.leads import LeadScorer
 from training.tracking import model_requirements
 
@@ -84,11 +84,8 @@ def score_leads(
     Features come from :func:`features.lead_features.lead_features`: leads created after ``as_of`` are
     left out and activities after it ignored. The model must have been trained on CRM leads.
     """
-    scorer = scorer_of(model)
-    if scorer.spec.id_column != "lead_id":
-        raise InvalidInput("model: it was trained on a flat file, not on CRM leads; score files with "
-                           "'leadval score leads --table FILE'")
-    return scorer.predict(lead_features(leads, activities, as_of), reasons=reasons)
+    features = lead_feature_arrays(leads, activities, as_of)
+    return scorer_of(model).predict_features(features, reasons=reasons).frame("lead_id", features.lead_ids)
 
 
 def model_signature(scorer: LeadScorer, id_dtype: str = "string") -> ModelSignature:

@@ -82,6 +82,14 @@ def test_reason_contributions_add_up_to_the_raw_margin(trained) -> None:
     assert {"pricing_page_view", "demo_request", "source_channel", "bias"} <= set(contributions.columns)
 
 
+def test_table_shap_values_equal_lightgbm_pred_contrib(trained) -> None:
+    scorer, test = trained[0].scorer, trained[0].splits.test
+    matrix = scorer.spec.matrix(test)
+    assert scorer._tree_shap is not None
+    np.testing.assert_allclose(scorer.shap_values(matrix), scorer.booster.predict(matrix, pred_contrib=True),
+                               rtol=0, atol=1e-9)
+
+
 def test_reasons_are_top_factors_in_words(trained) -> None:
     scorer, test = trained[0].scorer, trained[0].splits.test.iloc[:300]
     scored = scorer.predict(test)
