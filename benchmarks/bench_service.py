@@ -12,8 +12,9 @@ server needs. Workloads:
 
 Each reports requests/s, p50/p99/max latency and the requests slower than 100 ms (the "stalls"), and
 the lead workloads the ratio of the service's p50 to the in-process p50 of the same scoring function
-on the same leads (parsing, validation, HTTP and JSON included). Start-up is the time from launching
-the server to the first 200 from ``/readyz``. Targets (issue 5): single p50 <= 5 ms, p99 <= 25 ms,
+on the same leads (parsing, validation, HTTP and JSON included), and to the in-process p50 of the API
+path itself (:func:`api_path`: validation, scoring and the JSON answer, without HTTP). Start-up is the
+time from launching the server to the first 200 from ``/readyz``. Targets (issue 5): single p50 <= 5 ms, p99 <= 25 ms,
 >= 300 single requests/s per worker, 1,000-lead p99 <= 100 ms, ready <= 5 s.
 
 The machine has 2 cores shared with other work: figures are noisy, compare runs side by side.
@@ -220,8 +221,18 @@ def pd_isna(value: object) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
+def api_path(served: object, body: bytes) -> bytes:
+    """What the server does with a ``/score_leads`` body, in-process: validate, score, write the JSON answer."""
+    from serving.api_models import ScoreLeadsRequest
+    from serving.service import lead_scores
+
+    return lead_scores(served, ScoreLeadsRequest.model_validate_json(body)).model_dump_json().encode()
+
+
 def run(tracking_uri: str, db: str, workdir: Path, requests: int, batch_requests: int, startups: int) -> None:
     """Start the server, load it with each workload, and print the figures next to in-process ones."""
+    import pandas as pd
+
     from serving.model_loading import load_champions
     from training.lead_model import score_leads
 
@@ -236,12 +247,16 @@ def run(tracking_uri: str, db: str, workdir: Path, requests: int, batch_requests
           f"single-lead bodies ~{sum(map(len, singles)) / len(singles) / 1024:.1f} KiB, "
           f"1,000-lead body {len(batch) / 2**20:.1f} MiB")
 
-    model = load_champions(tracking_uri).get("lead-scoring").python_model
+    pd.set_option("mode.string_storage", "python")  # as the service sets it
+    served = load_champions(tracking_uri)
+    model = served.get("lead-scoring").python_model
     first = leads["lead_id"].iloc[:200].tolist()
     single_frames = [(leads[leads["lead_id"] == i], activities[activities["lead_id"] == i]) for i in first]
     cycle = iter(range(10**9))
     local_single = in_process_ms(lambda: score_leads(model, *single_frames[next(cycle) % 200], as_of), 500)
     local_batch = in_process_ms(lambda: score_leads(model, leads, activities, as_of), 20)
+    api_single = in_process_ms(lambda: api_path(served, singles[next(cycle) % 200]), 500)
+    api_batch = in_process_ms(lambda: api_path(served, batch), 20)
 
     ready_s = []
     for _ in range(startups - 1):
@@ -254,11 +269,13 @@ def run(tracking_uri: str, db: str, workdir: Path, requests: int, batch_requests
     try:
         run_load("warm-up", port, "/score_leads", singles, 200, 1)
         results = [
-            (run_load("single lead, 1 connection", port, "/score_leads", singles, requests, 1), 1, local_single),
-            (run_load("single lead, 8 connections", port, "/score_leads", singles, requests, 8), 1, None),
+            (run_load("single lead, 1 connection", port, "/score_leads", singles, requests, 1), 1, local_single,
+             api_single),
+            (run_load("single lead, 8 connections", port, "/score_leads", singles, requests, 8), 1, None, None),
             (run_load("1,000 leads, 1 connection", port, "/score_leads", [batch], batch_requests, 1), 1_000,
-             local_batch),
-            (run_load("one customer CLV, 1 connection", port, "/predict_clv", [customer], requests, 1), 1, None),
+             local_batch, api_batch),
+            (run_load("one customer CLV, 1 connection", port, "/predict_clv", [customer], requests, 1), 1, None,
+             None),
         ]
     finally:
         stop_server(process)
@@ -266,11 +283,14 @@ def run(tracking_uri: str, db: str, workdir: Path, requests: int, batch_requests
           f"max {max(ready_s):.2f} s; target <= 5 s)")
     print(summary_line("in-process score_leads, 1 lead", local_single))
     print(summary_line("in-process score_leads, 1,000 leads", local_batch))
-    for result, per_request, local in results:
+    print(summary_line("in-process API path, 1 lead", api_single))
+    print(summary_line("in-process API path, 1,000 leads", api_batch))
+    for result, per_request, local, api in results:
         print(result.line(per_request))
         if local is not None:
-            print(f"{'':<34} overhead: service p50 / in-process p50 = "
-                  f"{result.quantile(0.5) / statistics.median(local):.2f}x")
+            print(f"{'':<34} overhead: service p50 / in-process score_leads p50 = "
+                  f"{result.quantile(0.5) / statistics.median(local):.2f}x; "
+                  f"/ in-process API path p50 = {result.quantile(0.5) / statistics.median(api):.2f}x")
 
 
 def main() -> None:

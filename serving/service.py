@@ -39,8 +39,8 @@ from __future__ import annotations
 import gc
 import json
 import math
-from itertools import chain
-from operator import itemgetter, methodcaller
+from itertools import chain, repeat
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
 import bentoml
@@ -54,6 +54,7 @@ from features.errors import InvalidInput
 from serving.api_models import (
     EARLIEST,
     LATEST,
+    NO_ACTIVITIES,
     TIME_EXPECTED,
     CustomerValue,
     MissingModel,
@@ -168,9 +169,10 @@ def request_features(request: ScoreLeadsRequest) -> LeadFeatureArrays:
                                         as_of_timestamp, behaviour_features)
 
     leads = request.leads
-    owner = np.repeat(np.arange(len(leads)), [len(lead.get("activities", ())) for lead in leads])
-    events = list(chain.from_iterable(map(methodcaller("get", "activities", ()), leads)))
-    stamps, bad = utc_times(list(map(itemgetter("created_at"), leads)) + list(map(itemgetter("occurred_at"), events)))
+    activities = list(map(dict.get, leads, repeat("activities"), repeat(NO_ACTIVITIES)))
+    owner = np.repeat(np.arange(len(leads)), list(map(len, activities)))
+    stamps, bad = utc_times(list(map(itemgetter("created_at"), leads))
+                            + list(chain.from_iterable(map(attrgetter("occurred_at"), activities))))
     if bad is not None and bad < len(leads):
         raise _problem("score_leads", ("leads", bad, "created_at"), "expected " + TIME_EXPECTED)
     if bad is not None:
@@ -186,14 +188,60 @@ def request_features(request: ScoreLeadsRequest) -> LeadFeatureArrays:
         raise _problem("score_leads", ("leads", index, "created_at"),
                        f"leads[{index}].created_at is after as_of ({request.as_of.isoformat()}): "
                        "a lead cannot be scored before it exists")
-    duration = np.array(list(map(methodcaller("get", "duration_seconds"), events)), dtype=np.float64)
+    duration = np.array(list(chain.from_iterable(map(attrgetter("duration_seconds"), activities))),
+                        dtype=np.float64)
     return LeadFeatureArrays(
         lead_ids=np.array([lead["lead_id"] for lead in leads], dtype=object),
         profile=np.array([[lead.get(column) for column in PROFILE_FEATURES] for lead in leads], dtype=object),
         behaviour=behaviour_features(at, created, owner,
-                                     activity_type_positions(list(map(itemgetter("activity_type"), events))),
+                                     activity_type_positions(list(chain.from_iterable(
+                                         map(attrgetter("activity_type"), activities)))),
                                      stamps[len(leads):].view("int64"), duration),
     )
+
+
+def lead_scores(served: ServedModels, request: ScoreLeadsRequest) -> ScoreLeadsResponse:
+    """The scores of a validated request (the lead-scoring model must be loaded).
+
+    Scored by :func:`serving.batch.lead_values`, the nightly batch job's own function.
+    """
+    from serving.batch import lead_values
+
+    model, clv = served.loaded[LEAD_MODEL_NAME], served.get(CLV_MODEL_NAME)
+    features = request_features(request)
+    try:
+        scores, values = lead_values(model.python_model, clv.python_model.params if clv else None, features)
+    except InvalidInput as exc:
+        raise _problem("score_leads", ("leads",), str(exc)) from None
+    rows = zip(features.lead_ids.tolist(), scores.score.tolist(), scores.probability.tolist(),
+               scores.band.tolist(), scores.reasons.lists(), values, strict=True)
+    return ScoreLeadsResponse.model_validate({"as_of": request.as_of, "scores": [
+        {"lead_id": lead_id, "score": score, "probability": p, "band": band, "reasons": reasons,
+         "expected_value": value, "model_version": model.version}
+        for lead_id, score, p, band, reasons, value in rows
+    ]})
+
+
+def customer_values(served: ServedModels, request: PredictCLVRequest) -> PredictCLVResponse:
+    """The values of a validated request (the CLV model must be loaded)."""
+    from training.clv_predict import predict_clv
+
+    model = served.loaded[CLV_MODEL_NAME]
+    params = model.python_model.params
+    horizon = params.horizon_days if request.horizon_days is None else request.horizon_days
+    rate = params.discount_rate if request.discount_rate is None else request.discount_rate
+    try:
+        values = predict_clv(params, customer_frame(request), horizon, rate)
+    except InvalidInput as exc:
+        raise _problem("predict_clv", ("customers",), str(exc)) from None
+    columns = zip(*(values[c].tolist() for c in ("customer_id", "expected_purchases", "p_alive",
+                                                  "expected_order_value", "clv", "segment")), strict=True)
+    return PredictCLVResponse(horizon_days=horizon, discount_rate=rate, customers=[
+        CustomerValue(customer_id=cid, expected_purchases=purchases, p_alive=alive,
+                      expected_order_value=_finite_or_none(order_value), clv=_finite_or_none(clv),
+                      segment=segment, model_version=model.version)
+        for cid, purchases, alive, order_value, clv, segment in columns
+    ])
 
 
 WARM_UP_LEADS = {
@@ -261,9 +309,9 @@ class LeadvalService:
     def warm_up(self) -> None:
         """Score a made-up lead and customers once, so lazy imports and caches exist before ``gc.freeze``."""
         if self.served.get(LEAD_MODEL_NAME) is not None:
-            self.lead_scores(ScoreLeadsRequest.model_validate(WARM_UP_LEADS)).model_dump_json()
+            lead_scores(self.served, ScoreLeadsRequest.model_validate(WARM_UP_LEADS)).model_dump_json()
         if self.served.get(CLV_MODEL_NAME) is not None:
-            self.customer_values(PredictCLVRequest.model_validate(WARM_UP_CUSTOMERS)).model_dump_json()
+            customer_values(self.served, PredictCLVRequest.model_validate(WARM_UP_CUSTOMERS)).model_dump_json()
 
     def readiness(self) -> dict[str, Any]:
         """What ``/readyz`` reports: the models served and the ones missing, with why."""
@@ -277,61 +325,19 @@ class LeadvalService:
         missing = [MissingModel(name=n, uri=champion_uri(n), reason=r) for n, r in self.served.missing.items()]
         return ModelsResponse(models=facts, missing=missing)
 
-    def lead_scores(self, request: ScoreLeadsRequest) -> ScoreLeadsResponse:
-        """The scores of a validated request (the lead-scoring model must be loaded).
-
-        Scored by :func:`serving.batch.lead_values`, the nightly batch job's own function.
-        """
-        from serving.batch import lead_values
-
-        model, clv = self.served.loaded[LEAD_MODEL_NAME], self.served.get(CLV_MODEL_NAME)
-        features = request_features(request)
-        try:
-            scores, values = lead_values(model.python_model, clv.python_model.params if clv else None, features)
-        except InvalidInput as exc:
-            raise _problem("score_leads", ("leads",), str(exc)) from None
-        rows = zip(features.lead_ids.tolist(), scores.score.tolist(), scores.probability.tolist(),
-                   scores.band.tolist(), scores.reasons, values, strict=True)
-        return ScoreLeadsResponse.model_validate({"as_of": request.as_of, "scores": [
-            {"lead_id": lead_id, "score": score, "probability": p, "band": band, "reasons": json.loads(reasons),
-             "expected_value": value, "model_version": model.version}
-            for lead_id, score, p, band, reasons, value in rows
-        ]})
-
-    def customer_values(self, request: PredictCLVRequest) -> PredictCLVResponse:
-        """The values of a validated request (the CLV model must be loaded)."""
-        from training.clv_predict import predict_clv
-
-        model = self.served.loaded[CLV_MODEL_NAME]
-        params = model.python_model.params
-        horizon = params.horizon_days if request.horizon_days is None else request.horizon_days
-        rate = params.discount_rate if request.discount_rate is None else request.discount_rate
-        try:
-            values = predict_clv(params, customer_frame(request), horizon, rate)
-        except InvalidInput as exc:
-            raise _problem("predict_clv", ("customers",), str(exc)) from None
-        columns = zip(*(values[c].tolist() for c in ("customer_id", "expected_purchases", "p_alive",
-                                                      "expected_order_value", "clv", "segment")), strict=True)
-        return PredictCLVResponse(horizon_days=horizon, discount_rate=rate, customers=[
-            CustomerValue(customer_id=cid, expected_purchases=purchases, p_alive=alive,
-                          expected_order_value=_finite_or_none(order_value), clv=_finite_or_none(clv),
-                          segment=segment, model_version=model.version)
-            for cid, purchases, alive, order_value, clv, segment in columns
-        ])
-
     @bentoml.api(route="/score_leads")
     async def score_leads(self, request: ScoreLeadsRequest, /) -> ScoreLeadsResponse:
         """Score leads (with their activities) as of ``as_of``; see the module docstring for expected_value."""
         if LEAD_MODEL_NAME not in self.served.loaded:
             return _unavailable(LEAD_MODEL_NAME, self.served.missing[LEAD_MODEL_NAME])
-        return self.lead_scores(request)
+        return lead_scores(self.served, request)
 
     @bentoml.api(route="/predict_clv")
     async def predict_clv(self, request: PredictCLVRequest, /) -> PredictCLVResponse:
         """Expected purchases, P(alive), expected order value, CLV and segment per customer."""
         if CLV_MODEL_NAME not in self.served.loaded:
             return _unavailable(CLV_MODEL_NAME, self.served.missing[CLV_MODEL_NAME])
-        return self.customer_values(request)
+        return customer_values(self.served, request)
 
 
 class ReadinessReport:

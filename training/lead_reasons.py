@@ -7,8 +7,9 @@ the factors with the largest positive and negative sums become the reasons, each
 member feature that contributed most, e.g. "4 pricing-page visits in the last 7 days",
 "source: paid social", "no demo request yet". "Up" and "down" are relative to the average lead.
 
-Output per lead: a JSON string ``{"up": [up to 3 phrases], "down": [up to 3 phrases]}``, strongest first;
-factors moving the log-odds by less than :data:`MIN_IMPACT` are left out.
+Output per lead: up to 3 phrases up and 3 down, strongest first (:class:`ReasonPhrases`), as lists for
+the API or as the JSON string ``{"up": [...], "down": [...]}`` the CRM stores; factors moving the log-odds
+by less than :data:`MIN_IMPACT` are left out.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import chain
 
 import numpy as np
 
@@ -150,7 +152,31 @@ def phrase(wording: FeatureWording, value: float, categories: Sequence[str] = ()
 
 _quoted = json.encoder.encode_basestring
 """A phrase as a JSON string, exactly as ``json.dumps(text, ensure_ascii=False)`` writes it, without its
-per-call set-up (a 1,000-lead batch words ~2,400 distinct values)."""
+per-call set-up (a 1,000-lead batch has ~2,400 distinct phrases)."""
+
+
+@dataclass(frozen=True)
+class ReasonPhrases:
+    """Per row, the phrases raising (``up``) and lowering (``down``) its score, strongest first.
+
+    Both are (rows x top) object arrays; rows with fewer reasons are padded with ``""``.
+    """
+
+    up: np.ndarray
+    down: np.ndarray
+
+    def lists(self) -> list[dict[str, list[str]]]:
+        """Per row ``{"up": [...], "down": [...]}`` (the API's ``reasons``)."""
+        return [{"up": list(filter(None, u)), "down": list(filter(None, d))}
+                for u, d in zip(self.up.tolist(), self.down.tolist(), strict=True)]
+
+    def json(self) -> list[str]:
+        """Per row the JSON string ``{"up": [...], "down": [...]}`` (what the CRM stores); each phrase quoted once."""
+        up, down = self.up.tolist(), self.down.tolist()
+        quoted = {text: _quoted(text) for text in set(chain.from_iterable(up + down)) if text}
+        return [f'{{"up": [{", ".join(filter(None, map(quoted.get, u)))}], '
+                f'"down": [{", ".join(filter(None, map(quoted.get, d)))}]}}'
+                for u, d in zip(up, down, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -190,9 +216,11 @@ class ReasonCoder:
 
     def reasons(self, contributions: np.ndarray, values: np.ndarray, top: int = TOP_REASONS) -> list[str]:
         """One JSON string per row: ``{"up": [...], "down": [...]}`` (see the module docstring)."""
+        return self.phrases(contributions, values, top).json()
+
+    def phrases(self, contributions: np.ndarray, values: np.ndarray, top: int = TOP_REASONS) -> ReasonPhrases:
+        """The reasons of each row (``contributions`` as ``pred_contrib`` gives them, ``values`` the model's input)."""
         n = len(values)
-        if n == 0:
-            return []
         contributions = contributions[:, : len(self.wording)]
         grouped = contributions @ self._indicator
         k = min(top, grouped.shape[1])
@@ -208,12 +236,11 @@ class ReasonCoder:
         down = np.full((n, k), "", dtype=object)
         up[up_ok] = texts[: up_ok.sum()]
         down[down_ok] = texts[up_ok.sum():]
-        return [f'{{"up": [{", ".join(filter(None, u))}], "down": [{", ".join(filter(None, d))}]}}'
-                for u, d in zip(up.tolist(), down.tolist())]
+        return ReasonPhrases(up, down)
 
     def _phrases(self, contributions: np.ndarray, values: np.ndarray, rows: np.ndarray, groups: np.ndarray,
                  direction: np.ndarray) -> np.ndarray:
-        """JSON-quoted phrase of each chosen (row, factor), from the member feature pushing hardest in the
+        """The phrase of each chosen (row, factor), from the member feature pushing hardest in the
         factor's direction; each distinct value is worded once."""
         if len(rows) <= SMALL_CHOICE:
             return self._few_phrases(contributions, values, rows, groups, direction)
@@ -229,7 +256,7 @@ class ReasonCoder:
             wording = self.wording[f]
             categories = self.categories.get(wording.feature, ())
             distinct, position = np.unique(values[rows[chosen], f], return_inverse=True)
-            worded = np.array([_quoted(phrase(wording, v, categories)) for v in distinct.tolist()], dtype=object)
+            worded = np.array([phrase(wording, v, categories) for v in distinct.tolist()], dtype=object)
             texts[chosen] = worded[position]
         return texts
 
@@ -249,5 +276,5 @@ class ReasonCoder:
             members = self._member_lists[group]
             feature = max(members, key=lambda m: pushes[m] * sign)
             wording = self.wording[feature]
-            texts[i] = _quoted(phrase(wording, row_values[feature], self.categories.get(wording.feature, ())))
+            texts[i] = phrase(wording, row_values[feature], self.categories.get(wording.feature, ()))
         return texts

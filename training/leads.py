@@ -32,7 +32,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from features.errors import InvalidInput
 from features.lead_features import BEHAVIOUR_FEATURES, PROFILE_FEATURES, LeadFeatureArrays
 from features.schema import SCORE_BANDS
-from training.lead_reasons import FeatureWording, ReasonCoder
+from training.lead_reasons import FeatureWording, ReasonCoder, ReasonPhrases
 from training.tree_shap import TreeShap
 
 FORMAT_VERSION = 1
@@ -248,19 +248,22 @@ class Calibrator:
 
 @dataclass(frozen=True)
 class LeadScores:
-    """Scores of rows in input order: ``score`` (0-100), ``probability``, ``band`` (A-D), ``reasons`` (JSON or None)."""
+    """Scores of rows in input order: ``score`` (0-100), ``probability``, ``band`` (A-D) and ``reasons``.
+
+    ``reasons`` is None when they were not asked for.
+    """
 
     score: np.ndarray
     probability: np.ndarray
     band: np.ndarray
-    reasons: list[str | None]
+    reasons: ReasonPhrases | None
 
     def frame(self, id_name: str, ids: np.ndarray) -> pd.DataFrame:
         """The scores as the pyfunc's output frame: id column, score, probability, band, reasons."""
         out = pd.DataFrame({id_name: ids, "score": self.score, "probability": self.probability, "band": self.band})
         # Object labels: pandas 3 infers arrow-backed ones, and each column added or read then goes through pyarrow.
         out.columns = pd.Index(out.columns.tolist(), dtype=object)
-        out["reasons"] = self.reasons
+        out["reasons"] = [None] * len(ids) if self.reasons is None else self.reasons.json()
         return out
 
 
@@ -327,8 +330,7 @@ class LeadScorer:
             score=np.clip(np.rint(probability * 100), 0, 100).astype("int64"),
             probability=probability,
             band=np.asarray(SCORE_BANDS, dtype=object)[(probability[:, None] < self._thresholds).sum(axis=1)],
-            reasons=(self.reason_coder.reasons(self.shap_values(matrix), matrix) if reasons and len(matrix)
-                     else [None] * len(matrix)),
+            reasons=self.reason_coder.phrases(self.shap_values(matrix), matrix) if reasons and len(matrix) else None,
         )
 
     def predict(self, frame: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+import json
+from datetime import date, datetime, timedelta, timezone
 
 import httpx
 import numpy as np
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.errors import InvalidInput
+from serving.api_models import ScoreLeadsRequest
 from serving.http_limits import MAX_BODY_ENV, LimitsConfig
 from serving.service import utc_times
 
@@ -47,6 +49,24 @@ def test_times_without_offsets_read_exactly_as_pandas_reads_them() -> None:
                                   "2024-01-01T10:00:00 and more", "31/12/2024 10:00"])
 def test_unreadable_or_out_of_range_times_are_pointed_at(text: str) -> None:
     assert utc_times(["2024-01-01", text])[1] == 1
+
+
+ACTIVITY_ITEMS = st.fixed_dictionaries(
+    {"activity_type": st.sampled_from(["page_view", "demo_request", "hologram_call"]),
+     "occurred_at": st.dates().map(date.isoformat)},
+    optional={"duration_seconds": st.none() | st.floats(min_value=0, max_value=1e6), "channel": st.none()},
+)
+
+
+@given(activities=st.lists(ACTIVITY_ITEMS, max_size=8))
+@settings(max_examples=100, deadline=None, derandomize=True, database=None)
+def test_activities_become_columns_in_the_order_sent(activities: list[dict]) -> None:
+    lead = {"lead_id": "L1", "created_at": "2024-01-01", "source_channel": "email", "activities": activities}
+    columns = ScoreLeadsRequest.model_validate_json(json.dumps({"leads": [lead]})).leads[0]["activities"]
+    assert len(columns) == len(activities)
+    assert columns.activity_type == [a["activity_type"] for a in activities]
+    assert columns.occurred_at == [a["occurred_at"] for a in activities]
+    assert columns.duration_seconds == [a.get("duration_seconds") for a in activities]
 
 
 def test_body_limit_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:

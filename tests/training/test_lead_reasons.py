@@ -55,6 +55,7 @@ def test_grouped_contributions_and_bias_add_up_to_the_margin(booster_and_data) -
     np.testing.assert_allclose(grouped.sum(axis=1) + contributions[:, -1], booster.predict(x, raw_score=True),
                                atol=1e-9)
     reasons = [json.loads(r) for r in coder.reasons(contributions, x)]
+    assert coder.phrases(contributions, x).lists() == reasons
     for parsed, row in zip(reasons, grouped):
         assert len(parsed["up"]) == min(3, int((row > MIN_IMPACT).sum()))
         assert len(parsed["down"]) == min(3, int((row < -MIN_IMPACT).sum()))
