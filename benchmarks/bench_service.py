@@ -39,8 +39,12 @@ import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 import httpx  # noqa: E402
+
+if TYPE_CHECKING:
+    from serving.model_loading import ServedModels
 
 STALL_MS = 100.0
 
@@ -221,7 +225,7 @@ def pd_isna(value: object) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
-def api_path(served: object, body: bytes) -> bytes:
+def api_path(served: ServedModels, body: bytes) -> bytes:
     """What the server does with a ``/score_leads`` body, in-process: validate, score, write the JSON answer."""
     from serving.api_models import ScoreLeadsRequest
     from serving.service import lead_scores

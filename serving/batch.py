@@ -1,7 +1,7 @@
 """Nightly write-back jobs: score every open lead and every customer into the CRM.
 
-Both jobs read in chunks, score through the same functions as the service and the notebooks
-(:func:`lead_values`, :func:`training.clv_predict.predict_clv`), and write through
+Both jobs read in chunks, score through the same functions as the service (:func:`lead_values`,
+:func:`training.clv_predict.predict_clv`), and write through
 :mod:`serving.writeback`, which makes reruns idempotent and a killed run resumable.
 """
 

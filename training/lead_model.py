@@ -81,7 +81,7 @@ def score_leads(
 ) -> pd.DataFrame:
     """Score CRM leads as of ``as_of``: ``lead_id, score, probability, band, reasons``, one row per lead.
 
-    Features come from :func:`features.lead_features.lead_features`: leads created after ``as_of`` are
+    Features come from :func:`features.lead_features.lead_feature_arrays`: leads created after ``as_of`` are
     left out and activities after it ignored. The model must have been trained on CRM leads.
     """
     features = lead_feature_arrays(leads, activities, as_of)

@@ -53,9 +53,10 @@ class LeadModelConfig:
     ``imbalance``: ``sqrt`` weights converters by sqrt(negatives/positives), ``balanced`` by the full
     ratio, ``none`` not at all (calibration undoes the weighting's effect on probabilities).
     ``band_shares``: shares of validation leads in bands A, B and C (D is the rest), best first.
-    Shallow trees by default: on CRM-sized data they generalise as well as deeper ones, and SHAP reason
-    codes cost grows with depth squared. ``num_threads`` 1 by default: on a shared 2-core machine
-    OpenMP threads competing with other work made training 7-10x slower; 0 uses every core.
+    Shallow trees by default: on CRM-sized data they generalise as well as deeper ones, and reason codes
+    come from exact SHAP tables only for trees of at most 10 splits (:mod:`training.tree_shap`).
+    ``num_threads`` 1 by default: on a shared 2-core machine OpenMP threads competing with other work
+    made training 7-10x slower; 0 uses every core.
     """
 
     learning_rate: float = 0.05

@@ -96,7 +96,10 @@ def _shapley_weights(d: int) -> np.ndarray:
 
 def _tree_table(splits: list[_Split], leaves: list[_Leaf], n_splits: int
                 ) -> tuple[np.ndarray, list[int]]:
-    """(outcome code x tree feature) contributions and the tree's features; bit ``i`` of a code: split ``i`` went left."""
+    """(outcome code x tree feature) contributions and the tree's features.
+
+    Bit ``i`` of an outcome code: split ``i`` went left.
+    """
     codes = np.arange(2 ** n_splits)
     went_left = ((codes[:, None] >> np.arange(max(len(splits), 1))) & 1).astype(bool)
     features = list(dict.fromkeys(s.feature for s in splits))
@@ -241,7 +244,10 @@ class TreeShap:
         return codes
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
-        """SHAP values in ``pred_contrib``'s layout: (rows x features + 1), the bias last; rows sum to the raw margin."""
+        """SHAP values in ``pred_contrib``'s layout: (rows x features + 1), the bias last.
+
+        Each row sums to the raw margin.
+        """
         n = len(matrix)
         out = np.zeros((n, self.n_features + 1))
         out[:, -1] = self.bias

@@ -45,7 +45,8 @@ def test_times_without_offsets_read_exactly_as_pandas_reads_them() -> None:
     assert mixed[-2] == mixed[-1] == np.datetime64("2024-01-01T10:00:00", "ns")
 
 
-@pytest.mark.parametrize("text", ["2024-02-30", "1969-12-31T23:59:59Z", "2200-01-01", "9999-01-01",
+@pytest.mark.parametrize("text", ["2024-02-30", "1969-12-31T23:59:59Z", "2200-01-01", "9999-01-01", "2604-06-01T10:00",
+                                  "1435-06-01", "20240-01-01", "2604-06-01T10:00:00.123456789",
                                   "2024-01-01T10:00:00 and more", "31/12/2024 10:00"])
 def test_unreadable_or_out_of_range_times_are_pointed_at(text: str) -> None:
     assert utc_times(["2024-01-01", text])[1] == 1
@@ -62,11 +63,13 @@ ACTIVITY_ITEMS = st.fixed_dictionaries(
 @settings(max_examples=100, deadline=None, derandomize=True, database=None)
 def test_activities_become_columns_in_the_order_sent(activities: list[dict]) -> None:
     lead = {"lead_id": "L1", "created_at": "2024-01-01", "source_channel": "email", "activities": activities}
-    columns = ScoreLeadsRequest.model_validate_json(json.dumps({"leads": [lead]})).leads[0]["activities"]
+    request = ScoreLeadsRequest.model_validate_json(json.dumps({"leads": [lead]}))
+    columns = request.leads[0]["activities"]
     assert len(columns) == len(activities)
     assert columns.activity_type == [a["activity_type"] for a in activities]
     assert columns.occurred_at == [a["occurred_at"] for a in activities]
     assert columns.duration_seconds == [a.get("duration_seconds") for a in activities]
+    assert ScoreLeadsRequest.model_validate_json(request.model_dump_json()).leads[0]["activities"] == columns
 
 
 def test_body_limit_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -66,10 +66,9 @@ def test_every_edge_value_and_exact_threshold_in_every_column(booster: lgb.Boost
     _assert_matches(booster, rows)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
 @given(data=st.data())
 def test_random_rows_of_special_values_match(data: st.DataObject) -> None:
-    x, y = _training_data()
     booster = _hypothesis_booster()
     pool = EDGE_VALUES + _thresholds(booster) + list(range(45))
     rows = data.draw(arrays(np.float64, (data.draw(st.integers(1, 30)), 5), elements=st.sampled_from(pool)))
