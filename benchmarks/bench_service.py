@@ -17,7 +17,9 @@ path itself (:func:`api_path`: validation, scoring and the JSON answer, without 
 time from launching the server to the first 200 from ``/readyz``. Targets (issue 5): single p50 <= 5 ms, p99 <= 25 ms,
 >= 300 single requests/s per worker, 1,000-lead p99 <= 100 ms, ready <= 5 s.
 
-The machine has 2 cores shared with other work: figures are noisy, compare runs side by side.
+The machine has 2 cores shared with other work: figures are noisy, compare runs side by side. The
+"machine steadiness" line times the same pure-Python work 100 times: its p99 / p50 is the spread the
+machine alone puts into any p99 here.
 
     .venv/bin/python benchmarks/bench_service.py [--requests 3000] [--tracking-uri URI --db URL]
 """
@@ -31,6 +33,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -225,6 +228,14 @@ def pd_isna(value: object) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
+def fixed_cpu_work() -> int:
+    """~50-70 ms of pure Python work, always the same: its spread is the machine's, not the service's."""
+    total = 0
+    for i in range(1_000_000):
+        total += i * i % 7
+    return total
+
+
 def api_path(served: ServedModels, body: bytes) -> bytes:
     """What the server does with a ``/score_leads`` body, in-process: validate, score, write the JSON answer."""
     from serving.api_models import ScoreLeadsRequest
@@ -259,8 +270,11 @@ def run(tracking_uri: str, db: str, workdir: Path, requests: int, batch_requests
     cycle = iter(range(10**9))
     local_single = in_process_ms(lambda: score_leads(model, *single_frames[next(cycle) % 200], as_of), 500)
     local_batch = in_process_ms(lambda: score_leads(model, leads, activities, as_of), 20)
+    gc.collect()
+    gc.freeze()  # as the service does once its models are loaded
     api_single = in_process_ms(lambda: api_path(served, singles[next(cycle) % 200]), 500)
-    api_batch = in_process_ms(lambda: api_path(served, batch), 20)
+    api_batch = in_process_ms(lambda: api_path(served, batch), 30)
+    steadiness = in_process_ms(fixed_cpu_work, 100)
 
     ready_s = []
     for _ in range(startups - 1):
@@ -283,6 +297,8 @@ def run(tracking_uri: str, db: str, workdir: Path, requests: int, batch_requests
         ]
     finally:
         stop_server(process)
+    print(f"machine steadiness: the same {statistics.median(steadiness):.0f} ms of Python work, p99 / p50 = "
+          f"{sorted(steadiness)[98] / statistics.median(steadiness):.2f}x (how much of a p99 is the machine)")
     print(f"start-up: ready {statistics.median(ready_s):.2f} s after launch (median of {len(ready_s)}; "
           f"max {max(ready_s):.2f} s; target <= 5 s)")
     print(summary_line("in-process score_leads, 1 lead", local_single))
