@@ -214,10 +214,6 @@ class ReasonCoder:
         """(rows x factors) sums of the per-feature contributions (bias column, if present, dropped)."""
         return contributions[:, : len(self.wording)] @ self._indicator
 
-    def reasons(self, contributions: np.ndarray, values: np.ndarray, top: int = TOP_REASONS) -> list[str]:
-        """One JSON string per row: ``{"up": [...], "down": [...]}`` (see the module docstring)."""
-        return self.phrases(contributions, values, top).json()
-
     def phrases(self, contributions: np.ndarray, values: np.ndarray, top: int = TOP_REASONS) -> ReasonPhrases:
         """The reasons of each row (``contributions`` as ``pred_contrib`` gives them, ``values`` the model's input)."""
         n = len(values)

@@ -251,7 +251,7 @@ class Calibrator:
 class LeadScores:
     """Scores of rows in input order: ``score`` (0-100), ``probability``, ``band`` (A-D) and ``reasons``.
 
-    ``reasons`` is None when they were not asked for.
+    ``reasons`` is None when they were not asked for, or there are no rows.
     """
 
     score: np.ndarray

@@ -54,14 +54,14 @@ def test_grouped_contributions_and_bias_add_up_to_the_margin(booster_and_data) -
     assert coder.groups == ("source_channel", "demo_request", "score_x")
     np.testing.assert_allclose(grouped.sum(axis=1) + contributions[:, -1], booster.predict(x, raw_score=True),
                                atol=1e-9)
-    reasons = [json.loads(r) for r in coder.reasons(contributions, x)]
+    reasons = [json.loads(r) for r in coder.phrases(contributions, x).json()]
     assert coder.phrases(contributions, x).lists() == reasons
     for parsed, row in zip(reasons, grouped):
         assert len(parsed["up"]) == min(3, int((row > MIN_IMPACT).sum()))
         assert len(parsed["down"]) == min(3, int((row < -MIN_IMPACT).sum()))
     strongest = int(np.argmax(grouped[:, 1]))
     assert "demo request" in reasons[strongest]["up"][0]
-    assert coder.reasons(contributions[:0], x[:0]) == []
+    assert coder.phrases(contributions[:0], x[:0]).json() == []
 
 
 def test_few_rows_are_worded_exactly_as_in_a_large_batch(booster_and_data) -> None:
@@ -69,5 +69,5 @@ def test_few_rows_are_worded_exactly_as_in_a_large_batch(booster_and_data) -> No
     coder = ReasonCoder(crm_wording(["source_channel", "demo_request_7d", "demo_request_30d", "score_x"]),
                         {"source_channel": ("a", "b", "c")})
     contributions = booster.predict(x[:300], pred_contrib=True)
-    batch = coder.reasons(contributions, x[:300])
-    assert [coder.reasons(contributions[i : i + 1], x[i : i + 1])[0] for i in range(300)] == batch
+    batch = coder.phrases(contributions, x[:300]).json()
+    assert [coder.phrases(contributions[i : i + 1], x[i : i + 1]).json()[0] for i in range(300)] == batch
