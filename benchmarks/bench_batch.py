@@ -32,14 +32,14 @@ from pathlib import Path  # noqa: E402
 import psutil  # noqa: E402
 from sqlalchemy import delete, func, select  # noqa: E402
 
-from features import schema  # noqa: E402
-from features.crm_frames import crm_period  # noqa: E402
-from features.crm_store import connect, create_schema  # noqa: E402
-from features.simulation_config import SimulationConfig  # noqa: E402
-from features.simulator import generate_crm  # noqa: E402
-from serving.batch import BatchResult, score_customers, score_open_leads  # noqa: E402
-from training.clv_train import train_from_crm  # noqa: E402
-from training.lead_train import CrmTrainingConfig, crm_splits, train_and_register  # noqa: E402
+from features.crm import schema  # noqa: E402
+from features.crm.frames import crm_period  # noqa: E402
+from features.crm.store import connect, create_schema  # noqa: E402
+from features.simulate.config import SimulationConfig  # noqa: E402
+from features.simulate.generate import generate_crm  # noqa: E402
+from serving.batch.jobs import BatchResult, score_customers, score_open_leads  # noqa: E402
+from training.clv.job import train_from_crm  # noqa: E402
+from training.leads.job import CrmTrainingConfig, crm_splits, train_and_register  # noqa: E402
 from training.tracking import champion_version, use_tracking  # noqa: E402
 
 SCORE_TABLES = (schema.lead_score_history, schema.lead_scores, schema.customer_score_history,
@@ -175,8 +175,8 @@ def main() -> None:
                 leads = measure(lambda: score_open_leads(engine, as_of=as_of))
                 customers = measure(lambda: score_customers(engine, as_of=as_of))
             else:
-                from serving.spark_batch import score_customers_spark, score_open_leads_spark
-                from serving.spark_source import load_spark_settings, spark_session
+                from serving.batch.spark_jobs import score_customers_spark, score_open_leads_spark
+                from serving.batch.spark_source import load_spark_settings, spark_session
 
                 settings = load_spark_settings(master=args.spark_master)
                 started = time.perf_counter()

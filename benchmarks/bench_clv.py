@@ -5,9 +5,9 @@ in a process of its own on data read from a temporary Parquet file; the peak is 
 the step alone (``/proc/self/clear_refs`` resets the high-water mark after loading). Cases:
 
 - rfm: ``features.rfm.rfm_summary`` (polars) vs ``lifetimes.utils.summary_data_from_transaction_data``;
-- fit: BG/NBD + Gamma-Gamma on weighted unique rows with analytic gradients (``training.clv``) vs
+- fit: BG/NBD + Gamma-Gamma on weighted unique rows with analytic gradients (``training.clv.fit``) vs
   lifetimes on raw rows (which may raise ConvergenceError at this size: BFGS precision loss);
-- predict: all per-customer outputs (``training.clv_predict.predict_clv``, 360-day CLV) vs lifetimes'
+- predict: all per-customer outputs (``training.clv.predict.predict_clv``, 360-day CLV) vs lifetimes'
   ``customer_lifetime_value(time=12, freq="D")`` alone, checked equal.
 
 BLAS runs on one thread (``OPENBLAS_NUM_THREADS=1``). Figures are noisy: the machine has 2 cores
@@ -61,8 +61,8 @@ def _timed(step) -> tuple[object, float, float, float]:
 
 def generate(customers: int, folder: Path) -> Path:
     """~10 orders per customer from the true BG/NBD + Gamma-Gamma process, as Parquet."""
-    from features.simulated_orders import simulate_orders
-    from features.simulation_config import OrderValue, PurchaseProcess
+    from features.simulate.orders import simulate_orders
+    from features.simulate.config import OrderValue, PurchaseProcess
 
     rng = np.random.default_rng(7)
     age = rng.integers(200, 1100, customers)
@@ -100,7 +100,7 @@ def case_fit(folder: Path, ours: bool) -> dict:
     rfm = pd.read_parquet(folder / "rfm.parquet")
     buyers = rfm[rfm["frequency"] > 0]
     if ours:
-        from training.clv import fit_bgnbd, fit_gamma_gamma
+        from training.clv.fit import fit_bgnbd, fit_gamma_gamma
 
         def fit() -> list[float]:
             bg, gg = fit_bgnbd(rfm), fit_gamma_gamma(rfm)
@@ -125,8 +125,8 @@ def case_fit(folder: Path, ours: bool) -> dict:
 def case_predict(folder: Path, ours: bool) -> dict:
     from lifetimes import BetaGeoFitter, GammaGammaFitter
 
-    from training.clv import fit_bgnbd, fit_gamma_gamma
-    from training.clv_predict import CLVParameters, predict_clv, rfm_in_days
+    from training.clv.fit import fit_bgnbd, fit_gamma_gamma
+    from training.clv.predict import CLVParameters, predict_clv, rfm_in_days
 
     rfm = pd.read_parquet(folder / "rfm.parquet")
     params = CLVParameters("D", fit_bgnbd(rfm), fit_gamma_gamma(rfm), horizon_days=360,

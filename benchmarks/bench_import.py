@@ -39,9 +39,9 @@ import pyarrow.parquet as pq
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from features.crm_import import crm_table, import_file, import_transaction, load_rows, validate_export
-from features.crm_store import connect, create_schema
-from features.schema import ACTIVITY_TYPES
+from features.crm.imports import crm_table, import_file, import_transaction, load_rows, validate_export
+from features.crm.store import connect, create_schema
+from features.crm.schema import ACTIVITY_TYPES
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DATE_COLUMNS = {"activities": ["occurred_at"], "orders": ["ordered_at"]}
@@ -185,7 +185,7 @@ def main() -> None:
         sizes = ", ".join(f"{Path(p).name} {Path(p).stat().st_size / 1e6:.0f} MB" for p in files.values())
         print(f"generated in {time.perf_counter() - t0:.1f}s: {sizes}")
         print("figures are noisy: 2 shared cores. rows/s; ratio = leadval / pandas baseline (time; < 1 is faster)")
-        print("leadval writes upsert through features.crm_store.upsert_frame (SQLite with a 64 MiB page cache);"
+        print("leadval writes upsert through features.crm.store.upsert_frame (SQLite with a 64 MiB page cache);"
               " to_sql appends plainly. re-import = the same file again, validated and compared, nothing written")
         header = (f"{'backend':<10} {'file':<19} {'rows':>9} | {'validate r/s':>12} {'pandas read':>11} {'ratio':>6} | "
                   f"{'write r/s':>9} {'to_sql r/s':>10} {'ratio':>6} | {'re-import s':>11} | "

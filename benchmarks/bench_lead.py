@@ -34,13 +34,13 @@ import pandas as pd  # noqa: E402
 
 from features.lead_features import BEHAVIOUR_FEATURES, PROFILE_FEATURES, lead_features  # noqa: E402
 from features.lead_labels import open_leads, snapshot_plan, training_snapshots  # noqa: E402
-from features.simulated_leads import content_catalog, simulate_leads  # noqa: E402
-from features.simulated_marketing import plan_leads  # noqa: E402
-from features.simulator import SimulationConfig  # noqa: E402
-from training.lead_evaluation import lead_metrics  # noqa: E402
-from training.lead_model import score_leads  # noqa: E402
-from training.lead_reasons import crm_wording  # noqa: E402
-from training.leads import FeatureSpec, LeadModelConfig, fit_baseline, fit_lead_model  # noqa: E402
+from features.simulate.leads import content_catalog, simulate_leads  # noqa: E402
+from features.simulate.marketing import plan_leads  # noqa: E402
+from features.simulate.generate import SimulationConfig  # noqa: E402
+from training.leads.evaluation import lead_metrics  # noqa: E402
+from training.leads.pyfunc import score_leads  # noqa: E402
+from training.leads.reasons import crm_wording  # noqa: E402
+from training.leads.scorer import FeatureSpec, LeadModelConfig, fit_baseline, fit_lead_model  # noqa: E402
 
 
 @contextmanager

@@ -4,13 +4,13 @@ Writes a synthetic CRM with plain pandas into SQLite (default: 5,000 leads, 250,
 daily spend on six channels, lead and customer scores), then times, in a fresh process per size (so peak
 RSS belongs to that run alone):
 
-- read: ``serving.report_cli.read_crm`` (every table the report uses);
+- read: ``serving.cli.report.read_crm`` (every table the report uses);
 - kpis: ``build_report`` (channel and trend tables, attribution incl. Markov, content, predictive KPIs, targets);
 - render: ``render_html`` (about a dozen inline SVG charts and the tables);
 - peak RSS of the process.
 
 The baseline is the same CRM at a tenth of the size, side by side, so the ratios show how the report scales.
-``--simulated`` times the simulator's demo CRM (``features.simulator``, 5,000 leads, seed 42) instead of the
+``--simulated`` times the simulator's demo CRM (``features.simulate.generate``, 5,000 leads, seed 42) instead of the
 synthetic one. Figures are noisy: the machine has 2 cores shared with other work.
 
     .venv/bin/python benchmarks/bench_report.py [--leads 5000] [--activities 250000] [--simulated]
@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features import schema
-from features.crm_store import connect, create_schema, insert_frame
-from features.kpi_targets import read_targets
-from features.kpis import report_window
-from serving.report import build_report, render_html
-from serving.report_cli import read_crm
+from features.crm import schema
+from features.crm.store import connect, create_schema, insert_frame
+from features.kpi.targets import read_targets
+from features.kpi.metrics import report_window
+from serving.report.page import build_report, render_html
+from serving.cli.report import read_crm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = ("paid_search", "paid_social", "organic_search", "email", "referral", "events")
@@ -113,7 +113,7 @@ def synthetic_crm(url: str, n_leads: int, n_activities: int, seed: int = 0) -> N
 
 def simulated_crm(url: str) -> None:
     """The simulator's demo CRM (``leadval demo`` defaults)."""
-    from features.simulator import SimulationConfig, generate_crm
+    from features.simulate.generate import SimulationConfig, generate_crm
 
     engine = connect(url)
     create_schema(engine)

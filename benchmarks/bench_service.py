@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING  # noqa: E402
 import httpx  # noqa: E402
 
 if TYPE_CHECKING:
-    from serving.model_loading import ServedModels
+    from serving.api.champions import ServedModels
 
 STALL_MS = 100.0
 
@@ -132,7 +132,7 @@ def in_process_ms(call: Callable[[], object], repeat: int) -> list[float]:
 def start_server(tracking_uri: str, port: int, workdir: Path, extra_env: dict[str, str] | None = None
                  ) -> tuple[subprocess.Popen, float]:
     """The server as ``leadval serve`` starts it, and the seconds until ``/readyz`` answered 200."""
-    from serving.serve_cli import server_command, server_environment
+    from serving.cli.serve import server_command, server_environment
 
     env = server_environment(tracking_uri, workers=1)
     env.pop("LEADVAL_API_KEY", None)
@@ -181,11 +181,11 @@ def summary_line(name: str, latencies: Sequence[float]) -> str:
 
 def prepare_store(workdir: Path, leads: int = 5_000, customers: int = 1_000) -> tuple[str, str]:
     """A simulated CRM and both champions trained on it, in ``workdir``; returns (tracking URI, CRM URL)."""
-    from features.crm_store import connect
-    from features.simulation_config import SimulationConfig
-    from features.simulator import generate_crm
-    from training.clv_train import train_from_crm
-    from training.lead_train import CrmTrainingConfig, crm_splits, train_and_register
+    from features.crm.store import connect
+    from features.simulate.config import SimulationConfig
+    from features.simulate.generate import generate_crm
+    from training.clv.job import train_from_crm
+    from training.leads.job import CrmTrainingConfig, crm_splits, train_and_register
 
     db, tracking_uri, artifacts = (f"sqlite:///{workdir / 'crm.db'}", f"sqlite:///{workdir / 'mlflow.db'}",
                                    str(workdir / "artifacts"))
@@ -200,8 +200,8 @@ def prepare_store(workdir: Path, leads: int = 5_000, customers: int = 1_000) -> 
 
 def lead_requests(db: str, count: int) -> tuple[list[dict], object, object, object]:
     """``count`` open leads of the CRM as request items, with the frames and as-of the batch job would use."""
-    from features.crm_frames import crm_period, load_crm_frames
-    from features.crm_store import connect
+    from features.crm.frames import crm_period, load_crm_frames
+    from features.crm.store import connect
     from features.lead_features import PROFILE_FEATURES
 
     engine = connect(db)
@@ -238,8 +238,8 @@ def fixed_cpu_work() -> int:
 
 def api_path(served: ServedModels, body: bytes) -> bytes:
     """What the server does with a ``/score_leads`` body, in-process: validate, score, write the JSON answer."""
-    from serving.api_models import ScoreLeadsRequest
-    from serving.service import lead_scores
+    from serving.api.schemas import ScoreLeadsRequest
+    from serving.api.service import lead_scores
 
     return lead_scores(served, ScoreLeadsRequest.model_validate_json(body)).model_dump_json().encode()
 
@@ -248,8 +248,8 @@ def run(tracking_uri: str, db: str, workdir: Path, requests: int, batch_requests
     """Start the server, load it with each workload, and print the figures next to in-process ones."""
     import pandas as pd
 
-    from serving.model_loading import load_champions
-    from training.lead_model import score_leads
+    from serving.api.champions import load_champions
+    from training.leads.pyfunc import score_leads
 
     items, leads, activities, as_of = lead_requests(db, 1_000)
     when = as_of.isoformat()

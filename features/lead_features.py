@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InvalidInput
-from features.schema import ACTIVITY_TYPES
+from features.crm.schema import ACTIVITY_TYPES
 
 WINDOWS_DAYS: tuple[int, ...] = (7, 30, 90)
 """Look-back windows of the per-type activity counts and the engagement time."""
@@ -169,7 +169,7 @@ class LeadFeatureArrays:
 
 
 def activity_type_positions(types: list[str]) -> np.ndarray:
-    """Position of each activity type in :data:`~features.schema.ACTIVITY_TYPES` (-1: unknown, ignored)."""
+    """Position of each activity type in :data:`~features.crm.schema.ACTIVITY_TYPES` (-1: unknown, ignored)."""
     return np.fromiter(map(_TYPE_POSITION.get, types, repeat(-1)), dtype="int64", count=len(types))
 
 

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.errors import InvalidInput
-from features.schema import RFM_COLUMNS
+from features.crm.schema import RFM_COLUMNS
 
 TimeUnit = Literal["D", "W"]
 DAYS_PER_UNIT: dict[str, int] = {"D": 1, "W": 7}

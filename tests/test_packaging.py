@@ -29,6 +29,6 @@ def test_import_layers_hold() -> None:
 
 def test_importing_does_not_touch_disk(tmp_path: Path) -> None:
     """Nothing happens on import: no data/ or models/ folder appears in the working directory."""
-    code = "import features.settings, features.crm_store, features.schema, serving.cli"
+    code = "import features.settings, features.crm.store, features.crm.schema, serving.cli.app"
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
     assert list(tmp_path.iterdir()) == []

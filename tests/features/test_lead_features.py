@@ -16,7 +16,7 @@ from features.lead_features import (
     as_of_timestamp,
     lead_features,
 )
-from features.schema import ACTIVITY_TYPES
+from features.crm.schema import ACTIVITY_TYPES
 
 AS_OF = pd.Timestamp("2025-06-30 12:00")
 PROFILE = {"source_channel": "paid_social", "campaign": None, "country": "DE", "industry": "software",

@@ -11,7 +11,7 @@ from lifetimes.utils import summary_data_from_transaction_data
 
 from features.errors import InvalidInput
 from features.rfm import calibration_and_holdout, daily_purchases, rfm_summary
-from features.schema import RFM_COLUMNS
+from features.crm.schema import RFM_COLUMNS
 
 
 def _tx(rows: list[tuple[str, str, float]]) -> pd.DataFrame:

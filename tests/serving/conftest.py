@@ -1,7 +1,7 @@
 """Serving fixtures: one simulated CRM and MLflow store with both champions, and the real server over HTTP.
 
 The server is started exactly as ``leadval serve`` starts it (same command line and environment, from
-:mod:`serving.serve_cli`) as a subprocess on a free port of 127.0.0.1, with an API key and a small
+:mod:`serving.cli.serve`) as a subprocess on a free port of 127.0.0.1, with an API key and a small
 body limit; the fixture waits for ``/readyz`` and stops the server and its workers afterwards.
 Starting a server costs seconds, so there is one per session (plus one for the start-up tests).
 """
@@ -20,14 +20,14 @@ import httpx
 import psutil
 import pytest
 
-from features.crm_frames import crm_period
-from features.crm_store import connect, create_schema
-from features.simulation_config import SimulationConfig
-from features.simulator import generate_crm
-from serving.serve_cli import server_command, server_environment
+from features.crm.frames import crm_period
+from features.crm.store import connect, create_schema
+from features.simulate.config import SimulationConfig
+from features.simulate.generate import generate_crm
+from serving.cli.serve import server_command, server_environment
 from tests.conftest import REPO_ROOT
-from training.clv_train import train_from_crm
-from training.lead_train import CrmTrainingConfig, crm_splits, train_and_register
+from training.clv.job import train_from_crm
+from training.leads.job import CrmTrainingConfig, crm_splits, train_and_register
 
 API_KEY = "test-key-5b1f0c"
 MAX_BODY_BYTES = 8 * 1024 * 1024

@@ -1,0 +1,186 @@
+"""The CRM database on SQLAlchemy 2: connect, create the schema, read tables as DataFrames, write chunks.
+
+SQLite is the embedded default; PostgreSQL works through the same code. Writes take a connection so the
+caller decides the transaction; upserts use ``INSERT ... ON CONFLICT`` on both databases.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.types import Date, DateTime, Float, Integer
+
+from features.errors import DatabaseUnavailable
+from features.crm.schema import metadata
+
+DEFAULT_CHUNK_ROWS = 50_000
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable database URL>"
+
+
+def connect(url: str) -> Engine:
+    """An engine for ``url`` that is known to answer; SQLite files get their folder and foreign keys on.
+
+    Raises ``DatabaseUnavailable`` naming the (password-masked) URL when it cannot be reached.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseUnavailable(
+            f"cannot parse database URL {url!r}; expected e.g. sqlite:///data/crm.db "
+            "or postgresql+psycopg://user@host:5432/dbname"
+        ) from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    connect_args = {"connect_timeout": 5} if parsed.get_backend_name() == "postgresql" else {}
+    try:
+        engine = create_engine(parsed, connect_args=connect_args)
+    except Exception as exc:  # missing driver, bad dialect name
+        raise DatabaseUnavailable(f"cannot use database {safe_url(url)}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseUnavailable(f"cannot reach database {safe_url(url)}: {reason}") from None
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def create_schema(engine: Engine) -> None:
+    """Create every leadval table and index that does not exist yet (idempotent)."""
+    metadata.create_all(engine, checkfirst=True)
+
+
+def missing_tables(engine: Engine) -> list[str]:
+    """Names of leadval tables not present in the database."""
+    present = set(inspect(engine).get_table_names())
+    return [name for name in metadata.tables if name not in present]
+
+
+def read_frame(
+    engine: Engine | Connection,
+    table: Table,
+    columns: Sequence[str] | None = None,
+    where: Any = None,
+) -> pd.DataFrame:
+    """Rows of ``table`` as a DataFrame with datetimes as naive UTC ``datetime64`` and floats as float64."""
+    cols = [table.c[name] for name in columns] if columns else list(table.columns)
+    query = select(*cols)
+    if where is not None:
+        query = query.where(where)
+    frame = pd.read_sql(query, engine)
+    return coerce_types(frame, table)
+
+
+def coerce_types(frame: pd.DataFrame, table: Table) -> pd.DataFrame:
+    """Give each column of ``frame`` the pandas dtype its database type implies."""
+    out = frame.copy()
+    for col in table.columns:
+        if col.name not in out.columns:
+            continue
+        if isinstance(col.type, DateTime):
+            out[col.name] = _naive_utc(out[col.name])
+        elif isinstance(col.type, Date):
+            out[col.name] = pd.to_datetime(out[col.name]).dt.date
+        elif isinstance(col.type, Float):
+            out[col.name] = pd.to_numeric(out[col.name]).astype("float64")
+        elif isinstance(col.type, Integer) and not out[col.name].isna().any():
+            out[col.name] = out[col.name].astype("int64")
+    return out
+
+
+def _naive_utc(values: pd.Series) -> pd.Series:
+    parsed = pd.to_datetime(values, utc=True, format="ISO8601")
+    return parsed.dt.tz_localize(None)
+
+
+def records(frame: pd.DataFrame, table: Table) -> list[dict[str, Any]]:
+    """Plain-Python rows for the DB driver: NaN/NaT become NULL, timestamps become ``datetime``."""
+    names = [c.name for c in table.columns if c.name in frame.columns]
+    columns: dict[str, list[Any]] = {}
+    for name in names:
+        series = frame[name]
+        if pd.api.types.is_datetime64_any_dtype(series):
+            if getattr(series.dt, "tz", None) is not None:
+                series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+            values = [None if v is pd.NaT else v for v in series.dt.to_pydatetime()]
+        elif pd.api.types.is_float_dtype(series):
+            values = [None if math.isnan(v) else v for v in series.to_numpy(dtype="float64").tolist()]
+        else:
+            values = [None if _is_missing(v) else _plain(v) for v in series.tolist()]
+        columns[name] = values
+    return [dict(zip(names, row)) for row in zip(*(columns[n] for n in names))]
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    return value
+
+
+def chunks(frame: pd.DataFrame, size: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """Consecutive row slices of at most ``size`` rows."""
+    for start in range(0, len(frame), size):
+        yield frame.iloc[start : start + size]
+
+
+def insert_frame(conn: Connection, table: Table, frame: pd.DataFrame) -> int:
+    """Insert every row of ``frame`` into ``table``; returns the row count."""
+    rows = records(frame, table)
+    if rows:
+        conn.execute(table.insert(), rows)
+    return len(rows)
+
+
+def upsert_frame(conn: Connection, table: Table, frame: pd.DataFrame, key: Sequence[str] | None = None) -> int:
+    """Insert rows, replacing those whose ``key`` (default: the primary key) already exists."""
+    rows = records(frame, table)
+    if not rows:
+        return 0
+    key_cols = list(key) if key else [c.name for c in table.primary_key.columns]
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table)
+    else:
+        raise DatabaseUnavailable(f"upsert is supported on SQLite and PostgreSQL, not {dialect}")
+    updates = {name: stmt.excluded[name] for name in rows[0] if name not in key_cols}
+    if updates:
+        stmt = stmt.on_conflict_do_update(index_elements=key_cols, set_=updates)
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=key_cols)
+    conn.execute(stmt, rows)
+    return len(rows)

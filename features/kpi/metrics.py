@@ -1,0 +1,706 @@
+"""Marketing KPIs from the CRM tables and the score tables: per channel, campaign or segment, and over time.
+
+Every figure is computed from ``leads``, ``activities``, ``customers``, ``orders``, ``marketing_spend`` and the
+score tables (``customer_scores``); the simulator's ``truth_*`` tables are never read. Definitions, for one scope
+(a channel, a campaign, a segment or everything) and one window ``[start, end)``:
+
+- *Cohort KPIs* follow the leads created in the window: ``conversions`` are those that became customers before
+  the window ends. Recent leads have had less time to convert, so the latest periods of a trend read low.
+- *Acquisition KPIs* follow the customers created in the window (``new_customers``): their revenue from the
+  first order up to the end of the window is the ``attributed_revenue`` of the channel (or campaign) that
+  acquired them, which is what ``roi`` and ``historic_cltv`` use. ``predicted_cltv`` is the mean of their
+  ``customer_scores.clv`` (future value over the CLV model's horizon); ``clv_to_cac`` puts both together:
+  (revenue to date + predicted future value) / spend.
+- *Activity KPIs* count the activities that happened in the window, credited to the source channel (or
+  campaign) of the lead who did them.
+
+A customer's channel is ``customers.acquisition_channel``, else the source channel of the lead it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from datetime import date
+from types import MappingProxyType
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from features.errors import InvalidInput
+from features.crm.schema import ACTIVITY_TYPES
+
+Dimension = Literal["all", "channel", "campaign", "segment"]
+DIMENSIONS: tuple[str, ...] = ("all", "channel", "campaign", "segment")
+"""What a KPI can be broken down by: everything, a lead's source channel, its campaign, a customer segment."""
+
+GRAINS: Mapping[str, str] = MappingProxyType({"week": "W", "month": "M", "quarter": "Q"})
+"""Period lengths of a trend and their pandas period codes."""
+
+NO_CAMPAIGN = "(none)"
+UNKNOWN_CHANNEL = "(unknown)"
+UNSCORED = "(unscored)"
+
+MICRO_CONVERSIONS: tuple[str, ...] = ("form_submit", "content_download", "webinar_register")
+"""Activities counted as micro-conversions: newsletter and other form sign-ups, downloads, webinar sign-ups."""
+
+PASSIVE_ACTIVITIES: tuple[str, ...] = ("email_sent",)
+"""Activities the lead did not do themselves: they do not make a lead active."""
+
+CONTENT_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {
+        "email_sent": 0.0,
+        "web_session": 1.0,
+        "page_view": 1.0,
+        "email_open": 1.0,
+        "social_engagement": 2.0,
+        "pricing_page_view": 2.0,
+        "email_click": 3.0,
+        "form_submit": 5.0,
+        "content_download": 5.0,
+        "webinar_register": 5.0,
+        "webinar_attend": 8.0,
+        "demo_request": 10.0,
+    }
+)
+"""Weight of one interaction with a content item, by activity type: the more intent an action shows, the more
+it counts (a sent email 0, a view or open 1, a click 3, a download or sign-up 5, attending a webinar 8, asking
+for a demo 10)."""
+
+Unit = Literal["count", "money", "percent", "ratio", "rate", "probability"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One KPI: its column name, how people call it, its unit, its definition and where it applies."""
+
+    name: str
+    label: str
+    unit: Unit
+    definition: str
+    dimensions: tuple[str, ...] = ("all", "channel", "campaign")
+    higher_is_better: bool = True
+    lower_bound: float | None = 0.0
+    upper_bound: float | None = None
+
+
+_LEAD_SCOPES = ("all", "channel", "campaign")
+_CUSTOMER_SCOPES = ("all", "channel", "campaign", "segment")
+
+METRICS: Mapping[str, Metric] = MappingProxyType(
+    {
+        m.name: m
+        for m in (
+            Metric("leads", "Leads", "count", "Leads created in the period."),
+            Metric("conversions", "Conversions", "count",
+                   "Leads created in the period that became customers before the end of the report window."),
+            Metric("conversion_rate", "Lead-to-customer conversion rate", "percent",
+                   "Conversions / leads, for the leads created in the period (a cohort rate: the most recent "
+                   "leads are still converting).", upper_bound=1.0),
+            Metric("new_customers", "New customers", "count", "Customers created (acquired) in the period.",
+                   _CUSTOMER_SCOPES),
+            Metric("spend", "Marketing spend", "money", "Money spent on the channel or campaign in the period.",
+                   higher_is_better=False),
+            Metric("cac", "Customer acquisition cost (CAC)", "money",
+                   "Spend / new customers: what one new customer cost (undefined without recorded spend).",
+                   higher_is_better=False),
+            Metric("attributed_revenue", "Attributed revenue", "money",
+                   "Revenue, from their first order until the end of the report window, of the customers the "
+                   "channel or campaign acquired in the period.", _CUSTOMER_SCOPES),
+            Metric("roi", "Marketing ROI", "percent",
+                   "(Attributed revenue - spend) / spend: money back per unit spent, net of the spend.",
+                   lower_bound=-1.0),
+            Metric("historic_cltv", "Historic CLTV", "money",
+                   "Actual revenue per customer acquired in the period, to date (attributed revenue / new "
+                   "customers).", _CUSTOMER_SCOPES),
+            Metric("predicted_cltv", "Predicted CLTV", "money",
+                   "Mean predicted future value (customer_scores.clv, discounted, over the CLV model's horizon) "
+                   "of the customers acquired in the period that have a score; for a segment, of the customers "
+                   "in it at each scoring run.", _CUSTOMER_SCOPES),
+            Metric("clv_to_cac", "CLV:CAC ratio", "ratio",
+                   "(Revenue to date + predicted future value) of the new customers / spend, i.e. lifetime value "
+                   "per customer over CAC. Above 3 is the usual rule of thumb."),
+            Metric("revenue", "Revenue", "money", "Order revenue placed in the period, by the customer's channel.",
+                   _CUSTOMER_SCOPES),
+            Metric("p_alive", "Mean P(alive)", "probability",
+                   "Mean probability that the customers acquired in the period are still active (CLV model); for "
+                   "a segment, of the customers in it at each scoring run.",
+                   _CUSTOMER_SCOPES, upper_bound=1.0),
+            Metric("customers", "Customers in segment", "count",
+                   "Customers in the segment at a scoring run (segments only; trends follow the scoring runs).",
+                   ("segment",)),
+            Metric("web_sessions", "Web sessions", "count", "Website sessions (web_session activities)."),
+            Metric("page_views", "Page views", "count", "Pages viewed (page_view and pricing_page_view activities)."),
+            Metric("email_ctr", "Email click-through rate", "percent",
+                   "Email clicks / emails sent (email_click / email_sent activities).", upper_bound=1.0),
+            Metric("email_open_rate", "Email open rate", "percent", "Email opens / emails sent.", upper_bound=1.0),
+            Metric("ad_ctr", "Ad click-through rate", "percent",
+                   "Clicks / impressions, from marketing_spend.", upper_bound=1.0),
+            Metric("social_engagement_rate", "Social engagement rate", "percent",
+                   "Share of active leads (leads with at least one activity of their own in the period) who "
+                   "engaged with social content (social_engagement activities).", upper_bound=1.0),
+            Metric("engagement_index", "Customer engagement index", "rate",
+                   "Micro-conversions (form sign-ups such as the newsletter, content downloads, webinar "
+                   "registrations) per web session."),
+        )
+    }
+)
+"""Every KPI the report and the targets know, by column name."""
+
+_REQUIRED: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "leads": ("lead_id", "created_at", "source_channel", "converted_at"),
+        "activities": ("lead_id", "occurred_at", "activity_type"),
+        "customers": ("customer_id", "created_at"),
+        "orders": ("customer_id", "ordered_at", "amount"),
+        "marketing_spend": ("date", "channel", "spend"),
+        "lead_scores": ("lead_id", "score", "probability", "band"),
+        "customer_scores": ("customer_id", "p_alive", "clv", "segment"),
+        "customer_score_history": ("customer_id", "p_alive", "clv", "segment"),
+    }
+)
+_OPTIONAL: Mapping[str, Mapping[str, object]] = MappingProxyType(
+    {
+        "leads": {"campaign": None, "customer_id": None},
+        "activities": {"channel": None, "content_id": None, "duration_seconds": np.nan},
+        "customers": {"lead_id": None, "acquisition_channel": None},
+        "orders": {},
+        "marketing_spend": {"campaign": "", "impressions": 0, "clicks": 0},
+        "lead_scores": {"reasons": None, "expected_value": np.nan, "as_of": pd.NaT, "scored_at": pd.NaT},
+        "customer_scores": {"expected_purchases": np.nan, "expected_order_value": np.nan, "scoring_run_id": None,
+                            "as_of": pd.NaT, "scored_at": pd.NaT},
+        "customer_score_history": {"scoring_run_id": None, "as_of": pd.NaT, "scored_at": pd.NaT},
+    }
+)
+_TIMES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "leads": ("created_at", "converted_at"),
+        "activities": ("occurred_at",),
+        "customers": ("created_at",),
+        "orders": ("ordered_at",),
+        "marketing_spend": ("date",),
+        "lead_scores": ("as_of", "scored_at"),
+        "customer_scores": ("as_of", "scored_at"),
+        "customer_score_history": ("as_of", "scored_at"),
+    }
+)
+_KEYS: Mapping[str, str] = MappingProxyType(
+    {"leads": "lead_id", "customers": "customer_id", "lead_scores": "lead_id", "customer_scores": "customer_id"}
+)
+
+
+@dataclass(frozen=True)
+class CRMFrames:
+    """The CRM and score tables as DataFrames, checked and typed by :func:`crm_frames`."""
+
+    leads: pd.DataFrame
+    activities: pd.DataFrame
+    customers: pd.DataFrame
+    orders: pd.DataFrame
+    marketing_spend: pd.DataFrame
+    lead_scores: pd.DataFrame
+    customer_scores: pd.DataFrame
+    customer_score_history: pd.DataFrame
+
+    @cached_property
+    def activity_lead_rows(self) -> np.ndarray:
+        """Row in ``leads`` of each activity's lead (-1 for a lead not in the table)."""
+        return pd.Index(self.leads["lead_id"]).get_indexer(self.activities["lead_id"])
+
+    @cached_property
+    def activity_type_codes(self) -> np.ndarray:
+        """Each activity's type as its position in ``ACTIVITY_TYPES``."""
+        return pd.Categorical(self.activities["activity_type"], categories=ACTIVITY_TYPES).codes.astype("int64")
+
+    @cached_property
+    def customer_lead_rows(self) -> np.ndarray:
+        """Row in ``leads`` of each customer's lead (-1 for none)."""
+        return pd.Index(self.leads["lead_id"]).get_indexer(self.customers["lead_id"])
+
+    @cached_property
+    def order_customer_rows(self) -> np.ndarray:
+        """Row in ``customers`` of each order's customer (-1 for one not in the table)."""
+        return pd.Index(self.customers["customer_id"]).get_indexer(self.orders["customer_id"])
+
+
+def crm_frames(
+    leads: pd.DataFrame,
+    activities: pd.DataFrame | None = None,
+    customers: pd.DataFrame | None = None,
+    orders: pd.DataFrame | None = None,
+    marketing_spend: pd.DataFrame | None = None,
+    lead_scores: pd.DataFrame | None = None,
+    customer_scores: pd.DataFrame | None = None,
+    customer_score_history: pd.DataFrame | None = None,
+) -> CRMFrames:
+    """Check and type the tables the KPIs need; a missing table is an empty one.
+
+    Raises ``InvalidInput`` naming the table and its missing columns or duplicated keys.
+    """
+    given = {
+        "leads": leads,
+        "activities": activities,
+        "customers": customers,
+        "orders": orders,
+        "marketing_spend": marketing_spend,
+        "lead_scores": lead_scores,
+        "customer_scores": customer_scores,
+        "customer_score_history": customer_score_history,
+    }
+    return CRMFrames(**{name: _checked(name, frame) for name, frame in given.items()})
+
+
+def _checked(name: str, frame: pd.DataFrame | None) -> pd.DataFrame:
+    required, optional = _REQUIRED[name], _OPTIONAL[name]
+    if frame is None:
+        frame = pd.DataFrame({c: pd.Series(dtype="object") for c in (*required, *optional)})
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise InvalidInput(f"{name}: missing column(s) {', '.join(missing)}; expected at least {', '.join(required)}")
+    out = frame.copy()
+    for column, default in optional.items():
+        if column not in out.columns:
+            out[column] = default
+    for column in _TIMES[name]:
+        out[column] = pd.to_datetime(out[column]).astype("datetime64[ns]")
+    for column in ("amount", "spend", "p_alive", "clv", "probability", "expected_value"):
+        if column in out.columns:
+            out[column] = pd.to_numeric(out[column]).astype("float64")
+    key = _KEYS.get(name)
+    if key is not None and out[key].duplicated().any():
+        dupes = out.loc[out[key].duplicated(), key].astype(str).head(5).tolist()
+        raise InvalidInput(f"{name}: {key} must be unique; repeated: {', '.join(dupes)}")
+    if name == "activities":
+        unknown = sorted(set(out["activity_type"].dropna()) - set(ACTIVITY_TYPES))
+        if unknown:
+            raise InvalidInput(f"activities: unknown activity_type {', '.join(unknown)}; expected one of "
+                               f"{', '.join(ACTIVITY_TYPES)}")
+    return out
+
+
+@dataclass(frozen=True)
+class Window:
+    """The reporting window ``[start, end)`` in naive UTC; ``end`` is exclusive."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+
+    def contains(self, times: pd.Series) -> pd.Series:
+        """Whether each timestamp falls inside the window (missing ones do not)."""
+        return (times >= self.start) & (times < self.end)
+
+    @property
+    def last_day(self) -> date:
+        """The last calendar day the window covers."""
+        return (self.end - pd.Timedelta(nanoseconds=1)).date()
+
+    @property
+    def label(self) -> str:
+        """The window as people write it: first day to last day, both included."""
+        return f"{self.start.date().isoformat()} to {self.last_day.isoformat()}"
+
+
+def report_window(crm: CRMFrames, start: date | None = None, end: date | None = None) -> Window:
+    """The window from ``start`` to ``end`` (both days included); open ends default to the data's first and last day.
+
+    Raises ``InvalidInput`` for an empty CRM or an end before the start.
+    """
+    stamps = [
+        crm.leads["created_at"], crm.leads["converted_at"], crm.activities["occurred_at"],
+        crm.customers["created_at"], crm.orders["ordered_at"], crm.marketing_spend["date"],
+    ]
+    present = pd.concat([s.dropna() for s in stamps if not s.dropna().empty] or [pd.Series(dtype="datetime64[ns]")])
+    if present.empty and (start is None or end is None):
+        raise InvalidInput("the CRM has no leads, activities, customers, orders or spend yet; run `leadval generate` "
+                           "or `leadval import` first")
+    first = pd.Timestamp(start) if start is not None else present.min().normalize()
+    last = pd.Timestamp(end) if end is not None else present.max().normalize()
+    if last < first:
+        raise InvalidInput(f"--to {last.date()} is before --from {first.date()}; expected an end on or after the start")
+    return Window(first, last + pd.Timedelta(days=1))
+
+
+def default_grain(window: Window) -> str:
+    """Weeks for windows up to about three months, months beyond."""
+    return "week" if (window.end - window.start) <= pd.Timedelta(days=92) else "month"
+
+
+def period_starts(window: Window, grain: str) -> pd.DatetimeIndex:
+    """Start of every period of length ``grain`` that overlaps the window."""
+    periods = pd.period_range(window.start, window.end - pd.Timedelta(nanoseconds=1), freq=_freq(grain))
+    return pd.DatetimeIndex(periods.start_time)
+
+
+def _freq(grain: str) -> str:
+    try:
+        return GRAINS[grain]
+    except KeyError:
+        raise InvalidInput(f"grain {grain!r} is unknown; expected one of {', '.join(GRAINS)}") from None
+
+
+def _period(times: pd.Series, grain: str | None, window: Window) -> np.ndarray:
+    """Start of the period of each timestamp (all the window's start without a grain), vectorised."""
+    stamps = times.to_numpy(dtype="datetime64[ns]")
+    if grain is None:
+        return np.full(len(stamps), window.start.to_datetime64(), dtype="datetime64[ns]")
+    _freq(grain)
+    if grain == "week":
+        days = stamps.astype("datetime64[D]")
+        monday_based = (days.astype("int64") + 3) % 7  # 1970-01-01 was a Thursday
+        return (days - monday_based.astype("timedelta64[D]")).astype("datetime64[ns]")
+    months = stamps.astype("datetime64[M]")
+    if grain == "quarter":
+        index = months.astype("int64")
+        months = (index - index % 3).astype("datetime64[M]")
+    return months.astype("datetime64[ns]")
+
+
+def _campaign(values: pd.Series) -> np.ndarray:
+    filled = values.astype("object").where(values.notna(), "").to_numpy()
+    return np.where(filled == "", NO_CAMPAIGN, filled).astype(object)
+
+
+def _take(values: np.ndarray, rows: np.ndarray, missing: str) -> np.ndarray:
+    """``values[rows]`` with ``missing`` where the row is -1."""
+    if not len(values):
+        return np.full(len(rows), missing, dtype=object)
+    return np.where(rows >= 0, values[np.maximum(rows, 0)], missing).astype(object)
+
+
+def lead_keys(crm: CRMFrames, dimension: str) -> np.ndarray | None:
+    """Each lead's scope value (its channel or campaign), row for row; None where leads do not apply."""
+    leads = crm.leads
+    if dimension == "all":
+        return np.full(len(leads), "all", dtype=object)
+    if dimension == "channel":
+        return leads["source_channel"].astype("object").fillna(UNKNOWN_CHANNEL).to_numpy()
+    if dimension == "campaign":
+        return _campaign(leads["campaign"])
+    return None
+
+
+def customer_keys(crm: CRMFrames, dimension: str) -> np.ndarray:
+    """Each customer's scope value, row for row: acquisition channel (else its lead's), lead campaign or segment."""
+    customers = crm.customers
+    if dimension == "all":
+        return np.full(len(customers), "all", dtype=object)
+    if dimension == "channel":
+        acquired = customers["acquisition_channel"].astype("object").to_numpy()
+        from_lead = _take(lead_keys(crm, "channel"), crm.customer_lead_rows, UNKNOWN_CHANNEL)
+        return np.where(pd.isna(acquired), from_lead, acquired).astype(object)
+    if dimension == "campaign":
+        return _take(_campaign(crm.leads["campaign"]), crm.customer_lead_rows, NO_CAMPAIGN)
+    segments = crm.customer_scores.set_index("customer_id")["segment"]
+    return customers["customer_id"].map(segments).astype("object").fillna(UNSCORED).to_numpy()
+
+
+def _spend_keys(spend: pd.DataFrame, dimension: str) -> np.ndarray | None:
+    if dimension == "all":
+        return np.full(len(spend), "all", dtype=object)
+    if dimension == "channel":
+        return spend["channel"].astype("object").fillna(UNKNOWN_CHANNEL).to_numpy()
+    if dimension == "campaign":
+        return _campaign(spend["campaign"])
+    return None
+
+
+_BY = ["key", "period"]
+
+
+def _grouped(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    if frame.empty:
+        empty = pd.DataFrame(columns=[*_BY, *columns])
+        return empty.astype({c: "float64" for c in columns}).set_index(_BY)
+    return frame.groupby(_BY, sort=False)[columns].sum()
+
+
+def _lead_part(crm: CRMFrames, window: Window, keys: np.ndarray, grain: str | None) -> pd.DataFrame:
+    inside = window.contains(crm.leads["created_at"]).to_numpy()
+    leads = crm.leads[inside]
+    converted = leads["converted_at"].notna() & (leads["converted_at"] < window.end)
+    frame = pd.DataFrame({
+        "key": keys[inside],
+        "period": _period(leads["created_at"], grain, window),
+        "leads": 1.0,
+        "conversions": converted.to_numpy(dtype="float64"),
+    })
+    return _grouped(frame, ["leads", "conversions"])
+
+
+def _customer_part(crm: CRMFrames, window: Window, keys: np.ndarray, grain: str | None) -> pd.DataFrame:
+    inside = window.contains(crm.customers["created_at"]).to_numpy()
+    customers = crm.customers[inside]
+    rows = crm.order_customer_rows
+    counted = (crm.orders["ordered_at"] < window.end).to_numpy() & (rows >= 0)
+    amounts = crm.orders["amount"].to_numpy(dtype="float64")
+    revenue_to_date = np.bincount(rows[counted], weights=amounts[counted], minlength=len(crm.customers))[inside]
+    scores = crm.customer_scores.set_index("customer_id")
+    ids = customers["customer_id"]
+    clv = ids.map(scores["clv"]).to_numpy(dtype="float64")
+    alive = ids.map(scores["p_alive"]).to_numpy(dtype="float64")
+    frame = pd.DataFrame({
+        "key": keys[inside],
+        "period": _period(customers["created_at"], grain, window),
+        "new_customers": 1.0,
+        "attributed_revenue": revenue_to_date,
+        "customer_value": revenue_to_date + np.nan_to_num(clv),
+        "predicted_clv_sum": np.nan_to_num(clv),
+        "scored_customers": (~np.isnan(clv)).astype("float64"),
+        "p_alive_sum": np.nan_to_num(alive),
+        "p_alive_n": (~np.isnan(alive)).astype("float64"),
+    })
+    columns = ["new_customers", "attributed_revenue", "customer_value", "predicted_clv_sum", "scored_customers",
+               "p_alive_sum", "p_alive_n"]
+    return _grouped(frame, columns)
+
+
+def _order_part(crm: CRMFrames, window: Window, keys: np.ndarray, grain: str | None) -> pd.DataFrame:
+    inside = window.contains(crm.orders["ordered_at"]).to_numpy()
+    orders = crm.orders[inside]
+    frame = pd.DataFrame({
+        "key": _take(keys, crm.order_customer_rows[inside], UNKNOWN_CHANNEL),
+        "period": _period(orders["ordered_at"], grain, window),
+        "revenue": orders["amount"].to_numpy(dtype="float64"),
+    })
+    return _grouped(frame, ["revenue"])
+
+
+def _spend_part(crm: CRMFrames, window: Window, dimension: str, grain: str | None) -> pd.DataFrame | None:
+    inside = window.contains(crm.marketing_spend["date"]).to_numpy()
+    spend = crm.marketing_spend[inside]
+    keys = _spend_keys(spend, dimension)
+    if keys is None:
+        return None
+    frame = pd.DataFrame({
+        "key": keys,
+        "period": _period(spend["date"], grain, window),
+        "spend": spend["spend"].to_numpy(dtype="float64"),
+        "impressions": pd.to_numeric(spend["impressions"]).to_numpy(dtype="float64"),
+        "clicks": pd.to_numeric(spend["clicks"]).to_numpy(dtype="float64"),
+    })
+    return _grouped(frame, ["spend", "impressions", "clicks"])
+
+
+_ACTIVITY_COUNTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "web_sessions": ("web_session",),
+        "page_views": ("page_view", "pricing_page_view"),
+        "email_sent": ("email_sent",),
+        "email_opens": ("email_open",),
+        "email_clicks": ("email_click",),
+        "social_engagements": ("social_engagement",),
+        "micro_conversions": MICRO_CONVERSIONS,
+    }
+)
+
+
+def _activity_part(crm: CRMFrames, window: Window, keys: np.ndarray, grain: str | None) -> pd.DataFrame:
+    inside = window.contains(crm.activities["occurred_at"]).to_numpy()
+    rows = crm.activity_lead_rows[inside]
+    kind = crm.activity_type_codes[inside]
+    frame = pd.DataFrame({
+        "key": _take(keys, rows, UNKNOWN_CHANNEL),
+        "period": _period(crm.activities["occurred_at"][inside], grain, window),
+        "kind": kind,
+        "lead": rows,
+    })
+    by_kind = frame.groupby([*_BY, "kind"], sort=False).size().unstack("kind", fill_value=0)
+    counts = pd.DataFrame(index=by_kind.index)
+    for column, types in _ACTIVITY_COUNTS.items():
+        codes = [c for c in (ACTIVITY_TYPES.index(t) for t in types) if c in by_kind.columns]
+        counts[column] = by_kind[codes].sum(axis=1).astype("float64") if codes else 0.0
+    passive = [ACTIVITY_TYPES.index(t) for t in PASSIVE_ACTIVITIES]
+    own = frame[~np.isin(kind, passive)]
+    social = frame[kind == ACTIVITY_TYPES.index("social_engagement")]
+    counts["active_leads"] = own.groupby(_BY, sort=False)["lead"].nunique().reindex(counts.index)
+    counts["social_leads"] = social.groupby(_BY, sort=False)["lead"].nunique().reindex(counts.index)
+    return counts
+
+
+def _ratio(numerator: pd.Series | np.ndarray, denominator: pd.Series | np.ndarray) -> np.ndarray:
+    num = np.asarray(numerator, dtype="float64")
+    den = np.asarray(denominator, dtype="float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+SNAPSHOT_METRICS: tuple[str, ...] = ("customers", "predicted_cltv", "p_alive")
+"""Metrics of a segment read from the scoring runs (:func:`segment_snapshots`) rather than from cohorts."""
+
+KPI_COLUMNS: tuple[str, ...] = (
+    "leads", "conversions", "conversion_rate", "new_customers", "spend", "cac", "attributed_revenue", "roi",
+    "historic_cltv", "predicted_cltv", "clv_to_cac", "revenue", "p_alive", "web_sessions", "page_views",
+    "email_sent", "email_clicks", "email_ctr", "email_open_rate", "impressions", "clicks", "ad_ctr",
+    "active_leads", "social_engagement_rate", "micro_conversions", "engagement_index",
+)
+"""Columns of :func:`kpi_table` after the scope (and period) columns: the metrics and the counts behind them."""
+
+
+def kpi_table(crm: CRMFrames, window: Window, dimension: str = "channel", grain: str | None = None) -> pd.DataFrame:
+    """Every KPI per scope value of ``dimension`` (and per period of ``grain``, if given) over ``window``.
+
+    Returns one row per scope value (column named after the dimension; ``all`` has the single value
+    ``"all"``) and, with a grain, per period (``period`` = period start, ``complete`` = the period lies
+    wholly inside the window). KPIs that do not apply to a dimension (leads of a segment) are NaN, as are
+    ratios with a zero denominator.
+    """
+    if dimension not in DIMENSIONS:
+        raise InvalidInput(f"dimension {dimension!r} is unknown; expected one of {', '.join(DIMENSIONS)}")
+    c_keys = customer_keys(crm, dimension)
+    parts = [_customer_part(crm, window, c_keys, grain), _order_part(crm, window, c_keys, grain)]
+    l_keys = lead_keys(crm, dimension)
+    if l_keys is not None:
+        parts += [_lead_part(crm, window, l_keys, grain), _activity_part(crm, window, l_keys, grain)]
+    spend = _spend_part(crm, window, dimension, grain)
+    if spend is not None:
+        parts.append(spend)
+    base = pd.concat(parts, axis=1).fillna(0.0)
+    keys = ["all"] if dimension == "all" else list(base.index.get_level_values("key").unique())
+    periods = period_starts(window, grain) if grain is not None else pd.DatetimeIndex([window.start])
+    base = base.reindex(pd.MultiIndex.from_product([keys, periods], names=_BY), fill_value=0.0)
+    table = _derive(base, lead_based=l_keys is not None)
+    table = table.reset_index().rename(columns={"key": dimension})
+    if grain is None:
+        return _ordered(table.drop(columns="period"), dimension).reset_index(drop=True)
+    ends = table["period"].dt.to_period(_freq(grain)).dt.end_time
+    table["complete"] = (table["period"] >= window.start) & (ends < window.end)
+    return table.sort_values(["period", dimension]).reset_index(drop=True)
+
+
+def _derive(base: pd.DataFrame, lead_based: bool) -> pd.DataFrame:
+    b = {column: base[column].to_numpy(dtype="float64") for column in base.columns}
+    nothing = np.full(len(base), np.nan)
+    for column in ("leads", "conversions", "spend", "impressions", "clicks", "active_leads", "social_leads",
+                   *_ACTIVITY_COUNTS):
+        b.setdefault(column, nothing)
+    out = {
+        "leads": b["leads"],
+        "conversions": b["conversions"],
+        "conversion_rate": _ratio(b["conversions"], b["leads"]),
+        "new_customers": b["new_customers"],
+        "spend": b["spend"],
+        "cac": np.where(b["spend"] > 0, _ratio(b["spend"], b["new_customers"]), np.nan),
+        "attributed_revenue": b["attributed_revenue"],
+        "roi": _ratio(b["attributed_revenue"] - b["spend"], b["spend"]),
+        "historic_cltv": _ratio(b["attributed_revenue"], b["new_customers"]),
+        "predicted_cltv": _ratio(b["predicted_clv_sum"], b["scored_customers"]),
+        "clv_to_cac": _ratio(b["customer_value"], b["spend"]) if lead_based else nothing,
+        "revenue": b["revenue"],
+        "p_alive": _ratio(b["p_alive_sum"], b["p_alive_n"]),
+        "web_sessions": b["web_sessions"],
+        "page_views": b["page_views"],
+        "email_sent": b["email_sent"],
+        "email_clicks": b["email_clicks"],
+        "email_ctr": _ratio(b["email_clicks"], b["email_sent"]),
+        "email_open_rate": _ratio(b["email_opens"], b["email_sent"]),
+        "impressions": b["impressions"],
+        "clicks": b["clicks"],
+        "ad_ctr": _ratio(b["clicks"], b["impressions"]),
+        "active_leads": b["active_leads"],
+        "social_engagement_rate": _ratio(b["social_leads"], b["active_leads"]),
+        "micro_conversions": b["micro_conversions"],
+        "engagement_index": _ratio(b["micro_conversions"], b["web_sessions"]),
+    }
+    return pd.DataFrame({column: out[column] for column in KPI_COLUMNS}, index=base.index)
+
+
+def _ordered(table: pd.DataFrame, dimension: str) -> pd.DataFrame:
+    order = ["leads", "new_customers", "spend"] if dimension != "segment" else ["new_customers", "revenue"]
+    return table.sort_values(order, ascending=False, kind="stable")
+
+
+def kpi_totals(crm: CRMFrames, window: Window) -> dict[str, float]:
+    """The KPIs over everything in the window, as one dict."""
+    row = kpi_table(crm, window, "all").iloc[0]
+    return {column: float(row[column]) for column in KPI_COLUMNS}
+
+
+def scope_values(crm: CRMFrames) -> dict[str, set[str]]:
+    """Every channel, campaign and segment the data knows, for checking the scopes of targets."""
+    channels = set(lead_keys(crm, "channel")) | set(customer_keys(crm, "channel"))
+    channels |= set(crm.marketing_spend["channel"].dropna().astype(str))
+    campaigns = set(lead_keys(crm, "campaign")) | set(_campaign(crm.marketing_spend["campaign"]))
+    segments = set(crm.customer_scores["segment"].dropna().astype(str))
+    return {"all": {"all"}, "channel": channels, "campaign": campaigns, "segment": segments}
+
+
+def content_influence(
+    crm: CRMFrames, window: Window, weights: Mapping[str, float] = CONTENT_WEIGHTS
+) -> pd.DataFrame:
+    """Weighted interactions per content item in the window, with the conversions it touched.
+
+    Returns ``content_id``, ``interactions``, ``leads`` (distinct leads), ``weighted_interactions`` (sum of
+    :data:`CONTENT_WEIGHTS` per interaction), ``influence_index`` (weighted interactions relative to the
+    average item, 100 = average), ``converted_leads`` (leads who interacted with it before they converted,
+    and converted before the window ends) and ``lead_conversion_rate`` (converted_leads / leads), best first.
+    """
+    unknown = sorted(set(weights) - set(ACTIVITY_TYPES))
+    if unknown:
+        raise InvalidInput(f"content weights: unknown activity type(s) {', '.join(unknown)}")
+    kept = (window.contains(crm.activities["occurred_at"]) & crm.activities["content_id"].notna()).to_numpy()
+    columns = ["content_id", "interactions", "leads", "weighted_interactions", "influence_index",
+               "converted_leads", "lead_conversion_rate"]
+    if not kept.any():
+        return pd.DataFrame(columns=columns)
+    acts = crm.activities[kept]
+    rows = crm.activity_lead_rows[kept]
+    lead_converted = crm.leads["converted_at"].to_numpy(dtype="datetime64[ns]")
+    converted_at = np.where(rows >= 0, lead_converted[np.maximum(rows, 0)], np.datetime64("NaT"))
+    occurred = acts["occurred_at"].to_numpy(dtype="datetime64[ns]")
+    before = ~np.isnat(converted_at) & (converted_at < window.end.to_datetime64()) & (occurred <= converted_at)
+    type_weights = np.array([float(weights.get(t, 0.0)) for t in ACTIVITY_TYPES])
+    frame = pd.DataFrame({
+        "content_id": acts["content_id"].astype(str).to_numpy(),
+        "lead": rows,
+        "weight": type_weights[crm.activity_type_codes[kept]],
+        "converted_lead": np.where(before, rows, -1),
+    })
+    grouped = frame.groupby("content_id", sort=False)
+    table = pd.DataFrame({
+        "interactions": grouped.size().astype("float64"),
+        "leads": grouped["lead"].nunique().astype("float64"),
+        "weighted_interactions": grouped["weight"].sum(),
+        "converted_leads": frame[frame["converted_lead"] >= 0].groupby("content_id")["converted_lead"].nunique()
+        .reindex(grouped.size().index, fill_value=0).astype("float64"),
+    })
+    mean = table["weighted_interactions"].mean()
+    table["influence_index"] = 100.0 * table["weighted_interactions"] / mean if mean > 0 else np.nan
+    table["lead_conversion_rate"] = _ratio(table["converted_leads"], table["leads"])
+    table = table.reset_index().sort_values(["weighted_interactions", "content_id"], ascending=[False, True])
+    return table[columns].reset_index(drop=True)
+
+
+def segment_snapshots(crm: CRMFrames, grain: str) -> pd.DataFrame:
+    """Per segment and period: ``customers``, ``predicted_cltv`` (mean CLV) and ``p_alive`` at the period's last run.
+
+    Runs come from ``customer_score_history`` (the current ``customer_scores`` when there is no history); a
+    run's time is its ``as_of``, else its ``scored_at``. Snapshots are today's view and are not cut to the
+    report window. Returns ``segment``, ``period``, the three metrics and ``complete`` (always True).
+    """
+    scores = crm.customer_score_history if not crm.customer_score_history.empty else crm.customer_scores
+    columns = ["segment", "period", *SNAPSHOT_METRICS, "complete"]
+    at = scores["as_of"].fillna(scores["scored_at"])
+    scores = scores[at.notna()]
+    at = at[at.notna()]
+    if scores.empty:
+        return pd.DataFrame(columns=columns)
+    run = scores["scoring_run_id"].astype("object").where(scores["scoring_run_id"].notna(), at.astype(str))
+    frame = pd.DataFrame({
+        "run": run.to_numpy(),
+        "at": at.to_numpy(),
+        "period": at.dt.to_period(_freq(grain)).dt.start_time.to_numpy(),
+        "segment": scores["segment"].astype(str).to_numpy(),
+        "clv": scores["clv"].to_numpy(dtype="float64"),
+        "p_alive": scores["p_alive"].to_numpy(dtype="float64"),
+    })
+    runs = frame.groupby("run").agg(at=("at", "max"), period=("period", "first"))
+    latest = runs.sort_values("at").groupby("period").tail(1).index
+    kept = frame[frame["run"].isin(latest)]
+    table = kept.groupby(["segment", "period"]).agg(
+        customers=("clv", "size"), predicted_cltv=("clv", "mean"), p_alive=("p_alive", "mean")
+    )
+    table["customers"] = table["customers"].astype("float64")
+    table["complete"] = True
+    return table.reset_index()[columns].sort_values(["period", "segment"]).reset_index(drop=True)

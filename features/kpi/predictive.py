@@ -1,0 +1,238 @@
+"""Predictive KPIs from the score tables: how the lead scores and the CLV model see the pipeline and the base.
+
+Inputs are the ``lead_scores`` and ``customer_scores`` rows the scoring jobs wrote, joined to ``leads``,
+``customers`` and ``orders``. The scores are today's view: these KPIs are not cut to the report window.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.errors import InvalidInput
+from features.crm.schema import SCORE_BANDS
+
+SEGMENT_ORDER: tuple[str, ...] = ("champions", "loyal", "promising", "at_risk", "lost")
+"""Display order of the CLV model's segments (others follow alphabetically)."""
+
+SCORE_BINS: tuple[int, ...] = tuple(range(0, 101, 10))
+"""Edges of the score histogram: 0-9, 10-19, ..., 90-100."""
+
+
+def _with_channel(leads: pd.DataFrame, lead_scores: pd.DataFrame) -> pd.DataFrame:
+    columns = ["lead_id", "source_channel", "campaign", "created_at", "converted_at"]
+    joined = lead_scores.merge(leads[[c for c in columns if c in leads.columns]], on="lead_id", how="inner")
+    joined["source_channel"] = joined["source_channel"].astype("object").fillna("(unknown)")
+    return joined
+
+
+def score_distribution(leads: pd.DataFrame, lead_scores: pd.DataFrame) -> pd.DataFrame:
+    """Scored leads per channel and score bin (``0-9`` ... ``90-100``): columns channel, score_bin, leads."""
+    joined = _with_channel(leads, lead_scores)
+    labels = [f"{lo}-{hi - 1}" if hi < 100 else f"{lo}-100" for lo, hi in zip(SCORE_BINS[:-1], SCORE_BINS[1:])]
+    bins = pd.cut(joined["score"].astype("float64"), bins=list(SCORE_BINS), labels=labels, right=False,
+                  include_lowest=True)
+    bins = bins.where(joined["score"] < 100, labels[-1])
+    counts = (
+        pd.DataFrame({"channel": joined["source_channel"], "score_bin": bins.astype("object")})
+        .groupby(["channel", "score_bin"]).size()
+    )
+    grid = pd.MultiIndex.from_product([sorted(joined["source_channel"].unique()), labels],
+                                      names=["channel", "score_bin"])
+    return counts.reindex(grid, fill_value=0).rename("leads").reset_index()
+
+
+def score_summary(leads: pd.DataFrame, lead_scores: pd.DataFrame) -> pd.DataFrame:
+    """Per channel: scored leads, mean and median score, and the share of leads in each band (``share_A`` ...)."""
+    joined = _with_channel(leads, lead_scores)
+    grouped = joined.groupby("source_channel")
+    table = pd.DataFrame({
+        "scored_leads": grouped.size().astype("float64"),
+        "mean_score": grouped["score"].mean().astype("float64"),
+        "median_score": grouped["score"].median().astype("float64"),
+    })
+    shares = pd.crosstab(joined["source_channel"], joined["band"], normalize="index")
+    for band in SCORE_BANDS:
+        table[f"share_{band}"] = shares[band] if band in shares.columns else 0.0
+    table.index.name = "channel"
+    return table.reset_index().sort_values("scored_leads", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def conversion_by_band(leads: pd.DataFrame, lead_scores: pd.DataFrame) -> pd.DataFrame:
+    """Actual conversion rate by score band next to the mean predicted probability: the model's calibration.
+
+    A lead counts as converted if it became a customer after the point in time it was scored at (``as_of``,
+    else ``scored_at``); leads that had converted before that are left out.
+    """
+    joined = _with_channel(leads, lead_scores)
+    scored_at = joined["as_of"].fillna(joined["scored_at"]) if "as_of" in joined else joined["scored_at"]
+    converted_before = joined["converted_at"].notna() & scored_at.notna() & (joined["converted_at"] <= scored_at)
+    judged = joined[~converted_before]
+    converted = judged["converted_at"].notna().astype("float64")
+    grouped = pd.DataFrame({"band": judged["band"], "converted": converted,
+                            "probability": judged["probability"].astype("float64")}).groupby("band")
+    table = pd.DataFrame({
+        "scored_leads": grouped.size().astype("float64"),
+        "converted": grouped["converted"].sum(),
+        "mean_probability": grouped["probability"].mean(),
+    }).reindex(list(SCORE_BANDS))
+    table["scored_leads"] = table["scored_leads"].fillna(0.0)
+    table["converted"] = table["converted"].fillna(0.0)
+    den = table["scored_leads"].where(table["scored_leads"] > 0)
+    table["actual_rate"] = table["converted"] / den
+    table.index.name = "band"
+    return table.reset_index()[["band", "scored_leads", "converted", "actual_rate", "mean_probability"]]
+
+
+def _segment_rank(segment: pd.Series) -> pd.Series:
+    rank = {name: i for i, name in enumerate(SEGMENT_ORDER)}
+    return segment.map(rank).fillna(len(SEGMENT_ORDER))
+
+
+def segment_summary(customer_scores: pd.DataFrame) -> pd.DataFrame:
+    """Per segment: customers, share of customers, mean and total CLV, mean P(alive) and expected purchases."""
+    scores = customer_scores.assign(expected_purchases=customer_scores.get("expected_purchases", np.nan))
+    grouped = scores.groupby("segment")
+    table = pd.DataFrame({
+        "customers": grouped.size().astype("float64"),
+        "mean_clv": grouped["clv"].mean().astype("float64"),
+        "total_clv": grouped["clv"].sum(min_count=1).astype("float64"),
+        "mean_p_alive": grouped["p_alive"].mean().astype("float64"),
+        "mean_expected_purchases": grouped["expected_purchases"].mean().astype("float64"),
+    })
+    total = table["customers"].sum()
+    table["share"] = table["customers"] / total if total else np.nan
+    table.index.name = "segment"
+    table = table.reset_index()
+    table = table.assign(_rank=_segment_rank(table["segment"])).sort_values(["_rank", "segment"])
+    columns = ["segment", "customers", "share", "mean_clv", "total_clv", "mean_p_alive", "mean_expected_purchases"]
+    return table[columns].reset_index(drop=True)
+
+
+def customer_list(
+    customer_scores: pd.DataFrame,
+    orders: pd.DataFrame,
+    segment: str | None = None,
+    min_clv: float | None = None,
+) -> pd.DataFrame:
+    """Scored customers for a campaign list: ``customer_id, segment, clv, p_alive, last_order_at``, highest CLV first.
+
+    Raises ``InvalidInput`` for a segment no scored customer is in.
+    """
+    scores = customer_scores
+    if segment is not None:
+        known = sorted(scores["segment"].dropna().astype(str).unique())
+        if segment not in known:
+            raise InvalidInput(f"--segment {segment!r} is unknown; segments with customers: "
+                               f"{', '.join(known) or 'none'}")
+        scores = scores[scores["segment"] == segment]
+    if min_clv is not None:
+        scores = scores[scores["clv"].astype("float64") >= min_clv]
+    last_order = orders.groupby("customer_id")["ordered_at"].max()
+    table = pd.DataFrame({
+        "customer_id": scores["customer_id"].to_numpy(),
+        "segment": scores["segment"].to_numpy(),
+        "clv": scores["clv"].to_numpy(dtype="float64"),
+        "p_alive": scores["p_alive"].to_numpy(dtype="float64"),
+        "last_order_at": scores["customer_id"].map(last_order).to_numpy(),
+    })
+    table["last_order_at"] = pd.to_datetime(table["last_order_at"])
+    return table.sort_values(["clv", "customer_id"], ascending=[False, True], na_position="last").reset_index(drop=True)
+
+
+def top_customers(
+    customer_scores: pd.DataFrame, customers: pd.DataFrame, orders: pd.DataFrame, n: int = 20
+) -> pd.DataFrame:
+    """The ``n`` customers with the highest predicted value, with their channel, revenue to date and last order."""
+    listed = customer_list(customer_scores, orders).head(n)
+    revenue = orders.groupby("customer_id")["amount"].sum()
+    channel = customers.set_index("customer_id")["acquisition_channel"] if "acquisition_channel" in customers else None
+    listed["revenue_to_date"] = listed["customer_id"].map(revenue).astype("float64").fillna(0.0)
+    listed["acquisition_channel"] = listed["customer_id"].map(channel) if channel is not None else None
+    return listed
+
+
+def lead_pipeline(leads: pd.DataFrame, lead_scores: pd.DataFrame) -> pd.DataFrame:
+    """The value-weighted pipeline of open (not yet converted) scored leads, per channel.
+
+    Returns ``channel``, ``open_leads``, ``expected_conversions`` (sum of probabilities),
+    ``pipeline_value`` (sum of ``expected_value`` = probability x predicted CLV), ``mean_score`` and
+    ``band_A_leads``, largest pipeline first.
+    """
+    joined = _with_channel(leads, lead_scores)
+    open_ = joined[joined["converted_at"].isna()]
+    grouped = open_.groupby("source_channel")
+    table = pd.DataFrame({
+        "open_leads": grouped.size().astype("float64"),
+        "expected_conversions": grouped["probability"].sum().astype("float64"),
+        "pipeline_value": grouped["expected_value"].sum().astype("float64"),
+        "mean_score": grouped["score"].mean().astype("float64"),
+        "band_A_leads": grouped["band"].apply(lambda b: float((b == "A").sum())),
+    })
+    table.index.name = "channel"
+    columns = ["channel", "open_leads", "expected_conversions", "pipeline_value", "mean_score", "band_A_leads"]
+    if table.empty:
+        return pd.DataFrame(columns=columns)
+    table = table.reset_index().sort_values(["pipeline_value", "channel"], ascending=[False, True])
+    return table[columns].reset_index(drop=True)
+
+
+LEAD_ORDER: tuple[str, ...] = ("score", "value")
+
+
+def top_open_leads(leads: pd.DataFrame, lead_scores: pd.DataFrame, n: int = 50, by: str = "score") -> pd.DataFrame:
+    """The best ``n`` open leads for a salesperson, by ``score`` (then value) or by expected ``value`` (then score).
+
+    Returns lead_id, score, band, probability, expected_value, channel, campaign, created_at and reasons (text).
+    """
+    if by not in LEAD_ORDER:
+        raise InvalidInput(f"--by {by!r} is unknown; expected score or value")
+    joined = _with_channel(leads, lead_scores)
+    open_ = joined[joined["converted_at"].isna()].copy()
+    keys = ["score", "expected_value"] if by == "score" else ["expected_value", "score"]
+    open_ = open_.sort_values([*keys, "lead_id"], ascending=[False, False, True], na_position="last").head(n)
+    return pd.DataFrame({
+        "lead_id": open_["lead_id"].to_numpy(),
+        "score": open_["score"].to_numpy(),
+        "band": open_["band"].to_numpy(),
+        "probability": open_["probability"].to_numpy(dtype="float64"),
+        "expected_value": open_["expected_value"].to_numpy(dtype="float64"),
+        "channel": open_["source_channel"].to_numpy(),
+        "campaign": open_["campaign"].to_numpy() if "campaign" in open_ else None,
+        "created_at": open_["created_at"].to_numpy(),
+        "reasons": [reasons_text(r) for r in open_["reasons"]] if "reasons" in open_ else "",
+    })
+
+
+_TEXT_KEYS = ("text", "reason", "description", "label", "message")
+
+
+def reasons_text(reasons: Any) -> str:
+    """Reason codes as one line for people, whatever JSON shape the scorer wrote (list, dict of lists, text)."""
+    if reasons is None or (isinstance(reasons, float) and math.isnan(reasons)):
+        return ""
+    if isinstance(reasons, str):
+        try:
+            return reasons_text(json.loads(reasons))
+        except ValueError:
+            return reasons
+    if isinstance(reasons, dict):
+        if any(k in reasons for k in _TEXT_KEYS):
+            return _reason_item(reasons)
+        return " | ".join(f"{key}: {reasons_text(value)}" for key, value in reasons.items() if value)
+    if isinstance(reasons, (list, tuple)):
+        return "; ".join(_reason_item(item) for item in reasons)
+    return str(reasons)
+
+
+def _reason_item(item: Any) -> str:
+    if isinstance(item, dict):
+        for key in _TEXT_KEYS:
+            if item.get(key):
+                return str(item[key])
+        return ", ".join(f"{k}={v}" for k, v in item.items())
+    return str(item)

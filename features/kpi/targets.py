@@ -1,0 +1,290 @@
+"""SMART KPI targets: read a targets file, check it, and say whether each target is on track.
+
+A targets file is TOML with one ``[[targets]]`` table per target::
+
+    [[targets]]
+    name = "Paid search converts better"   # optional
+    metric = "conversion_rate"             # a column of features.kpi.metrics.METRICS
+    scope = "channel:paid_search"          # all, channel:NAME, campaign:NAME or segment:NAME
+    target = 0.04                          # or "4%" for percentages
+    direction = "at_least"                 # or at_most; default: the metric's better direction
+    deadline = 2026-03-31
+
+A target is judged on the metric's value per period (month, or week for short windows) in the report
+window: *current* is the latest complete period's value, *trend* the least-squares slope per period over
+the complete periods, *projected* that line's value in the deadline's period. Status: ``on_track`` (the
+projection meets the target), ``at_risk`` (it does not), ``met`` / ``missed`` (the deadline has passed:
+the value in the deadline's period, or the latest one, did / did not meet it) and ``no_data`` (the scope has
+no data yet, e.g. segments before customers are scored). A segment's ``customers``, ``predicted_cltv`` and
+``p_alive`` follow the scoring runs (``features.kpi.metrics.segment_snapshots``) instead of the report window.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.errors import InvalidInput
+from features.kpi.metrics import (
+    DIMENSIONS,
+    METRICS,
+    SNAPSHOT_METRICS,
+    CRMFrames,
+    Window,
+    default_grain,
+    kpi_table,
+    scope_values,
+    segment_snapshots,
+)
+
+DIRECTIONS: tuple[str, ...] = ("at_least", "at_most")
+STATUSES: tuple[str, ...] = ("on_track", "at_risk", "met", "missed", "no_data")
+_FIELDS = ("name", "metric", "scope", "target", "direction", "deadline")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One SMART target: the metric, for whom, how much, which way, and by when."""
+
+    metric: str
+    scope: str
+    target: float
+    direction: str
+    deadline: date
+    name: str
+
+    @property
+    def dimension(self) -> str:
+        """``all``, ``channel``, ``campaign`` or ``segment``."""
+        return self.scope.split(":", 1)[0]
+
+    @property
+    def scope_value(self) -> str:
+        """The channel, campaign or segment named by the scope (``all`` for everything)."""
+        return self.scope.split(":", 1)[1] if ":" in self.scope else "all"
+
+    def is_met_by(self, value: float) -> bool:
+        """Whether ``value`` meets the target in its direction."""
+        return value >= self.target if self.direction == "at_least" else value <= self.target
+
+
+def read_targets(path: Path) -> tuple[Target, ...]:
+    """The targets in the TOML file at ``path``; see :func:`parse_targets`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"targets file {path}: cannot read it ({exc.strerror})") from None
+    return parse_targets(text, source=str(path))
+
+
+def parse_targets(text: str, source: str = "targets file") -> tuple[Target, ...]:
+    """Targets from TOML text, each checked; raises ``InvalidInput`` naming the target and the field."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"{source}: not valid TOML ({exc})") from None
+    extra = sorted(set(document) - {"targets"})
+    if extra:
+        raise InvalidInput(f"{source}: unknown top-level key(s) {', '.join(extra)}; expected [[targets]] tables")
+    entries = document.get("targets", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise InvalidInput(f"{source}: 'targets' must be an array of tables ([[targets]])")
+    return tuple(_target(entry, f"{source}, target {i}") for i, entry in enumerate(entries, start=1))
+
+
+def _target(entry: Mapping[str, Any], where: str) -> Target:
+    unknown = sorted(set(entry) - set(_FIELDS))
+    if unknown:
+        raise InvalidInput(f"{where}: unknown field(s) {', '.join(unknown)}; expected {', '.join(_FIELDS)}")
+    missing = [f for f in ("metric", "scope", "target", "deadline") if f not in entry]
+    if missing:
+        raise InvalidInput(f"{where}: missing field(s) {', '.join(missing)}")
+    metric_name = str(entry["metric"])
+    metric = METRICS.get(metric_name)
+    if metric is None:
+        raise InvalidInput(f"{where}: unknown metric {metric_name!r}; expected one of {', '.join(METRICS)}")
+    where = f"{where} ({metric_name})"
+    scope = _scope(str(entry["scope"]), where)
+    dimension = scope.split(":", 1)[0]
+    if dimension not in metric.dimensions:
+        raise InvalidInput(f"{where}: scope {scope!r}: {metric_name} is not measured per {dimension}; "
+                           f"it supports {', '.join(metric.dimensions)}")
+    default_direction = "at_least" if metric.higher_is_better else "at_most"
+    direction = str(entry.get("direction", default_direction))
+    if direction not in DIRECTIONS:
+        raise InvalidInput(f"{where}: direction {direction!r} is unknown; expected at_least or at_most")
+    name = str(entry.get("name") or f"{metric.label} ({scope}) {direction.replace('_', ' ')} {entry['target']}")
+    return Target(metric_name, scope, _number(entry["target"], where), direction, _date(entry["deadline"], where), name)
+
+
+def _scope(scope: str, where: str) -> str:
+    if scope == "all":
+        return scope
+    dimension, sep, value = scope.partition(":")
+    if not sep or dimension not in DIMENSIONS or dimension == "all" or not value.strip():
+        raise InvalidInput(f"{where}: scope {scope!r} is not valid; expected all, channel:NAME, campaign:NAME "
+                           "or segment:NAME")
+    return f"{dimension}:{value.strip()}"
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        raise InvalidInput(f"{where}: target {value!r} is not a number")
+    try:
+        if isinstance(value, str) and value.strip().endswith("%"):
+            number = float(value.strip()[:-1]) / 100.0
+        else:
+            number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{where}: target {value!r} is not a number (e.g. 0.04 or \"4%\")") from None
+    if not math.isfinite(number):
+        raise InvalidInput(f"{where}: target {value!r} must be a finite number")
+    return number
+
+
+def _date(value: Any, where: str) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise InvalidInput(f"{where}: deadline {value!r} is not a date; expected YYYY-MM-DD") from None
+
+
+def check_scopes(targets: tuple[Target, ...], known: Mapping[str, set[str]]) -> None:
+    """Raise ``InvalidInput`` for a target naming a channel, campaign or segment the data does not know.
+
+    A dimension with no values at all (no customer scores yet) is not an error: such targets have no data.
+    """
+    for i, target in enumerate(targets, start=1):
+        values = known.get(target.dimension, set())
+        if values and target.scope_value not in values:
+            raise InvalidInput(f"target {i} ({target.name}): unknown {target.dimension} {target.scope_value!r}; "
+                               f"known: {', '.join(sorted(values))}")
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    """How one target stands: current value, trend per period, projection at the deadline and status."""
+
+    target: Target
+    current: float
+    current_period: date | None
+    trend_per_period: float
+    projected: float
+    periods: int
+    status: str
+
+
+def assess(target: Target, series: pd.DataFrame, as_of: date) -> TargetStatus:
+    """Judge ``target`` on ``series`` (``period`` start, ``value``, ``complete``) as of the day ``as_of``.
+
+    See the module docstring for the rules. Projections are clipped to the metric's possible range.
+    """
+    points = series.dropna(subset=["value"]).sort_values("period")
+    complete = points[points["complete"].astype(bool)]
+    used = complete if not complete.empty else points
+    if used.empty:
+        return TargetStatus(target, math.nan, None, math.nan, math.nan, 0, "no_data")
+    current = float(used["value"].iloc[-1])
+    current_period = pd.Timestamp(used["period"].iloc[-1]).date()
+    deadline = pd.Timestamp(target.deadline)
+    days = (used["period"] - pd.Timestamp("1970-01-01")).dt.days.to_numpy(dtype="float64")
+    values = used["value"].to_numpy(dtype="float64")
+    if len(used) >= 2 and np.ptp(days) > 0:
+        slope, intercept = np.polyfit(days, values, 1)
+        step = float(np.median(np.diff(days)))
+        deadline_period = _period_of(deadline, used["period"], step)
+        projected = _clip(slope * (deadline_period - pd.Timestamp("1970-01-01")).days + intercept, target.metric)
+        trend = float(slope * step)
+    else:
+        projected, trend = current, math.nan
+    if target.deadline < as_of:
+        at_deadline = points[points["period"] <= deadline]
+        value = float(at_deadline["value"].iloc[-1]) if not at_deadline.empty else current
+        status = "met" if target.is_met_by(value) else "missed"
+    else:
+        status = "on_track" if target.is_met_by(projected) else "at_risk"
+    return TargetStatus(target, current, current_period, trend, float(projected), len(used), status)
+
+
+def _period_of(day: pd.Timestamp, periods: pd.Series, step_days: float) -> pd.Timestamp:
+    """Start of the period (of about ``step_days``) that contains ``day``, on the grid of ``periods``."""
+    last = pd.Timestamp(periods.iloc[-1])
+    if step_days >= 28:
+        months = 3 if step_days >= 89 else 1
+        offset = (day.year - last.year) * 12 + (day.month - last.month)
+        return last + pd.DateOffset(months=(offset // months) * months)
+    steps = math.floor((day - last).days / step_days)
+    return last + pd.Timedelta(days=steps * step_days)
+
+
+def _clip(value: float, metric: str) -> float:
+    m = METRICS[metric]
+    low = -math.inf if m.lower_bound is None else m.lower_bound
+    high = math.inf if m.upper_bound is None else m.upper_bound
+    return float(min(max(value, low), high))
+
+
+def evaluate_targets(
+    targets: tuple[Target, ...],
+    crm: CRMFrames,
+    window: Window,
+    grain: str | None = None,
+    tables: Mapping[str, pd.DataFrame] | None = None,
+) -> pd.DataFrame:
+    """Every target's standing over ``window``, one row each (see :class:`TargetStatus`).
+
+    ``tables`` may hold :func:`features.kpi.metrics.kpi_table` results of the same window and grain by dimension,
+    to save computing them again. Raises ``InvalidInput`` for scopes the data does not know.
+    """
+    check_scopes(targets, scope_values(crm))
+    grain = grain or default_grain(window)
+    tables = dict(tables or {})
+    rows = []
+    for target in targets:
+        snapshot = target.dimension == "segment" and target.metric in SNAPSHOT_METRICS
+        source = "snapshots" if snapshot else target.dimension
+        if source not in tables:
+            tables[source] = (segment_snapshots(crm, grain) if source == "snapshots"
+                              else kpi_table(crm, window, target.dimension, grain))
+        table = tables[source]
+        mine = table[table[target.dimension] == target.scope_value]
+        series = pd.DataFrame({"period": mine["period"], "value": mine[target.metric], "complete": mine["complete"]})
+        rows.append(assess(target, series, window.last_day))
+    return status_frame(rows, grain)
+
+
+def status_frame(statuses: list[TargetStatus], grain: str) -> pd.DataFrame:
+    """Target statuses as a table: the target's fields, then current, trend, projected and status."""
+    columns = ["name", "metric", "scope", "direction", "target", "deadline", "current", "current_period",
+               "trend_per_period", "period", "projected", "periods", "status"]
+    rows = [
+        {
+            "name": s.target.name,
+            "metric": s.target.metric,
+            "scope": s.target.scope,
+            "direction": s.target.direction,
+            "target": s.target.target,
+            "deadline": s.target.deadline,
+            "current": s.current,
+            "current_period": s.current_period,
+            "trend_per_period": s.trend_per_period,
+            "period": grain,
+            "projected": s.projected,
+            "periods": s.periods,
+            "status": s.status,
+        }
+        for s in statuses
+    ]
+    return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,152 @@
+"""The models the service serves: each registered model's ``@champion``, loaded with the facts behind it.
+
+The service needs ``models:/lead-scoring@champion`` and ``models:/clv@champion``. With both loaded it
+serves everything; with one missing it serves the other and says what is missing; with none it
+refuses to start (:class:`NothingToServe`, naming both and why). Nothing here creates an MLflow
+store: a local SQLite store that does not exist counts as "no models", not as a new empty store.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from features.errors import LeadvalError
+
+LEAD_MODEL_NAME = "lead-scoring"
+CLV_MODEL_NAME = "clv"
+SERVED_MODEL_NAMES: tuple[str, ...] = (LEAD_MODEL_NAME, CLV_MODEL_NAME)
+CHAMPION = "champion"
+
+
+class NothingToServe(LeadvalError):
+    """Neither served model could be found in the registry."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A champion model ready to score, with the registry and run facts ``GET /models`` reports."""
+
+    name: str
+    uri: str
+    version: str
+    run_id: str | None
+    trained_at: datetime | None
+    metrics: dict[str, float]
+    python_model: Any = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ServedModels:
+    """The loaded champions by name, and the missing ones with the reason (``{name: reason}``)."""
+
+    loaded: dict[str, LoadedModel]
+    missing: dict[str, str]
+
+    def get(self, name: str) -> LoadedModel | None:
+        """The loaded model called ``name``, or None."""
+        return self.loaded.get(name)
+
+
+def champion_uri(name: str) -> str:
+    """``models:/<name>@champion``."""
+    return f"models:/{name}@{CHAMPION}"
+
+
+def _missing_store(tracking_uri: str) -> str | None:
+    """Why a local SQLite tracking store cannot hold any model (it does not exist), else None."""
+    if not tracking_uri.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(tracking_uri).database
+    if database and database != ":memory:" and not Path(database).exists():
+        return f"no MLflow store at {database} (train the models first, or pass --tracking-uri)"
+    return None
+
+
+def _client(tracking_uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _champion_version(client: Any, name: str) -> tuple[Any | None, str | None]:
+    """The champion's model version, or None and why not."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION), None
+    except MlflowException as exc:
+        return None, exc.message.splitlines()[0]
+
+
+def missing_champions(tracking_uri: str) -> dict[str, str]:
+    """``{name: reason}`` for every served model without a champion in the registry at ``tracking_uri``.
+
+    Asks the registry only (no model is loaded), so it is a quick start-up check.
+    """
+    store_problem = _missing_store(tracking_uri)
+    if store_problem is not None:
+        return {name: store_problem for name in SERVED_MODEL_NAMES}
+    client = _client(tracking_uri)
+    missing = {}
+    for name in SERVED_MODEL_NAMES:
+        _, reason = _champion_version(client, name)
+        if reason is not None:
+            missing[name] = reason
+    return missing
+
+
+def _trained_at(run: Any) -> datetime | None:
+    millis = run.info.end_time or run.info.start_time
+    return datetime.fromtimestamp(millis / 1000, tz=timezone.utc).replace(tzinfo=None) if millis else None
+
+
+def _load(client: Any, name: str, version: Any) -> LoadedModel:
+    import mlflow.pyfunc
+
+    pyfunc = mlflow.pyfunc.load_model(client.get_model_version_download_uri(name, version.version),
+                                     suppress_warnings=True)
+    run_id = version.run_id or None
+    trained_at, metrics = None, {}
+    if run_id:
+        run = client.get_run(run_id)
+        trained_at = _trained_at(run)
+        metrics = {k: float(v) for k, v in sorted(run.data.metrics.items()) if math.isfinite(v)}
+    return LoadedModel(name=name, uri=champion_uri(name), version=str(version.version), run_id=run_id,
+                       trained_at=trained_at, metrics=metrics, python_model=pyfunc.unwrap_python_model())
+
+
+def load_champions(tracking_uri: str) -> ServedModels:
+    """Load every served model's champion from ``tracking_uri``.
+
+    Raises :class:`NothingToServe` (naming each model and why) when none can be loaded.
+    """
+    from mlflow.exceptions import MlflowException
+
+    store_problem = _missing_store(tracking_uri)
+    loaded: dict[str, LoadedModel] = {}
+    missing: dict[str, str] = {}
+    client = None if store_problem else _client(tracking_uri)
+    for name in SERVED_MODEL_NAMES:
+        if client is None:
+            missing[name] = store_problem or ""
+            continue
+        version, reason = _champion_version(client, name)
+        if version is None:
+            missing[name] = reason or "no champion"
+            continue
+        try:
+            loaded[name] = _load(client, name, version)
+        except (MlflowException, OSError) as exc:
+            missing[name] = f"cannot load version {version.version}: {str(exc).splitlines()[0]}"
+    if not loaded:
+        from features.crm.store import safe_url
+
+        details = "; ".join(f"{champion_uri(n)}: {r}" for n, r in missing.items())
+        raise NothingToServe(f"no model to serve from {safe_url(tracking_uri)}: {details}")
+    return ServedModels(loaded=loaded, missing=missing)

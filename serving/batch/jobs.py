@@ -1,0 +1,181 @@
+"""Nightly write-back jobs: score every open lead and every customer into the CRM.
+
+Both jobs read in chunks, score through the same functions as the service (:func:`lead_values`,
+:func:`training.clv.predict.predict_clv`), and write through
+:mod:`serving.batch.writeback`, which makes reruns idempotent and a killed run resumable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+from sqlalchemy import Engine, and_, or_, select
+
+from features.crm import schema
+from features.crm.frames import ACTIVITY_INPUT_COLUMNS, LEAD_COLUMNS
+from features.crm.store import create_schema, read_frame
+from features.errors import InvalidInput
+from features.lead_features import PROFILE_FEATURES, LeadFeatureArrays, as_of_timestamp, lead_feature_arrays
+from features.settings import CLV_MODEL_URI, LEAD_MODEL_URI
+from features.rfm import rfm_summary
+from training.clv.predict import CLVParameters, predict_clv, rfm_in_days
+from training.leads.pyfunc import scorer_of
+from training.leads.value import expected_values
+from training.leads.scorer import LeadScores
+from training.tracking import ModelNotFound, load_registered, registered_identity
+from serving.batch.writeback import CUSTOMER_JOB, LEAD_JOB, ModelIdentity, run_batch, utc_now
+
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What a batch run did, for the summary line and ``--json``."""
+
+    job: str
+    scoring_run_id: str | None
+    scored: int
+    total: int
+    model_name: str
+    model_version: str | None
+    as_of: datetime
+    dry_run: bool
+    seconds: float
+
+
+def model_identity(uri: str) -> tuple[ModelIdentity, object]:
+    """The loaded model and who it is; a URI that names nothing fails here, before anything is written."""
+    name, version, run_id = registered_identity(uri)
+    return ModelIdentity(name, version, run_id, uri), load_registered(uri)
+
+
+def open_lead_ids(engine: Engine, as_of: datetime) -> list[str]:
+    """Leads created by ``as_of`` and not converted by then, in id order."""
+    leads = schema.leads
+    query = (
+        select(leads.c.lead_id)
+        .where(and_(leads.c.created_at <= as_of, or_(leads.c.converted_at.is_(None), leads.c.converted_at > as_of)))
+        .order_by(leads.c.lead_id)
+    )
+    with engine.connect() as conn:
+        return list(conn.execute(query).scalars())
+
+
+def lead_chunk_frames(engine: Engine, ids: list[str], as_of: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The CRM rows of these leads and their activities up to ``as_of``.
+
+    ``ids`` come in the database's order (as :func:`open_lead_ids` returns them), so the chunk is read as
+    the id range from its first to its last id, and then cut to ``ids``: an index range scan, where
+    PostgreSQL plans a 5,000-value ``IN`` list on a large table as a full scan (~3 s per chunk at 36M
+    activities, against ~0.3 s).
+    """
+    leads_t, acts_t = schema.leads, schema.activities
+    first, last = ids[0], ids[-1]
+    leads = read_frame(engine, leads_t, LEAD_COLUMNS, leads_t.c.lead_id.between(first, last))
+    activities = read_frame(engine, acts_t, ACTIVITY_INPUT_COLUMNS,
+                            and_(acts_t.c.lead_id.between(first, last), acts_t.c.occurred_at <= as_of))
+    wanted = pd.Index(ids)
+    leads = leads[leads["lead_id"].isin(wanted)].reset_index(drop=True)
+    activities = activities[activities["lead_id"].isin(wanted)].reset_index(drop=True)
+    later = leads["converted_at"] > pd.Timestamp(as_of)
+    leads.loc[later, ["converted_at", "customer_id"]] = None
+    return leads, activities
+
+
+def lead_values(lead_model: object, clv_params: CLVParameters | None, features: LeadFeatureArrays
+                ) -> tuple[LeadScores, list[float | None]]:
+    """Scores and value-weighted ``expected_value`` of leads' features: the one scoring path (batch and API)."""
+    scores = scorer_of(lead_model).predict_features(features)
+    channels = features.profile[:, PROFILE_FEATURES.index("source_channel")].tolist()
+    return scores, expected_values(scores.probability.tolist(), channels, clv_params)
+
+
+def score_lead_chunk(lead_model: object, clv_params: CLVParameters | None, leads: pd.DataFrame,
+                     activities: pd.DataFrame, as_of: datetime) -> pd.DataFrame:
+    """Scores plus the value-weighted ``expected_value`` of these CRM leads as of ``as_of`` (:func:`lead_values`)."""
+    features = lead_feature_arrays(leads, activities, as_of)
+    scores, values = lead_values(lead_model, clv_params, features)
+    return scores.frame("lead_id", features.lead_ids).assign(expected_value=values)
+
+
+def optional_clv_parameters(uri: str) -> CLVParameters | None:
+    """The CLV model's parameters for ``expected_value``, or None when there is no such model."""
+    try:
+        return load_registered(uri).unwrap_python_model().params
+    except ModelNotFound:
+        return None
+
+
+def score_open_leads(
+    engine: Engine,
+    model_uri: str = LEAD_MODEL_URI,
+    clv_model_uri: str = CLV_MODEL_URI,
+    as_of: datetime | str | None = None,
+    chunk_size: int = 5_000,
+    dry_run: bool = False,
+    progress: Callable[[int], object] | None = None,
+) -> BatchResult:
+    """Score every open lead as of ``as_of`` (default now, UTC) into ``lead_scores`` and its history.
+
+    ``expected_value`` needs the CLV model; without one it is left empty.
+    """
+    started = utc_now()
+    at = (as_of_timestamp(as_of) if as_of is not None else pd.Timestamp(started)).to_pydatetime()
+    identity, model = model_identity(model_uri)
+    clv_params = optional_clv_parameters(clv_model_uri)
+    create_schema(engine)
+    ids = open_lead_ids(engine, at)
+
+    def score_chunk(chunk: list[str]) -> pd.DataFrame:
+        leads, activities = lead_chunk_frames(engine, chunk, at)
+        return score_lead_chunk(model, clv_params, leads, activities, at)
+
+    if dry_run:
+        scored = sum(len(score_chunk(ids[i : i + chunk_size])) for i in range(0, len(ids), chunk_size))
+        return BatchResult("leads", None, scored, len(ids), identity.name, identity.version, at, True,
+                           (utc_now() - started).total_seconds())
+    run, _ = run_batch(engine, LEAD_JOB, identity, at, ids, score_chunk, chunk_size, progress)
+    return BatchResult("leads", run.scoring_run_id, len(ids), len(ids), identity.name, identity.version, at, False,
+                       (utc_now() - started).total_seconds())
+
+
+def customer_rfm(engine: Engine, as_of: datetime) -> pd.DataFrame:
+    """Every customer with an order by ``as_of`` as the CLV model's input (RFM in days)."""
+    orders = read_frame(engine, schema.orders, ["customer_id", "ordered_at", "amount"],
+                        schema.orders.c.ordered_at <= as_of)
+    if orders.empty:
+        raise InvalidInput(f"orders: no orders on or before {as_of:%Y-%m-%d}; nothing to score")
+    return rfm_in_days(rfm_summary(orders, as_of), "D").sort_values("customer_id").reset_index(drop=True)
+
+
+def score_customers(
+    engine: Engine,
+    model_uri: str = CLV_MODEL_URI,
+    as_of: datetime | str | None = None,
+    chunk_size: int = 20_000,
+    dry_run: bool = False,
+    progress: Callable[[int], object] | None = None,
+) -> BatchResult:
+    """Score every customer as of ``as_of`` (default now, UTC) into ``customer_scores`` and its history."""
+    started = utc_now()
+    at = (as_of_timestamp(as_of) if as_of is not None else pd.Timestamp(started)).to_pydatetime()
+    identity, model = model_identity(model_uri)
+    params = model.unwrap_python_model().params
+    create_schema(engine)
+    rfm = customer_rfm(engine, at).set_index("customer_id", drop=False)
+    horizon = int(params.horizon_days)
+
+    def score_chunk(chunk: list[str]) -> pd.DataFrame:
+        scores = predict_clv(params, rfm.loc[chunk].reset_index(drop=True))
+        return scores.assign(horizon_days=horizon)
+
+    ids = rfm["customer_id"].tolist()
+    if dry_run:
+        scored = len(score_chunk(ids)) if ids else 0
+        return BatchResult("customers", None, scored, len(ids), identity.name, identity.version, at, True,
+                           (utc_now() - started).total_seconds())
+    run, _ = run_batch(engine, CUSTOMER_JOB, identity, at, ids, score_chunk, chunk_size, progress)
+    return BatchResult("customers", run.scoring_run_id, len(ids), len(ids), identity.name, identity.version, at,
+                       False, (utc_now() - started).total_seconds())

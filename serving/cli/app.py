@@ -1,0 +1,78 @@
+"""The one ``leadval`` command: each package contributes its subcommands; errors become one line on stderr."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from features.errors import LeadvalError
+from serving.cli import data, report, score, serve
+from serving.cli.train_clv import train_clv
+from serving.cli.train_leads import train_leads
+
+app = typer.Typer(
+    name="leadval",
+    help="Lead scoring and customer lifetime value for marketing and sales. Add --debug for tracebacks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+train_app = typer.Typer(rich_markup_mode=None, help="Train, evaluate and register a model in MLflow.", no_args_is_help=True)
+score_app = typer.Typer(rich_markup_mode=None, help="Score leads or customers and write the scores back.", no_args_is_help=True)
+leads_app = typer.Typer(rich_markup_mode=None, help="Lists of leads for sales.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(score_app, name="score")
+app.add_typer(leads_app, name="leads")
+
+app.command("generate")(data.generate)
+app.command("import")(data.import_table)
+
+
+train_app.command("leads")(train_leads)
+train_app.command("clv")(train_clv)
+score_app.command("leads")(score.score_leads_command)
+score_app.command("customers")(score.score_customers_command)
+app.command("serve")(serve.serve)
+app.command("report")(report.report)
+app.command("segments")(report.segments_export)
+leads_app.command("top")(report.leads_top)
+
+
+@app.command("demo")
+def demo() -> None:
+    """Run the end-to-end demo on embedded defaults."""
+    from serving.cli.demo import run_demo
+
+    run_demo(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: ``--debug`` anywhere (or LEADVAL_DEBUG=1) shows tracebacks instead of one-line errors."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("LEADVAL_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="leadval", standalone_mode=False)
+    except LeadvalError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for people; --debug shows it all
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if debug:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,198 @@
+"""The reporting commands: ``leadval report`` (the KPI page), ``leadval segments`` and ``leadval leads top``.
+
+Plain typer-annotated functions; ``serving.cli.app`` mounts them. Reading the CRM happens here, at the edge;
+every figure is computed by the pure functions of ``features.kpi.metrics``, ``features.kpi.attribution``,
+``features.kpi.targets`` and ``features.kpi.predictive``.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from serving.cli.data import DbOption, JsonOption
+from serving.cli.console import progress_bar, report as print_result
+from features.errors import InvalidInput
+from features.settings import load_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sqlalchemy import Engine
+
+    from features.kpi.metrics import CRMFrames
+    from serving.report.page import KPIReport
+
+DEFAULT_REPORT = Path("reports/kpi_report.html")
+EXPORT_FORMATS = (".csv", ".parquet")
+
+
+def _engine(db: str | None, tables: tuple[str, ...]) -> tuple[Engine, str]:
+    from features.crm.store import connect, missing_tables, safe_url
+
+    settings = load_settings(db=db)
+    engine = connect(settings.db)
+    absent = [name for name in tables if name in missing_tables(engine)]
+    if absent:
+        raise InvalidInput(f"the CRM at {safe_url(settings.db)} has no table(s) {', '.join(absent)}; run "
+                           "`leadval generate` or `leadval import` first")
+    return engine, settings.db
+
+
+def read_crm(engine: Engine) -> CRMFrames:
+    """The CRM and score tables the report needs, with only the columns it uses."""
+    from features.crm import schema
+    from features.crm.store import read_frame
+    from features.kpi.metrics import crm_frames
+
+    columns = {
+        schema.leads: ["lead_id", "created_at", "source_channel", "campaign", "converted_at", "customer_id"],
+        schema.activities: ["lead_id", "occurred_at", "activity_type", "channel", "content_id"],
+        schema.customers: ["customer_id", "lead_id", "created_at", "acquisition_channel"],
+        schema.orders: ["customer_id", "ordered_at", "amount"],
+        schema.marketing_spend: ["date", "channel", "campaign", "spend", "impressions", "clicks"],
+        schema.lead_scores: ["lead_id", "score", "probability", "band", "reasons", "expected_value", "as_of",
+                             "scored_at"],
+        schema.customer_scores: ["customer_id", "expected_purchases", "p_alive", "expected_order_value", "clv",
+                                 "segment", "scoring_run_id", "as_of", "scored_at"],
+        schema.customer_score_history: ["customer_id", "p_alive", "clv", "segment", "scoring_run_id", "as_of",
+                                        "scored_at"],
+    }
+    return crm_frames(**{table.name: read_frame(engine, table, cols) for table, cols in columns.items()})
+
+
+def _day(value: str | None, flag: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{flag} {value!r} is not a date; expected YYYY-MM-DD") from None
+
+
+def report(
+    db: DbOption = None,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the HTML page.", dir_okay=False)] = DEFAULT_REPORT,
+    from_: Annotated[str | None, typer.Option("--from", help="First day of the window, YYYY-MM-DD [default: the "
+                                                            "data's first day].")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Last day of the window, included, YYYY-MM-DD [default: "
+                                                        "the data's last day].")] = None,
+    targets: Annotated[Path | None, typer.Option("--targets", help="SMART targets file (TOML), e.g. "
+                                                 "targets.example.toml.", exists=True, dir_okay=False)] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the KPI report: one self-contained HTML page of channel, trend, attribution and predictive KPIs."""
+    from features.crm.store import safe_url
+    from features.kpi.targets import read_targets
+    from features.kpi.metrics import report_window
+    from serving.report.page import build_report, render_html, report_json
+
+    started = time.perf_counter()
+    start, end = _day(from_, "--from"), _day(to, "--to")
+    goals = read_targets(targets) if targets is not None else ()
+    engine, url = _engine(db, ("leads", "activities", "customers", "orders", "marketing_spend", "lead_scores",
+                               "customer_scores", "customer_score_history"))
+    with progress_bar(total=3, desc="KPI report", unit="steps") as bar:
+        crm = read_crm(engine)
+        bar.update()
+        window = report_window(crm, start, end)
+        built = build_report(crm, window, goals)
+        bar.update()
+        page = render_html(built)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page, encoding="utf-8")
+        bar.update()
+    seconds = time.perf_counter() - started
+    result = {**report_json(built), "out": str(out), "db": safe_url(url), "seconds": round(seconds, 2)}
+    print_result(result, _summary(built, out, seconds), as_json)
+
+
+def _summary(built: KPIReport, out: Path, seconds: float) -> str:
+    from serving.report.page import fmt
+
+    t = built.totals
+    lines = [
+        f"Wrote {out} ({built.window.label}, {seconds:.1f} s)",
+        f"  {fmt(t['leads'], 'count')} leads on {len(built.channels)} channels; conversion rate "
+        f"{fmt(t['conversion_rate'], 'percent')}; {fmt(t['new_customers'], 'count')} new customers; spend "
+        f"{fmt(t['spend'], 'money')}; CAC {fmt(t['cac'], 'money')}; ROI {fmt(t['roi'], 'percent')}",
+    ]
+    if not built.targets.empty:
+        counts = built.targets["status"].value_counts()
+        lines.append("  targets: " + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items()))
+    return "\n".join(lines)
+
+
+def segments_export(
+    out: Annotated[Path, typer.Option("--out", help="File to write: .csv or .parquet.", dir_okay=False)],
+    db: DbOption = None,
+    segment: Annotated[str | None, typer.Option("--segment", help="Only this segment (e.g. champions, at_risk).")]
+    = None,
+    min_clv: Annotated[float | None, typer.Option("--min-clv", help="Only customers with a predicted CLV of at "
+                                                  "least this.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Export scored customers (id, segment, CLV, P(alive), last order) for an email or ads tool."""
+    from features.crm import schema
+    from features.crm.store import read_frame, safe_url
+    from features.kpi.predictive import customer_list
+
+    if out.suffix.lower() not in EXPORT_FORMATS:
+        raise InvalidInput(f"--out {out}: expected a file ending in {' or '.join(EXPORT_FORMATS)}")
+    engine, url = _engine(db, ("customer_scores", "orders"))
+    scores = read_frame(engine, schema.customer_scores, ["customer_id", "segment", "clv", "p_alive"])
+    if scores.empty:
+        raise InvalidInput(f"no customer scores in {safe_url(url)} yet; run `leadval score customers` first")
+    orders = read_frame(engine, schema.orders, ["customer_id", "ordered_at"])
+    table = customer_list(scores, orders, segment, min_clv)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        table.to_csv(out, index=False, date_format="%Y-%m-%dT%H:%M:%S")
+    else:
+        table.to_parquet(out, index=False)
+    counts = table["segment"].value_counts().to_dict()
+    result = {"out": str(out), "rows": len(table), "segment": segment, "min_clv": min_clv, "segments": counts}
+    print_result(result, f"Wrote {len(table):,} customers to {out}", as_json)
+
+
+def leads_top(
+    db: DbOption = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="How many leads to list.")] = 50,
+    by: Annotated[str, typer.Option("--by", help="Rank by score or by expected value.")] = "score",
+    as_json: JsonOption = False,
+) -> None:
+    """Print the best open leads for a salesperson: score, band, expected value and the reasons."""
+    from features.crm import schema
+    from features.crm.store import read_frame, safe_url
+    from features.kpi.predictive import LEAD_ORDER, top_open_leads
+    from serving.report.page import records
+
+    if by not in LEAD_ORDER:
+        raise InvalidInput(f"--by {by!r} is unknown; expected score or value")
+    engine, url = _engine(db, ("leads", "lead_scores"))
+    scores = read_frame(engine, schema.lead_scores, ["lead_id", "score", "probability", "band", "reasons",
+                                                      "expected_value"])
+    if scores.empty:
+        raise InvalidInput(f"no lead scores in {safe_url(url)} yet; run `leadval score leads` first")
+    leads = read_frame(engine, schema.leads, ["lead_id", "source_channel", "campaign", "created_at",
+                                              "converted_at"])
+    table = top_open_leads(leads, scores, n, by)
+    print_result({"leads": records(table), "n": len(table), "by": by}, _lead_lines(table), as_json)
+
+
+def _lead_lines(table: pd.DataFrame) -> str:
+    import pandas as pd
+
+    if table.empty:
+        return "No open scored leads."
+    header = f"{'#':>3}  {'lead':<14} {'score':>5} {'band':<4} {'value':>10}  {'channel':<16} reasons"
+    lines = [header]
+    for rank, row in enumerate(table.to_dict("records"), start=1):
+        value = "-" if pd.isna(row["expected_value"]) else f"{row['expected_value']:,.0f}"
+        reasons = row["reasons"] if len(row["reasons"]) <= 90 else row["reasons"][:89] + "\u2026"
+        lines.append(f"{rank:>3}  {str(row['lead_id']):<14} {int(row['score']):>5} {str(row['band']):<4} "
+                     f"{value:>10}  {str(row['channel']):<16} {reasons}")
+    return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""The CRM schema and store on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from sqlalchemy import inspect, select
+
+from features.crm import schema
+from features.crm.store import (
+    connect,
+    create_schema,
+    insert_frame,
+    missing_tables,
+    read_frame,
+    safe_url,
+    upsert_frame,
+)
+from features.errors import DatabaseUnavailable
+
+
+def _lead(lead_id: str, channel: str = "paid_search") -> dict:
+    return {
+        "lead_id": lead_id,
+        "created_at": pd.Timestamp("2025-01-02 03:04:05"),
+        "source_channel": channel,
+        "campaign": "spring",
+        "country": "DE",
+        "industry": "software",
+        "company_size": "51-200",
+        "job_seniority": "manager",
+        "email_domain_type": "business",
+        "converted_at": pd.NaT,
+        "customer_id": None,
+    }
+
+
+def test_schema_creation_is_idempotent(db_url: str) -> None:
+    engine = connect(db_url)
+    assert set(missing_tables(engine)) == set(schema.metadata.tables)
+    create_schema(engine)
+    create_schema(engine)
+    assert missing_tables(engine) == []
+    columns = {c["name"] for c in inspect(engine).get_columns("lead_scores")}
+    assert {"lead_id", "score", "probability", "band", "reasons", "expected_value", "model_name",
+            "model_version", "run_id", "scored_at"} <= columns
+
+
+def test_round_trip_keeps_types_and_nulls(db_url: str) -> None:
+    engine = connect(db_url)
+    create_schema(engine)
+    frame = pd.DataFrame([_lead("L1"), _lead("L2", "organic")])
+    with engine.begin() as conn:
+        assert insert_frame(conn, schema.leads, frame) == 2
+    back = read_frame(engine, schema.leads).sort_values("lead_id").reset_index(drop=True)
+    assert back["created_at"].tolist() == [pd.Timestamp("2025-01-02 03:04:05")] * 2
+    assert back["converted_at"].isna().all()
+    assert back["customer_id"].isna().all()
+    assert back["source_channel"].tolist() == ["paid_search", "organic"]
+
+
+def test_upsert_replaces_instead_of_duplicating(db_url: str) -> None:
+    engine = connect(db_url)
+    create_schema(engine)
+    with engine.begin() as conn:
+        upsert_frame(conn, schema.leads, pd.DataFrame([_lead("L1")]))
+        upsert_frame(conn, schema.leads, pd.DataFrame([_lead("L1", "referral"), _lead("L2")]))
+    back = read_frame(engine, schema.leads).sort_values("lead_id")
+    assert back["lead_id"].tolist() == ["L1", "L2"]
+    assert back["source_channel"].tolist() == ["referral", "paid_search"]
+
+
+def test_database_constraints_reject_bad_rows(db_url: str) -> None:
+    engine = connect(db_url)
+    create_schema(engine)
+    with engine.begin() as conn:
+        insert_frame(conn, schema.leads, pd.DataFrame([_lead("L1")]))
+    bad = pd.DataFrame([{"activity_id": "A1", "lead_id": "L1", "occurred_at": pd.Timestamp("2025-01-03"),
+                         "activity_type": "teleport"}])
+    with pytest.raises(Exception), engine.begin() as conn:
+        insert_frame(conn, schema.activities, bad)
+    orphan = pd.DataFrame([{"activity_id": "A2", "lead_id": "nobody", "occurred_at": pd.Timestamp("2025-01-03"),
+                            "activity_type": "page_view"}])
+    with pytest.raises(Exception), engine.begin() as conn:
+        insert_frame(conn, schema.activities, orphan)
+    with engine.connect() as conn:
+        assert conn.execute(select(schema.activities.c.activity_id)).all() == []
+
+
+def test_unreachable_database_is_a_clear_error_without_password() -> None:
+    url = "postgresql+psycopg://someone:s3cret@127.0.0.1:1/nowhere"
+    with pytest.raises(DatabaseUnavailable) as info:
+        connect(url)
+    assert "s3cret" not in str(info.value)
+    assert "127.0.0.1:1" in str(info.value)
+    assert "s3cret" not in safe_url(url)
+
+
+def test_every_column_is_documented_in_readme() -> None:
+    from tests.conftest import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    for table in schema.metadata.tables.values():
+        for column in table.columns:
+            assert column.info.get("doc"), f"{table.name}.{column.name} has no doc"
+            assert f"`{column.name}`" in readme, f"README does not document {table.name}.{column.name}"

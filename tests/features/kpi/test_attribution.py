@@ -1,0 +1,103 @@
+"""Attribution methods on paths whose credits are worked out by hand."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features.kpi.attribution import (
+    METHODS,
+    attribution_table,
+    first_touch,
+    last_touch,
+    linear,
+    markov,
+    paths_frame,
+    removal_effects,
+    touchpoints,
+)
+from features.errors import InvalidInput
+from tests.features.kpi.test_metrics import hand_made_crm
+
+
+def test_rule_based_methods_on_three_paths() -> None:
+    frame = paths_frame([["a", "b", "c"], ["a"], ["b", "c"]])
+    assert first_touch(frame).to_dict() == {"a": 2.0, "b": 1.0}
+    assert last_touch(frame).to_dict() == {"a": 1.0, "c": 2.0}
+    assert linear(frame).to_dict() == pytest.approx({"a": 1 / 3 + 1, "b": 1 / 3 + 1 / 2, "c": 1 / 3 + 1 / 2})
+
+
+def test_rule_based_methods_ignore_paths_that_did_not_convert() -> None:
+    frame = paths_frame([["a", "b"], ["b"]], converted=[True, False])
+    assert first_touch(frame).to_dict() == {"a": 1.0}
+    assert linear(frame).to_dict() == {"a": 0.5, "b": 0.5}
+
+
+def test_markov_removal_effect_known_answer() -> None:
+    # start->A 2/3, start->B 1/3; A->conv 1/2, A->B 1/2; B->conv 1/2, B->null 1/2.
+    # P(conv) = 2/3 * (1/2 + 1/2 * 1/2) + 1/3 * 1/2 = 2/3.
+    # Without A: 1/3 * 1/2 = 1/6 -> effect 1 - (1/6)/(2/3) = 3/4. Without B: 2/3 * 1/2 = 1/3 -> effect 1/2.
+    frame = paths_frame([["A"], ["A", "B"], ["B"]], converted=[True, True, False])
+    assert removal_effects(frame).to_dict() == pytest.approx({"A": 3 / 4, "B": 1 / 2})
+    # Two conversions shared 3/4 : 1/2.
+    assert markov(frame).to_dict() == pytest.approx({"A": 2 * 3 / 5, "B": 2 * 2 / 5})
+
+
+def test_markov_with_a_loop_back() -> None:
+    # start->A 1/2, start->B 1/2; A->B 1/2, A->conv 1/2; B->A 1/2, B->null 1/2.
+    # x_A = 1/2 + 1/2 x_B, x_B = 1/2 x_A -> x_A = 2/3, x_B = 1/3; P(conv) = 1/2 * 2/3 + 1/2 * 1/3 = 1/2.
+    # Without A: 0 -> effect 1. Without B: 1/2 * 1/2 = 1/4 -> effect 1 - (1/4)/(1/2) = 1/2.
+    frame = paths_frame([["A", "B", "A"], ["B"]], converted=[True, False])
+    assert removal_effects(frame).to_dict() == pytest.approx({"A": 1.0, "B": 1 / 2})
+
+
+def test_table_puts_methods_side_by_side_and_each_adds_up() -> None:
+    frame = paths_frame([["a", "b", "c"], ["a"], ["b", "c"], ["c"]], converted=[True, True, True, False])
+    table = attribution_table(frame)
+    assert list(table.columns) == ["channel", *METHODS, "removal_effect"]
+    for method in METHODS:
+        assert table[method].sum() == pytest.approx(3.0)
+    assert table["channel"].iloc[0] == "a"  # most linear credit first
+
+
+def test_touchpoints_from_the_hand_made_crm() -> None:
+    crm = hand_made_crm()
+    tp = touchpoints(crm.leads, crm.activities, pd.Timestamp("2025-01-01"), pd.Timestamp("2025-03-01"))
+    paths = tp.groupby("lead_id")["channel"].apply(list).to_dict()
+    # L1: source, web session + page view (one web touch), sent email (no touch), click, download;
+    # the page view after its conversion is not on the path.
+    assert paths["L1"] == ["paid_search", "web", "email", "web"]
+    assert paths["L4"] == ["paid_search", "social"]
+    assert paths["L5"] == ["email", "event", "web", "email"]
+    assert paths["L7"] == ["organic_search"]  # its only activity falls after the window
+    converted = tp.groupby("lead_id")["converted"].first()
+    assert sorted(converted[converted].index) == ["L1", "L4", "L5"]
+    table = attribution_table(tp).set_index("channel")
+    assert table["first_touch"].to_dict() == {"email": 1, "event": 0, "organic_search": 0, "paid_search": 2,
+                                              "social": 0, "web": 0}
+    assert table.loc["web", "last_touch"] == 1 and table.loc["social", "last_touch"] == 1
+    assert table.loc["paid_search", "linear"] == pytest.approx(1 / 4 + 1 / 2)
+    assert table.loc["web", "linear"] == pytest.approx(2 / 4 + 1 / 4)
+    assert table.loc["event", "linear"] == pytest.approx(1 / 4)
+    assert table["markov"].sum() == pytest.approx(3.0)
+
+
+def test_missing_columns_are_named() -> None:
+    with pytest.raises(InvalidInput, match="touchpoints: missing column.*converted"):
+        first_touch(pd.DataFrame({"lead_id": ["x"], "position": [0], "channel": ["a"]}))
+
+
+paths = st.lists(st.lists(st.sampled_from("abcd"), min_size=1, max_size=5), min_size=1, max_size=12)
+
+
+@given(paths, st.data())
+@settings(max_examples=30, deadline=None)
+def test_every_method_credits_exactly_the_conversions(paths: list[list[str]], data: st.DataObject) -> None:
+    flags = data.draw(st.lists(st.booleans(), min_size=len(paths), max_size=len(paths)))
+    table = attribution_table(paths_frame(paths, flags))
+    for method in METHODS:
+        assert table[method].sum() == pytest.approx(sum(flags))
+        assert (table[method] >= -1e-12).all()
+    assert ((table["removal_effect"] >= -1e-9) & (table["removal_effect"] <= 1 + 1e-9)).all()

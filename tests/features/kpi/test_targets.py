@@ -1,0 +1,174 @@
+"""SMART targets: parsing, validation with clear messages, trend, projection and status."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features.errors import InvalidInput
+from features.kpi.targets import (
+    STATUSES,
+    Target,
+    assess,
+    check_scopes,
+    evaluate_targets,
+    parse_targets,
+    read_targets,
+)
+from features.kpi.metrics import crm_frames, report_window, scope_values
+from tests.conftest import REPO_ROOT
+from tests.features.kpi.test_metrics import WINDOW_ARGS, hand_made_crm, hand_made_frames
+
+ONE = """
+[[targets]]
+metric = "conversion_rate"
+scope = "channel:paid_search"
+target = "4%"
+direction = "at_least"
+deadline = 2026-03-31
+"""
+
+
+def _toml(**fields: object) -> str:
+    base = {"metric": '"conversion_rate"', "scope": '"all"', "target": "0.3", "deadline": "2025-04-30"}
+    base.update({k: v for k, v in fields.items() if v is not None})
+    body = "\n".join(f"{k} = {v}" for k, v in base.items() if v != "DROP")
+    return f"[[targets]]\n{body}\n"
+
+
+def test_parse_a_target_with_a_percent_and_a_date() -> None:
+    (target,) = parse_targets(ONE)
+    assert target == Target("conversion_rate", "channel:paid_search", 0.04, "at_least", date(2026, 3, 31),
+                            target.name)
+    assert (target.dimension, target.scope_value) == ("channel", "paid_search")
+    assert "conversion rate" in target.name.lower()
+
+
+def test_direction_defaults_to_the_better_way_and_dates_may_be_text() -> None:
+    (target,) = parse_targets(_toml(metric='"cac"', target="120", deadline='"2026-01-31"', direction=None))
+    assert (target.direction, target.deadline, target.target) == ("at_most", date(2026, 1, 31), 120.0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"metric": '"conv_rate"'}, r"target 1: unknown metric 'conv_rate'; expected one of leads"),
+        ({"scope": '"chanel:x"'}, r"scope 'chanel:x' is not valid; expected all, channel:NAME"),
+        ({"scope": '"channel:"'}, r"scope 'channel:' is not valid"),
+        ({"scope": '"segment:champions"'}, r"conversion_rate is not measured per segment"),
+        ({"direction": '"more"'}, r"direction 'more' is unknown; expected at_least or at_most"),
+        ({"deadline": '"2026-13-01"'}, r"deadline '2026-13-01' is not a date; expected YYYY-MM-DD"),
+        ({"target": '"lots"'}, r"target 'lots' is not a number"),
+        ({"target": "nan"}, r"must be a finite number"),
+        ({"deadline": "DROP"}, r"missing field\(s\) deadline"),
+        ({"owner": '"me"'}, r"unknown field\(s\) owner"),
+    ],
+)
+def test_invalid_targets_are_clear_errors(fields: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        parse_targets(_toml(**fields), source="t.toml")
+
+
+def test_bad_toml_and_bad_shape() -> None:
+    with pytest.raises(InvalidInput, match="t.toml: not valid TOML"):
+        parse_targets("[[targets]\nmetric=", source="t.toml")
+    with pytest.raises(InvalidInput, match="unknown top-level key"):
+        parse_targets("goal = 1\n")
+    with pytest.raises(InvalidInput, match="cannot read it"):
+        read_targets(Path("/nonexistent/targets.toml"))
+
+
+def test_unknown_channel_is_an_error_but_unscored_segments_are_not() -> None:
+    crm = hand_made_crm()
+    (bad,) = parse_targets(_toml(scope='"channel:tv"'))
+    with pytest.raises(InvalidInput, match=r"unknown channel 'tv'; known: .*paid_search"):
+        check_scopes((bad,), scope_values(crm))
+    (segment,) = parse_targets(_toml(metric='"predicted_cltv"', scope='"segment:champions"', target="100"))
+    unscored = crm_frames(**{**hand_made_frames(), "customer_scores": None})
+    (row,) = evaluate_targets((segment,), unscored, report_window(unscored, *WINDOW_ARGS)).to_dict("records")
+    assert row["status"] == "no_data"
+
+
+def _series(values: list[float], start: str = "2025-01-01", complete: list[bool] | None = None) -> pd.DataFrame:
+    periods = pd.date_range(start, periods=len(values), freq="MS")
+    return pd.DataFrame({"period": periods, "value": values, "complete": complete or [True] * len(values)})
+
+
+def _target(target: float, deadline: date, direction: str = "at_least", metric: str = "conversion_rate") -> Target:
+    return Target(metric, "all", target, direction, deadline, "t")
+
+
+def test_linear_trend_projects_to_the_deadline_period() -> None:
+    # Monthly 2%, 3%, 4% on Jan, Feb, Mar 1st: +1 point per ~month; June is three months on.
+    series = _series([0.02, 0.03, 0.04])
+    status = assess(_target(0.05, date(2025, 6, 15)), series, as_of=date(2025, 3, 31))
+    assert status.current == pytest.approx(0.04)
+    assert status.current_period == date(2025, 3, 1)
+    assert status.trend_per_period == pytest.approx(0.01, rel=0.05)
+    assert status.projected == pytest.approx(0.07, rel=0.05)
+    assert status.status == "on_track"
+    assert assess(_target(0.09, date(2025, 6, 15)), series, as_of=date(2025, 3, 31)).status == "at_risk"
+
+
+def test_partial_last_period_is_left_out_and_projections_are_clipped() -> None:
+    series = _series([0.5, 0.7, 0.1], complete=[True, True, False])
+    status = assess(_target(0.9, date(2025, 12, 31)), series, as_of=date(2025, 3, 10))
+    assert (status.current, status.periods) == (0.7, 2)
+    assert status.projected == 1.0  # a rate cannot exceed 100 %
+    falling = assess(_target(100, date(2026, 12, 1), "at_most", "cac"), _series([300, 200, 100]), date(2025, 3, 31))
+    assert falling.projected == 0.0 and falling.status == "on_track"  # money cannot go below zero
+
+
+def test_passed_deadlines_are_met_or_missed_on_the_deadline_period() -> None:
+    series = _series([0.02, 0.06, 0.01])
+    assert assess(_target(0.05, date(2025, 2, 28)), series, as_of=date(2025, 3, 31)).status == "met"
+    assert assess(_target(0.05, date(2025, 1, 31)), series, as_of=date(2025, 3, 31)).status == "missed"
+    single = assess(_target(0.05, date(2025, 6, 1)), _series([0.06]), as_of=date(2025, 1, 31))
+    assert single.projected == 0.06 and single.status == "on_track"
+    assert assess(_target(0.05, date(2025, 6, 1)), _series([]), as_of=date(2025, 1, 31)).status == "no_data"
+
+
+def test_targets_on_the_hand_made_crm() -> None:
+    crm = hand_made_crm()
+    window = report_window(crm, *WINDOW_ARGS)
+    text = (
+        _toml(target="0.3", deadline="2025-04-30")
+        + _toml(metric='"spend"', scope='"channel:paid_search"', target="200", direction='"at_most"')
+        + _toml(metric='"customers"', scope='"segment:champions"', target="1", deadline="2025-03-31")
+    )
+    table = evaluate_targets(parse_targets(text), crm, window, grain="month").set_index("metric")
+    rate = table.loc["conversion_rate"]
+    # January 2/4 = 50 %, February 1/3: a fall of 1/6 a month; April 1st is 59 days after February 1st.
+    assert rate["current"] == pytest.approx(1 / 3)
+    assert rate["trend_per_period"] == pytest.approx(-1 / 6)
+    assert rate["projected"] == pytest.approx(1 / 3 - (1 / 6) * 59 / 31)
+    assert rate["status"] == "at_risk"
+    assert table.loc["spend", "current"] == 150 and table.loc["spend", "status"] == "on_track"
+    # Segment sizes follow the scoring runs: one run, one champion, nothing to project from.
+    assert table.loc["customers", "current"] == 1 and table.loc["customers", "status"] == "on_track"
+    assert set(table["status"]) <= set(STATUSES)
+
+
+def test_the_example_targets_file_parses() -> None:
+    targets = read_targets(REPO_ROOT / "targets.example.toml")
+    assert len(targets) >= 5
+    assert {t.dimension for t in targets} == {"all", "channel", "campaign", "segment"}
+
+
+@given(
+    st.lists(st.floats(0, 1), min_size=0, max_size=8),
+    st.floats(0, 1),
+    st.sampled_from(["at_least", "at_most"]),
+    st.dates(date(2024, 1, 1), date(2027, 1, 1)),
+)
+@settings(max_examples=80, deadline=None)
+def test_status_is_always_known_and_rates_project_within_0_1(values, goal, direction, deadline) -> None:
+    status = assess(_target(goal, deadline, direction), _series(values), as_of=date(2025, 6, 30))
+    assert status.status in STATUSES
+    if values:
+        assert 0.0 <= status.projected <= 1.0

@@ -1,0 +1,178 @@
+"""The nightly write-back jobs end to end: real CRM, real MLflow registry, real `leadval` processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+
+from features.crm import schema
+from features.crm.frames import load_crm_frames
+from features.crm.store import connect, read_frame
+from features.simulate.generate import SimulationConfig
+from serving.batch.jobs import score_lead_chunk
+from tests.serving.conftest import simulated_crm
+from training.clv.predict import CLVParameters
+from training.tracking import load_registered, use_tracking
+
+LEADVAL = str(Path(sys.executable).with_name("leadval"))
+
+
+def leadval(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([LEADVAL, *args], capture_output=True, text=True, env=env, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def last_json(result: subprocess.CompletedProcess) -> dict:
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for `leadval` with a lead and a CLV champion trained on a small simulated CRM."""
+    root = tmp_path_factory.mktemp("batch")
+    env = os.environ | {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "LEADVAL_ARTIFACT_ROOT": str(root / "artifacts"),
+        "LEADVAL_DB": f"sqlite:///{root / 'train.db'}",
+        "OPENBLAS_NUM_THREADS": "1",
+    }
+    leadval("generate", "--leads", "2500", "--customers", "300", "--seed", "3", env=env)
+    leadval("train", "leads", env=env)
+    leadval("train", "clv", env=env)
+    return env
+
+
+def _crm(url: str) -> str:
+    return simulated_crm(url, SimulationConfig(n_leads=1200, n_customers=150, seed=11))
+
+
+def _count(url: str, table) -> int:
+    engine = connect(url)
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def test_scores_every_open_lead_and_customer_idempotently(registry: dict[str, str], db_url: str) -> None:
+    as_of = _crm(db_url)
+    env = registry | {"LEADVAL_DB": db_url}
+    first = last_json(leadval("score", "leads", "--as-of", as_of, "--chunk-size", "300", "--json", env=env))
+    engine = connect(db_url)
+    open_ids = load_crm_frames(engine, as_of, open_only=True).leads["lead_id"]
+    scores = read_frame(engine, schema.lead_scores)
+    assert first["scored"] == len(open_ids) == len(scores) and set(scores["lead_id"]) == set(open_ids)
+    assert scores["score"].between(0, 100).all() and scores["band"].isin(list("ABCD")).all()
+    assert scores["expected_value"].notna().all() and (scores["expected_value"] >= 0).all()
+    assert all(set(json.loads(r) if isinstance(r, str) else r) == {"up", "down"} for r in scores["reasons"])
+
+    again = last_json(leadval("score", "leads", "--as-of", as_of, "--json", env=env))
+    assert again["run_id"] == first["run_id"]
+    rerun = read_frame(engine, schema.lead_scores)
+    pd.testing.assert_frame_equal(scores.sort_values("lead_id").reset_index(drop=True),
+                                  rerun.sort_values("lead_id").reset_index(drop=True))
+    assert _count(db_url, schema.lead_score_history) == len(open_ids)
+
+    customers = last_json(leadval("score", "customers", "--as-of", as_of, "--json", env=env))
+    clv = read_frame(engine, schema.customer_scores)
+    assert customers["scored"] == len(clv) == _count(db_url, schema.customers)
+    assert clv["p_alive"].between(0, 1).all() and (clv["clv"] >= 0).all()
+    ledger = read_frame(engine, schema.scoring_runs)
+    assert sorted(ledger["status"]) == ["succeeded", "succeeded"]
+
+
+def test_batch_scores_equal_in_process_scores(registry: dict[str, str], sqlite_url: str) -> None:
+    as_of = _crm(sqlite_url)
+    leadval("score", "leads", "--as-of", as_of, env=registry | {"LEADVAL_DB": sqlite_url})
+    use_tracking(registry["MLFLOW_TRACKING_URI"])
+    model = load_registered("models:/lead-scoring@champion")
+    clv: CLVParameters = load_registered("models:/clv@champion").unwrap_python_model().params
+    frames = load_crm_frames(connect(sqlite_url), as_of, open_only=True)
+    expected = score_lead_chunk(model, clv, frames.leads, frames.activities, pd.Timestamp(as_of).to_pydatetime())
+    written = read_frame(connect(sqlite_url), schema.lead_scores).set_index("lead_id").loc[expected["lead_id"]]
+    assert written["score"].tolist() == expected["score"].tolist()
+    assert written["probability"].tolist() == expected["probability"].tolist()
+    assert written["expected_value"].tolist() == expected["expected_value"].tolist()
+
+
+def test_killed_run_is_completed_by_the_next(registry: dict[str, str], sqlite_url: str) -> None:
+    as_of = _crm(sqlite_url)
+    env = registry | {"LEADVAL_DB": sqlite_url}
+    proc = subprocess.Popen([LEADVAL, "score", "leads", "--as-of", as_of, "--chunk-size", "20"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    engine = connect(sqlite_url)
+    deadline = time.monotonic() + 180
+    written = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        with engine.connect() as conn:
+            written = conn.execute(select(func.count()).select_from(schema.lead_score_history)).scalar_one()
+        if written >= 40:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert written >= 40, "the run finished or stalled before it could be killed"
+    crashed = read_frame(engine, schema.scoring_runs).iloc[0]
+    assert crashed["status"] == "running" and pd.isna(crashed["finished_at"])
+    assert _count(sqlite_url, schema.lead_scores) == _count(sqlite_url, schema.lead_score_history) < crashed["rows_total"]
+
+    result = last_json(leadval("score", "leads", "--as-of", as_of, "--json", env=env))
+    ledger = read_frame(engine, schema.scoring_runs)
+    assert len(ledger) == 1 and ledger["status"].tolist() == ["succeeded"]
+    assert _count(sqlite_url, schema.lead_scores) == result["total"] == _count(sqlite_url, schema.lead_score_history)
+
+
+def test_dry_run_writes_nothing(registry: dict[str, str], sqlite_url: str) -> None:
+    as_of = _crm(sqlite_url)
+    out = last_json(leadval("score", "leads", "--as-of", as_of, "--dry-run", "--json",
+                            env=registry | {"LEADVAL_DB": sqlite_url}))
+    assert out["dry_run"] and out["scored"] > 0
+    assert _count(sqlite_url, schema.lead_scores) == 0 == _count(sqlite_url, schema.scoring_runs)
+
+
+def test_missing_model_or_database_is_a_clear_error_and_writes_nothing(registry: dict[str, str],
+                                                                       sqlite_url: str) -> None:
+    as_of = _crm(sqlite_url)
+    env = registry | {"LEADVAL_DB": sqlite_url}
+    bad_model = leadval("score", "leads", "--as-of", as_of, "--model", "models:/nope@champion", env=env, check=False)
+    assert bad_model.returncode == 1 and "models:/nope@champion" in bad_model.stderr
+    assert "Traceback" not in bad_model.stderr
+    assert _count(sqlite_url, schema.lead_scores) == 0 == _count(sqlite_url, schema.scoring_runs)
+    no_db = leadval("score", "customers", "--db", "postgresql+psycopg://x@127.0.0.1:1/none", env=env, check=False)
+    assert no_db.returncode == 1 and no_db.stderr.startswith("error: cannot reach database")
+
+
+def test_customers_file_mode_scores_like_the_crm_job(registry: dict[str, str], sqlite_url: str,
+                                                     tmp_path: Path) -> None:
+    as_of = _crm(sqlite_url)
+    env = registry | {"LEADVAL_DB": sqlite_url}
+    orders = read_frame(connect(sqlite_url), schema.orders)
+    orders.rename(columns={"customer_id": "client", "ordered_at": "day", "amount": "value"}).to_csv(
+        tmp_path / "orders.csv", index=False)
+    out = last_json(leadval("score", "customers", "--table", str(tmp_path / "orders.csv"), "--out",
+                            str(tmp_path / "scores.parquet"), "--customer-col", "client", "--date-col", "day",
+                            "--amount-col", "value", "--as-of", as_of, "--json", env=registry))
+    leadval("score", "customers", "--as-of", as_of, env=env)
+    from_file = pd.read_parquet(tmp_path / "scores.parquet").set_index("customer_id").sort_index()
+    from_crm = read_frame(connect(sqlite_url), schema.customer_scores).set_index("customer_id").sort_index()
+    assert out["scored"] == len(from_file) == len(from_crm) > 100
+    columns = ["expected_purchases", "p_alive", "expected_order_value", "clv", "segment", "horizon_days"]
+    pd.testing.assert_frame_equal(from_file[columns], from_crm[columns], check_dtype=False)
+
+    early = leadval("score", "customers", "--table", str(tmp_path / "orders.csv"), "--out", str(tmp_path / "x.csv"),
+                    "--customer-col", "client", "--date-col", "day", "--amount-col", "value", "--as-of",
+                    "2024-02-01", env=registry, check=False)
+    assert early.returncode == 1 and "day: row(s)" in early.stderr and "--as-of to score" in early.stderr
+    assert not (tmp_path / "x.csv").exists()
+    wrong = leadval("score", "customers", "--table", str(tmp_path / "orders.csv"), "--out", str(tmp_path / "x.txt"),
+                    env=registry, check=False)
+    assert wrong.returncode == 1 and "expected a .csv or .parquet file name" in wrong.stderr

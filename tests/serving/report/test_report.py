@@ -1,0 +1,266 @@
+"""The KPI report and the list commands on a tiny CRM in a real database, and the page in a real Chromium.
+
+Chromium comes from the Debian package ``chromium``; the test fails (never skips) when it is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from features.crm import schema
+from features.crm.store import connect, create_schema, insert_frame
+from features.errors import InvalidInput
+from features.kpi.metrics import METRICS, kpi_table, report_window
+from serving.cli import report as report_cli
+from serving.report.page import SECTIONS
+from tests.features.kpi.test_metrics import WINDOW_ARGS, hand_made_crm, hand_made_frames
+
+T = pd.Timestamp
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars", "--proxy-server=http://127.0.0.1:9"]
+TARGETS = """
+[[targets]]
+metric = "conversion_rate"
+scope = "channel:paid_search"
+target = "40%"
+deadline = 2025-06-30
+
+[[targets]]
+metric = "cac"
+scope = "all"
+target = 50
+direction = "at_most"
+deadline = 2025-01-31
+"""
+
+app = typer.Typer()
+app.command("report")(report_cli.report)
+app.command("segments")(report_cli.segments_export)
+app.command("top")(report_cli.leads_top)
+
+
+def _lead_scores() -> pd.DataFrame:
+    rows = [  # L1 was scored before it converted; the rest are open.
+        ("L1", 80, 0.80, "A", [{"text": "Asked for a demo"}], 900.0, T("2025-01-15")),
+        ("L2", 60, 0.60, "A", [{"text": "Visited pricing 3 times"}, {"text": "Free email domain"}], 600.0,
+         T("2025-02-28")),
+        ("L3", 30, 0.30, "B", {"up": ["Opened emails"], "down": ["Small company"]}, 90.0, T("2025-02-28")),
+        ("L6", 55, 0.55, "A", ["Attended a webinar"], 700.0, T("2025-02-28")),
+        ("L7", 5, 0.05, "D", None, 10.0, T("2025-02-28")),
+    ]
+    frame = pd.DataFrame(rows, columns=["lead_id", "score", "probability", "band", "reasons", "expected_value",
+                                        "as_of"])
+    return frame.assign(model_name="lead-scoring", scored_at=frame["as_of"] + pd.Timedelta(hours=3))
+
+
+def _write_crm(url: str, scores: bool = True) -> None:
+    engine = connect(url)
+    create_schema(engine)
+    frames = hand_made_frames()
+    customer_scores = frames.pop("customer_scores").assign(horizon_days=365, model_name="clv")
+    with engine.begin() as conn:
+        for name in ("leads", "activities", "customers", "orders", "marketing_spend"):
+            insert_frame(conn, schema.table(name), frames[name])
+        if scores:
+            insert_frame(conn, schema.lead_scores, _lead_scores())
+            insert_frame(conn, schema.customer_scores, customer_scores)
+    engine.dispose()
+
+
+@pytest.fixture
+def crm_url(sqlite_url: str) -> str:
+    _write_crm(sqlite_url)
+    return sqlite_url
+
+
+def _invoke(*args: str) -> tuple[str, dict | None]:
+    """Run a command; its stdout, and with --json its last line parsed."""
+    result = CliRunner().invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    last = json.loads(result.stdout.strip().splitlines()[-1]) if "--json" in args else None
+    return result.stdout, last
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The tiny CRM in SQLite with scores, and the report written for January-February 2025 with two targets."""
+    folder = tmp_path_factory.mktemp("report")
+    url = f"sqlite:///{folder / 'crm.db'}"
+    _write_crm(url)
+    targets = folder / "targets.toml"
+    targets.write_text(TARGETS)
+    out = folder / "reports" / "kpi_report.html"
+    stdout, result = _invoke("report", "--db", url, "--out", str(out), "--from", "2025-01-01", "--to",
+                             "2025-02-28", "--targets", str(targets), "--json")
+    assert out.exists() and f"Wrote {out}" in stdout
+    return out, result
+
+
+def test_report_json_has_channels_and_targets(written: tuple[Path, dict]) -> None:
+    _, result = written
+    channels = {c["channel"]: c for c in result["channels"]}
+    paid = channels["paid_search"]
+    assert {"channel", "leads", "conversion_rate", "spend", "cac", "roi", "clv_to_cac"} <= set(paid)
+    assert (paid["leads"], paid["conversion_rate"], paid["spend"], paid["cac"]) == (4, 0.5, 300, 150)
+    assert paid["roi"] == pytest.approx(50 / 300)
+    assert paid["clv_to_cac"] == pytest.approx(750 / 300)
+    assert channels["organic_search"]["cac"] is None  # undefined becomes null, never NaN
+    assert result["window"] == {"from": "2025-01-01", "to": "2025-02-28", "period": "week"}
+    # Weekly paid search cohorts: 0 % (L2), 0 % (L3), 100 % (L4) -> rising, projected to 100 % by June.
+    # CAC has one complete week with spend (Feb 1st: 150 for C3): above 50 by the deadline, missed.
+    statuses = {t["metric"]: (t["status"], t["projected"]) for t in result["targets"]}
+    assert statuses == {"conversion_rate": ("on_track", 1.0), "cac": ("missed", 150.0)}
+    bands = {b["band"]: b for b in result["predictive"]["conversion_by_band"]}
+    assert bands["A"]["scored_leads"] == 3 and bands["A"]["actual_rate"] == pytest.approx(1 / 3)
+    assert result["predictive"]["top_customers"][0]["customer_id"] == "C1"
+    assert sum(a["markov"] for a in result["attribution"]) == pytest.approx(3)
+
+
+def test_the_crm_reads_back_the_same_from_the_database(db_url: str) -> None:
+    _write_crm(db_url)
+    crm = report_cli.read_crm(connect(db_url))
+    expected = hand_made_crm()
+    window = report_window(expected, *WINDOW_ARGS)
+    pd.testing.assert_frame_equal(kpi_table(crm, window, "channel"), kpi_table(expected, window, "channel"))
+    reasons = crm.lead_scores.set_index("lead_id")["reasons"]
+    assert reasons["L2"] == [{"text": "Visited pricing 3 times"}, {"text": "Free email domain"}]
+
+
+def test_page_is_self_contained_with_every_section_and_definition(written: tuple[Path, dict]) -> None:
+    page = written[0].read_text()
+    assert "<script" not in page.lower() and "<link" not in page.lower() and "@import" not in page
+    assert not re.search(r"""(src|href|srcset)\s*=\s*["']?\s*(https?:|//)""", page, re.IGNORECASE)
+    assert not re.search(r"""url\(\s*['"]?(?!#)""", page)  # only in-page references such as clip paths
+    for anchor, _ in SECTIONS:
+        assert f'id="{anchor}"' in page
+    for metric in METRICS.values():
+        assert f"<dt>{metric.label}</dt>" in page.replace("&#x27;", "'")
+    assert page.count("<svg") >= 8
+
+
+def _chromium() -> str:
+    binary = shutil.which("chromium")
+    assert binary, "Chromium is needed for this test: apt-get install -y chromium (Debian package)"
+    return binary
+
+
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const loaded = performance.getEntriesByType("resource").map(e => e.name);
+  document.body.setAttribute("data-resources", JSON.stringify(loaded));
+  document.querySelectorAll("svg.chart").forEach(el => {
+    const r = el.getBoundingClientRect();
+    el.setAttribute("data-rendered", Math.round(r.width) + "x" + Math.round(r.height));
+  });
+});
+</script>"""
+
+
+def test_page_renders_in_headless_chromium_with_visible_plots(written: tuple[Path, dict], tmp_path: Path) -> None:
+    out = written[0]
+    # A copy with a probe that records what the browser loaded and the size each chart is drawn at.
+    probed = tmp_path / "probed.html"
+    probed.write_text(out.read_text().replace("</body>", PROBE + "</body>"))
+    common = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400"]
+    dom = subprocess.run([*common, "--dump-dom", probed.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    resources = re.search(r'data-resources="([^"]*)"', dom.stdout)
+    assert resources is not None and json.loads(resources.group(1).replace("&quot;", '"')) == []
+    sizes = [tuple(map(int, s.split("x"))) for s in re.findall(r'data-rendered="(\d+x\d+)"', dom.stdout)]
+    assert len(sizes) >= 8 and all(w > 200 and h > 100 for w, h in sizes), sizes
+    attributes = re.findall(r'<svg[^>]*class="chart"[^>]*>', dom.stdout)
+    assert all(float(re.search(r'width="([\d.]+)', a).group(1)) > 0 for a in attributes)
+    for heading in ("Marketing KPI report", "Channels", "Channel contribution (attribution)", "Predictive KPIs",
+                    "Glossary"):
+        assert heading in dom.stdout
+    shot = tmp_path / "page.png"
+    run = subprocess.run([*common, f"--screenshot={shot}", out.as_uri()], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0 and shot.exists(), run.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype="int64")
+    inked = (pixels.min(axis=2) < 200).mean()  # share of pixels that are not (near) white
+    colours = len(np.unique((pixels[..., 0] << 16) | (pixels[..., 1] << 8) | pixels[..., 2]))
+    assert inked > 0.05 and colours > 50, (inked, colours)
+
+
+def test_report_without_scores_or_data_in_the_window_still_renders(sqlite_url: str, tmp_path: Path) -> None:
+    _write_crm(sqlite_url, scores=False)
+    out = tmp_path / "empty.html"
+    _, result = _invoke("report", "--db", sqlite_url, "--out", str(out), "--from", "2030-01-01", "--to",
+                        "2030-01-31", "--json")
+    page = out.read_text()
+    assert "No lead scores yet" in page and "No customer scores yet" in page
+    assert result["totals"]["leads"] == 0 and result["channels"] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from", "2025-02-30"], "--from '2025-02-30' is not a date; expected YYYY-MM-DD"),
+        (["--from", "2025-03-01", "--to", "2025-02-01"], "before --from"),
+    ],
+)
+def test_report_input_errors_are_clear(crm_url: str, tmp_path: Path, args: list[str], message: str) -> None:
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        _invoke("report", "--db", crm_url, "--out", str(tmp_path / "r.html"), *args)
+
+
+def test_report_rejects_a_target_for_an_unknown_channel(crm_url: str, tmp_path: Path) -> None:
+    targets = tmp_path / "t.toml"
+    targets.write_text(TARGETS.replace("channel:paid_search", "channel:tv"))
+    with pytest.raises(InvalidInput, match="unknown channel 'tv'"):
+        _invoke("report", "--db", crm_url, "--out", str(tmp_path / "r.html"), "--targets", str(targets))
+
+
+def test_report_on_a_database_without_tables_says_what_to_do(sqlite_url: str, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="run `leadval generate` or `leadval import` first"):
+        _invoke("report", "--db", sqlite_url, "--out", str(tmp_path / "r.html"))
+
+
+def test_segment_export_csv_and_parquet(crm_url: str, tmp_path: Path) -> None:
+    csv = tmp_path / "all.csv"
+    _, result = _invoke("segments", "--db", crm_url, "--out", str(csv), "--json")
+    table = pd.read_csv(csv)
+    assert list(table.columns) == ["customer_id", "segment", "clv", "p_alive", "last_order_at"]
+    assert table["customer_id"].tolist() == ["C1", "C2", "C3"]  # highest CLV first
+    assert table.loc[0, "last_order_at"] == "2025-03-05T00:00:00"
+    assert result["rows"] == 3
+    parquet = tmp_path / "best.parquet"
+    _invoke("segments", "--db", crm_url, "--out", str(parquet), "--min-clv", "100")
+    assert pd.read_parquet(parquet)["customer_id"].tolist() == ["C1", "C2"]
+    _invoke("segments", "--db", crm_url, "--out", str(csv), "--segment", "loyal")
+    assert pd.read_csv(csv)["customer_id"].tolist() == ["C3"]
+    with pytest.raises(InvalidInput, match="--segment 'vip' is unknown; segments with customers: champions"):
+        _invoke("segments", "--db", crm_url, "--out", str(csv), "--segment", "vip")
+    with pytest.raises(InvalidInput, match="expected a file ending in .csv or .parquet"):
+        _invoke("segments", "--db", crm_url, "--out", str(tmp_path / "x.xlsx"))
+
+
+def test_top_leads_are_open_scored_leads_with_reasons(crm_url: str) -> None:
+    stdout, result = _invoke("top", "--db", crm_url, "--n", "3", "--json")
+    assert [lead["lead_id"] for lead in result["leads"]] == ["L2", "L6", "L3"]  # L1 converted: not open
+    assert result["leads"][0]["reasons"] == "Visited pricing 3 times; Free email domain"
+    assert result["leads"][2]["reasons"] == "up: Opened emails | down: Small company"
+    assert "Visited pricing 3 times" in stdout and stdout.splitlines()[0].split()[:4] == ["#", "lead", "score", "band"]
+    _, by_value = _invoke("top", "--db", crm_url, "--by", "value", "--json")
+    assert [lead["lead_id"] for lead in by_value["leads"]] == ["L6", "L2", "L3", "L7"]
+
+
+def test_top_leads_before_scoring_says_what_to_do(sqlite_url: str) -> None:
+    _write_crm(sqlite_url, scores=False)
+    with pytest.raises(InvalidInput, match="run `leadval score leads` first"):
+        _invoke("top", "--db", sqlite_url)

@@ -1,0 +1,183 @@
+"""BG/NBD and Gamma-Gamma fits: published values through our own RFM pipeline, parameter recovery, input checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from autograd import value_and_grad
+from lifetimes import BetaGeoFitter, GammaGammaFitter
+
+from features.errors import InvalidInput
+from features.rfm import calibration_and_holdout, rfm_summary
+from features.simulate.orders import simulate_orders
+from features.simulate.config import OrderValue, PurchaseProcess
+from tests.conftest import REPO_ROOT
+from training.clv.fit import (
+    GammaGammaAssumptionWarning,
+    ModelDidNotConverge,
+    check_gamma_gamma_assumption,
+    fit_bgnbd,
+    fit_gamma_gamma,
+    frequency_monetary_correlation,
+    gamma_gamma_assumption_holds,
+    unique_rows,
+    validate_rfm,
+)
+from training.clv.likelihood import BgNbdData, GammaGammaData, bgnbd_objective, gamma_gamma_objective
+
+CDNOW_SAMPLE = next((REPO_ROOT / ".venv" / "lib").glob("python3*/site-packages/lifetimes/datasets/CDNOW_sample.txt"))
+TRUE_PURCHASES = PurchaseProcess(r=0.9, alpha=60.0, a=0.9, b=4.0)
+TRUE_ORDER_VALUE = OrderValue(p=6.0, q=3.8, v=150.0)
+
+
+def cdnow_transactions() -> pd.DataFrame:
+    """The raw CDNOW sample shipped with lifetimes: customer id, id2, date YYYYMMDD, quantity, amount."""
+    raw = pd.read_csv(CDNOW_SAMPLE, sep=r"\s+", header=None, names=["customer_id", "id2", "date", "quantity", "amount"],
+                      dtype={"customer_id": str, "date": str})
+    raw["date"] = pd.to_datetime(raw["date"], format="%Y%m%d")
+    return raw
+
+
+def simulated_transactions(n: int, seed: int, end: str = "2024-12-31", purchases: PurchaseProcess = TRUE_PURCHASES,
+                           order_value: OrderValue = TRUE_ORDER_VALUE, channels: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Orders from the simulator's true BG/NBD + Gamma-Gamma process, first orders 200-900 days before ``end``.
+
+    With ``channels``, adds an ``acquisition_channel`` column drawn per customer.
+    """
+    rng = np.random.default_rng(seed)
+    end_day = pd.Timestamp(end)
+    age_days = rng.integers(200, 900, n)
+    orders, _ = simulate_orders(age_days + 1, purchases, order_value, rng)
+    starts = end_day - pd.to_timedelta(age_days, unit="D")
+    owner = orders["customer"].to_numpy()
+    tx = pd.DataFrame({
+        "customer_id": np.char.add("c", np.char.zfill(owner.astype(str), 6)).astype(object),
+        "ordered_at": starts[owner] + pd.to_timedelta(orders["day"].to_numpy(), unit="D"),
+        "amount": orders["amount"].to_numpy(),
+    })
+    if channels:
+        tx["acquisition_channel"] = np.asarray(channels, dtype=object)[rng.integers(0, len(channels), n)][owner]
+    return tx
+
+
+def test_bgnbd_matches_fader_hardie_lee_2005() -> None:
+    """CDNOW sample, calibration to 1997-09-30, weeks: r=0.243, alpha=4.414, a=0.793, b=2.426, LL=-9582.4."""
+    rfm = calibration_and_holdout(cdnow_transactions(), "1997-09-30", "1998-06-30", date_col="date", time_unit="W")
+    assert len(rfm) == 2357
+    bg = fit_bgnbd(rfm, time_unit="W")
+    assert bg.r == pytest.approx(0.243, abs=5e-4)
+    assert bg.alpha == pytest.approx(4.414, abs=5e-4)
+    assert bg.a == pytest.approx(0.793, abs=5e-4)
+    assert bg.b == pytest.approx(2.426, abs=5e-4)
+    assert bg.log_likelihood == pytest.approx(-9582.4, abs=0.05)
+
+
+def test_gamma_gamma_matches_fader_hardie_2013() -> None:
+    """Same calibration period, 946 repeat buyers' mean repeat-order value: p=6.25, q=3.74, gamma=15.44."""
+    rfm = calibration_and_holdout(cdnow_transactions(), "1997-09-30", "1998-06-30", date_col="date", time_unit="W")
+    gg = fit_gamma_gamma(rfm)
+    assert gg.n_customers == 946
+    assert gg.p == pytest.approx(6.25, abs=5e-3)
+    assert gg.q == pytest.approx(3.74, abs=5e-3)
+    assert gg.v == pytest.approx(15.44, abs=5e-3)
+
+
+def test_weighted_unique_rows_give_the_raw_fit() -> None:
+    rfm = rfm_summary(simulated_transactions(1500, seed=3), "2024-12-31")
+    assert len(unique_rows(rfm, ["frequency", "recency", "T"])) < len(rfm)
+    weighted = fit_bgnbd(rfm)
+    raw = BetaGeoFitter().fit(rfm["frequency"], rfm["recency"], rfm["T"]).params_
+    np.testing.assert_allclose([weighted.r, weighted.alpha, weighted.a, weighted.b], raw.to_numpy(), rtol=1e-9)
+    buyers = rfm[rfm["frequency"] > 0]
+    raw_gg = GammaGammaFitter().fit(buyers["frequency"], buyers["monetary_value"]).params_
+    gg = fit_gamma_gamma(rfm)
+    np.testing.assert_allclose([gg.p, gg.q, gg.v], raw_gg.to_numpy(), rtol=1e-6)
+
+
+def test_fit_recovers_the_simulators_true_parameters() -> None:
+    rfm = rfm_summary(simulated_transactions(4000, seed=0), "2024-12-31")
+    bg = fit_bgnbd(rfm)
+    assert bg.r == pytest.approx(TRUE_PURCHASES.r, rel=0.15)
+    assert bg.alpha == pytest.approx(TRUE_PURCHASES.alpha, rel=0.15)
+    assert bg.a == pytest.approx(TRUE_PURCHASES.a, rel=0.25)
+    assert bg.b == pytest.approx(TRUE_PURCHASES.b, rel=0.25)
+    assert bg.r / bg.alpha == pytest.approx(TRUE_PURCHASES.r / TRUE_PURCHASES.alpha, rel=0.1)
+    gg = fit_gamma_gamma(rfm)
+    true = TRUE_ORDER_VALUE
+    assert gg.p == pytest.approx(true.p, rel=0.25)
+    assert gg.q == pytest.approx(true.q, rel=0.25)
+    assert gg.v == pytest.approx(true.v, rel=0.25)
+    assert gg.p * gg.v / (gg.q - 1) == pytest.approx(true.p * true.v / (true.q - 1), rel=0.1)
+    assert gamma_gamma_assumption_holds(frequency_monetary_correlation(rfm))
+
+
+def _rfm(**columns: list) -> pd.DataFrame:
+    base = {"customer_id": ["a", "b", "c"], "frequency": [0, 2, 1], "recency": [0.0, 5.0, 3.0],
+            "T": [10.0, 10.0, 10.0], "monetary_value": [0.0, 12.0, 8.0]}
+    base.update(columns)
+    return pd.DataFrame(base)
+
+
+@pytest.mark.parametrize(
+    ("columns", "monetary", "message"),
+    [
+        ({"recency": [0.0, np.nan, 3.0]}, False, r"recency: customer\(s\) b have a missing"),
+        ({"recency": [0.0, 12.0, 3.0]}, False, r"recency: customer\(s\) b violate the expectation <= T"),
+        ({"frequency": [0, 2.5, 1]}, False, r"frequency: customer\(s\) b .* whole number"),
+        ({"recency": [1.0, 5.0, 3.0]}, False, r"recency: customer\(s\) a .* 0 when frequency is 0"),
+        ({"monetary_value": [0.0, -1.0, 8.0]}, True, r"monetary_value: customer\(s\) b .* >= 0"),
+    ],
+)
+def test_invalid_rfm_is_named_before_lifetimes_sees_it(columns: dict, monetary: bool, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        validate_rfm(_rfm(**columns), monetary=monetary)
+
+
+def test_gamma_gamma_rejects_repeat_buyers_without_value() -> None:
+    with pytest.raises(InvalidInput, match=r"monetary_value: customer\(s\) b have repeat purchases worth 0"):
+        fit_gamma_gamma(_rfm(monetary_value=[0.0, 0.0, 8.0]))
+
+
+def test_non_convergence_says_what_to_try() -> None:
+    # Everyone bought every day: the likelihood has no finite optimum.
+    rfm = pd.DataFrame({"frequency": [10] * 50, "recency": [10.0] * 50, "T": [10.0] * 50})
+    with pytest.raises(ModelDidNotConverge, match="Try: a larger penalizer"):
+        fit_bgnbd(rfm)
+
+
+def test_correlated_order_values_fail_the_assumption_check() -> None:
+    rfm = pd.DataFrame({"frequency": [1, 2, 3, 4, 5, 6], "recency": [1.0] * 6, "T": [9.0] * 6,
+                        "monetary_value": [10.0, 20.0, 30.0, 40.0, 50.0, 61.0]})
+    with pytest.warns(GammaGammaAssumptionWarning, match=r"correlate \(r = 1\.00, \|r\| > 0\.3\)"):
+        correlation = check_gamma_gamma_assumption(rfm)
+    assert correlation > 0.9
+    assert not gamma_gamma_assumption_holds(correlation)
+
+
+def test_fast_likelihoods_equal_lifetimes_values_and_gradients() -> None:
+    """The rearranged objectives and their analytic gradients against lifetimes' own, taped by autograd."""
+    rfm = rfm_summary(simulated_transactions(800, seed=11), "2024-12-31")
+    scale = 1.0 / rfm["T"].max()
+    frequency = rfm["frequency"].to_numpy().astype(int)
+    recency, age = rfm["recency"].to_numpy() * scale, rfm["T"].to_numpy() * scale
+    weights = np.random.default_rng(1).integers(1, 4, len(rfm))
+    buyers = rfm["frequency"].to_numpy() > 0
+    money = rfm["monetary_value"].to_numpy()
+    bg_data = BgNbdData.from_rows(frequency, recency, age, weights)
+    gg_data = GammaGammaData.from_rows(frequency[buyers], money[buyers], weights[buyers])
+    rng = np.random.default_rng(2)
+    for penalizer in (0.0, 0.05):
+        for _ in range(3):
+            theta = rng.normal(0.0, 0.7, 4)
+            expected = value_and_grad(BetaGeoFitter._negative_log_likelihood)(
+                theta, frequency, recency, age, weights, penalizer)
+            value, gradient = bgnbd_objective(theta, bg_data, penalizer)
+            assert value == pytest.approx(expected[0], rel=1e-12)
+            np.testing.assert_allclose(gradient, expected[1], rtol=1e-10, atol=1e-12)
+            theta = rng.normal(0.0, 0.5, 3) + np.array([1.8, 1.3, 5.0])
+            expected = value_and_grad(GammaGammaFitter._negative_log_likelihood)(
+                theta, frequency[buyers].astype(float), money[buyers], weights[buyers], penalizer)
+            value, gradient = gamma_gamma_objective(theta, gg_data, penalizer)
+            assert value == pytest.approx(expected[0], rel=1e-12)
+            np.testing.assert_allclose(gradient, expected[1], rtol=1e-10, atol=1e-12)

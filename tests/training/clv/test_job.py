@@ -1,0 +1,170 @@
+"""The CLV training job end to end: CRM or file -> fit -> validate -> MLflow -> registry, and its command."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from features.crm.store import connect, create_schema, insert_frame
+from features.errors import InvalidInput
+from features.rfm import rfm_summary
+from features.crm.schema import customers, orders
+from tests.training.clv.test_fit import simulated_transactions
+from serving.cli.train_clv import train_clv
+from training.clv.predict import SEGMENTS, predict_clv, rfm_in_days
+from training.clv.job import CLVTrainingResult, default_dates, train_from_crm
+from training.tracking import champion_uri, load_registered
+
+END = "2024-12-31"
+CHANNELS = ("email", "paid_search")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """One MLflow SQLite store and one simulated CRM for the module (store migrations take seconds)."""
+    root = tmp_path_factory.mktemp("clv_mlflow")
+    tx = simulated_transactions(1200, seed=5, end=END, channels=CHANNELS)
+    crm_url = f"sqlite:///{root / 'crm.db'}"
+    engine = connect(crm_url)
+    create_schema(engine)
+    first = tx.groupby("customer_id", as_index=False).agg(created_at=("ordered_at", "min"),
+                                                         acquisition_channel=("acquisition_channel", "first"))
+    with engine.begin() as conn:
+        insert_frame(conn, customers, first)
+        insert_frame(conn, orders, tx.assign(order_id=[f"o{i}" for i in range(len(tx))]))
+    engine.dispose()
+    file = root / "orders.csv"
+    tx.rename(columns={"customer_id": "buyer", "ordered_at": "day", "amount": "value"}).to_csv(file, index=False)
+    yield {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "artifact_root": str(root / "artifacts"),
+           "crm_url": crm_url, "file": str(file)}
+
+
+@pytest.fixture(scope="module")
+def first_run(store: dict[str, str]) -> CLVTrainingResult:
+    return train_from_crm(store["crm_url"], store["tracking_uri"], store["artifact_root"])
+
+
+def _cli(*args: str) -> tuple[int, str, BaseException | None]:
+    app = typer.Typer()
+    app.command()(train_clv)
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.exception
+
+
+def test_crm_run_is_logged_and_becomes_champion(first_run: CLVTrainingResult, store: dict[str, str]) -> None:
+    out = first_run.as_dict()
+    assert out["model_version"] == "1" and out["champion"] is True
+    assert out["observation_end"] == END
+    assert pd.Timestamp(out["calibration_end"]) < pd.Timestamp(END)
+    assert set(out["params"]) == {"r", "alpha", "a", "b", "p", "q", "v"}
+    assert out["holdout"]["mae"] > 0 and out["holdout"]["correlation"] > 0.3
+    assert out["holdout"]["predicted_purchases"] == pytest.approx(out["holdout"]["actual_purchases"], rel=0.25)
+    assert sum(out["segments"].values()) == len(rfm_summary(
+        simulated_transactions(1200, seed=5, end=END), END))
+    run = MlflowClient().get_run(first_run.run_id)
+    assert run.data.metrics["holdout_mae"] == out["holdout"]["mae"]
+    assert run.data.tags["gamma_gamma_assumption"] == "holds"
+    artifacts = {a.path for a in MlflowClient().list_artifacts(first_run.run_id, "validation")}
+    assert {"validation/tracking.png", "validation/holdout_by_frequency.csv", "validation/p_alive_calibration.png",
+            "validation/holdout_by_frequency.png", "validation/p_alive_calibration.csv"} <= artifacts
+
+
+def test_registered_model_predicts_exactly_what_the_in_memory_one_did(first_run: CLVTrainingResult) -> None:
+    current = rfm_summary(simulated_transactions(1200, seed=5, end=END), END)
+    customers_in_days = rfm_in_days(current, first_run.params.time_unit)
+    loaded = load_registered(champion_uri("clv"))
+    pd.testing.assert_frame_equal(loaded.predict(customers_in_days).reset_index(drop=True),
+                                  predict_clv(first_run.params, customers_in_days).reset_index(drop=True))
+    short = loaded.predict(customers_in_days, params={"horizon_days": 90.0, "discount_rate": 0.0})
+    np.testing.assert_array_equal(short["clv"],
+                                  predict_clv(first_run.params, customers_in_days, 90, 0.0)["clv"])
+    assert set(short["segment"]) <= set(SEGMENTS)
+
+
+def test_new_customer_value_per_channel_is_served_by_the_model(first_run: CLVTrainingResult) -> None:
+    loaded = load_registered(champion_uri("clv"))
+    model = loaded.unwrap_python_model()
+    values = model.new_customer_values()
+    assert set(values["by_channel"]) == set(CHANNELS)
+    assert model.new_customer_value("email") == values["by_channel"]["email"] > 0
+    assert model.new_customer_value("unknown") == values["overall"] > 0
+    assert loaded.metadata.metadata["new_customer_value"]["by_channel"] == values["by_channel"]
+
+
+def test_champion_is_gated_on_the_same_holdout(first_run: CLVTrainingResult, store: dict[str, str]) -> None:
+    code, stdout, exc = _cli("--db", store["crm_url"], "--tracking-uri", store["tracking_uri"], "--json")
+    assert code == 0, exc
+    again = json.loads(stdout.strip().splitlines()[-1])
+    assert again["champion"] is True
+    assert "at least as good as champion v1" in again["promotion_reason"]
+    code, stdout, exc = _cli("--db", store["crm_url"], "--tracking-uri", store["tracking_uri"], "--promote", "never",
+                             "--json")
+    assert code == 0, exc
+    never = json.loads(stdout.strip().splitlines()[-1])
+    assert never["champion"] is False
+    assert str(MlflowClient().get_model_version_by_alias("clv", "champion").version) == again["model_version"]
+
+
+def test_transactions_file_command_prints_json_last(store: dict[str, str]) -> None:
+    code, stdout, exc = _cli(
+        "--transactions", store["file"], "--customer-col", "buyer", "--date-col", "day", "--amount-col", "value",
+        "--time-unit", "W", "--calibration-end", "2024-06-30", "--observation-end", END,
+        "--tracking-uri", store["tracking_uri"], "--promote", "never", "--json",
+    )
+    assert code == 0, exc
+    out = json.loads(stdout.strip().splitlines()[-1])
+    assert {"run_id", "model_version", "champion", "params", "holdout"} <= set(out)
+    assert set(out["params"]) == {"r", "alpha", "a", "b", "p", "q", "v"}
+    assert {"actual_purchases", "predicted_purchases", "mae", "correlation"} <= set(out["holdout"])
+    assert out["time_unit"] == "W" and out["calibration_end"] == "2024-06-30"
+
+
+def test_bad_transactions_file_names_rows(tmp_path: Path, store: dict[str, str]) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("buyer,day,value\nc1,2024-01-01,5\nc1,2024-02-01,-5\n")
+    code, _, exc = _cli("--transactions", str(path), "--customer-col", "buyer", "--date-col", "day",
+                        "--amount-col", "value", "--calibration-end", "2024-01-15", "--observation-end", "2024-03-01",
+                        "--tracking-uri", store["tracking_uri"])
+    assert code != 0
+    assert isinstance(exc, InvalidInput) and "value: row(s) 2 are negative" in str(exc)
+
+
+def test_file_mode_needs_its_options(store: dict[str, str]) -> None:
+    code, _, exc = _cli("--transactions", store["file"], "--customer-col", "buyer", "--tracking-uri",
+                        store["tracking_uri"])
+    assert code != 0
+    assert isinstance(exc, InvalidInput) and "--date-col" in str(exc) and "--calibration-end" in str(exc)
+
+
+def test_default_dates_come_from_the_orders() -> None:
+    """Observation end: the last order's day; holdout: a third of the history, at most the horizon."""
+    tx = pd.DataFrame({"ordered_at": pd.to_datetime(["2023-01-01", "2024-12-31 15:00"], format="ISO8601")})
+    assert default_dates(tx, 365) == ("2024-05-02", "2024-12-31")
+    assert default_dates(tx, 90) == ("2024-10-02", "2024-12-31")
+    assert default_dates(tx, 365, observation_end="2024-06-30") == ("2023-12-31", "2024-06-30")
+    with pytest.raises(InvalidInput, match="before the first order"):
+        default_dates(tx, 365, calibration_end="2022-01-01")
+
+
+def test_file_without_amounts_trains_a_purchases_only_model(store: dict[str, str]) -> None:
+    code, stdout, exc = _cli(
+        "--transactions", store["file"], "--customer-col", "buyer", "--date-col", "day",
+        "--calibration-end", "2024-06-30", "--observation-end", END,
+        "--tracking-uri", store["tracking_uri"], "--promote", "never", "--json",
+    )
+    assert code == 0, exc
+    out = json.loads(stdout.strip().splitlines()[-1])
+    assert out["params"]["p"] is None and out["params"]["r"] > 0
+    assert out["new_customer_value"]["overall"] is None
+    model = load_registered(f"models:/clv/{out['model_version']}")
+    scored = model.predict(pd.DataFrame({"frequency": [0, 4], "recency_days": [0.0, 200.0], "age_days": [30.0, 300.0],
+                                         "monetary_value": [0.0, 0.0]}))
+    assert scored["clv"].isna().all() and scored["segment"].isin(SEGMENTS).all()

@@ -1,0 +1,165 @@
+"""The CLV model as an MLflow pyfunc, persisted as explicit JSON parameters and rebuilt from them.
+
+Fitted lifetimes models do not pickle (``fit`` attaches a lambda) and restoring only ``params_``
+breaks Gamma-Gamma's CLV, so the model is its parameters (``clv_parameters.json``, floats written
+with Python's round-tripping repr) and :func:`training.clv.predict.predict_clv` computes everything
+from them: loading it back predicts exactly what the in-memory model did.
+
+Input (one row per customer, RFM in days): ``customer_id`` (string, optional), ``frequency``
+(integer: repeat purchase days), ``recency_days`` (first to last purchase), ``age_days`` (first purchase to
+now, T), ``monetary_value`` (mean repeat order value). Output: ``customer_id`` (when given),
+``expected_purchases``, ``p_alive``, ``expected_order_value``, ``clv``, ``segment``. Predict params:
+``horizon_days`` (default the model's, 365) and ``discount_rate`` (annual, default 0.1).
+
+The value of a new customer per acquisition channel (for value-weighted lead scores):
+``model.unwrap_python_model().new_customer_value(channel)`` on a loaded pyfunc, or the
+``new_customer_value`` entry of the MLflow model metadata (``model.metadata.metadata``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.models.signature import ModelSignature
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+from features.errors import InvalidInput
+from training.clv.fit import BgNbdParameters, GammaGammaParameters
+from training.clv.predict import CLVParameters, SegmentRule, new_customer_value, predict_clv
+
+PARAMETERS_FILE = "clv_parameters.json"
+FORMAT_VERSION = 1
+INPUT_EXAMPLE = pd.DataFrame({
+    "customer_id": ["c1", "c2"],
+    "frequency": [0, 3],
+    "recency_days": [0.0, 120.0],
+    "age_days": [30.0, 400.0],
+    "monetary_value": [0.0, 42.5],
+})
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    return value
+
+
+def parameters_to_dict(params: CLVParameters) -> dict[str, Any]:
+    """The parameters as plain JSON-ready values (NaN written as null)."""
+    values = asdict(params)
+    values["format_version"] = FORMAT_VERSION
+    return _finite_or_none(values)
+
+
+def parameters_from_dict(values: dict[str, Any]) -> CLVParameters:
+    """Rebuild :class:`CLVParameters` from :func:`parameters_to_dict`'s output."""
+    if values.get("format_version") != FORMAT_VERSION:
+        raise InvalidInput(f"CLV parameters: format_version {values.get('format_version')!r} is not {FORMAT_VERSION}")
+    gamma_gamma = values["gamma_gamma"]
+    overall = values["new_customer_value_overall"]
+    return CLVParameters(
+        time_unit=values["time_unit"],
+        bgnbd=BgNbdParameters(**values["bgnbd"]),
+        gamma_gamma=GammaGammaParameters(**gamma_gamma) if gamma_gamma is not None else None,
+        horizon_days=values["horizon_days"],
+        discount_rate=values["discount_rate"],
+        segment_rule=SegmentRule(**values["segment_rule"]),
+        new_customer_value_overall=float("nan") if overall is None else overall,
+        new_customer_value_by_channel={k: (float("nan") if v is None else v)
+                                       for k, v in values["new_customer_value_by_channel"].items()},
+    )
+
+
+def save_parameters(params: CLVParameters, path: Path) -> Path:
+    """Write the parameters as JSON to ``path``."""
+    path.write_text(json.dumps(parameters_to_dict(params), indent=2, sort_keys=True))
+    return path
+
+
+def load_parameters(path: Path) -> CLVParameters:
+    """Read parameters written by :func:`save_parameters`."""
+    return parameters_from_dict(json.loads(Path(path).read_text()))
+
+
+class CLVModel(mlflow.pyfunc.PythonModel):
+    """BG/NBD + Gamma-Gamma CLV as a pyfunc: RFM rows in days in, per-customer CLV outputs out."""
+
+    def __init__(self, params: CLVParameters | None = None) -> None:
+        self.params = params
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        self.params = load_parameters(Path(context.artifacts["parameters"]))
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        given = params or {}
+        return predict_clv(self.params, model_input, given.get("horizon_days"), given.get("discount_rate"))
+
+    def new_customer_value(self, channel: str | None = None) -> float:
+        """Predicted CLV (model horizon) of a new customer from ``channel``; the overall mean if unknown."""
+        return new_customer_value(self.params, channel)
+
+    def new_customer_values(self) -> dict[str, Any]:
+        """``{"overall": float, "by_channel": {channel: float}}``."""
+        return {"overall": self.params.new_customer_value_overall,
+                "by_channel": dict(self.params.new_customer_value_by_channel)}
+
+
+def model_signature(params: CLVParameters) -> ModelSignature:
+    """Inputs, outputs and predict params (``horizon_days``, ``discount_rate``) of the pyfunc."""
+    inputs = Schema([
+        ColSpec("string", "customer_id", required=False),
+        ColSpec("long", "frequency"),
+        ColSpec("double", "recency_days"),
+        ColSpec("double", "age_days"),
+        ColSpec("double", "monetary_value"),
+    ])
+    outputs = Schema([
+        ColSpec("string", "customer_id", required=False),
+        ColSpec("double", "expected_purchases"),
+        ColSpec("double", "p_alive"),
+        ColSpec("double", "expected_order_value"),
+        ColSpec("double", "clv"),
+        ColSpec("string", "segment"),
+    ])
+    predict_params = ParamSchema([
+        ParamSpec("horizon_days", "double", float(params.horizon_days)),
+        ParamSpec("discount_rate", "double", float(params.discount_rate)),
+    ])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=predict_params)
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("mlflow", "lifetimes", "pandas", "numpy", "scipy", "polars")]
+
+
+def log_clv_model(params: CLVParameters, workdir: Path, name: str = "model") -> str:
+    """Log the pyfunc to the active run; returns its model URI."""
+    parameters_path = save_parameters(params, Path(workdir) / PARAMETERS_FILE)
+    info = mlflow.pyfunc.log_model(
+        name=name,
+        python_model=CLVModel(),
+        artifacts={"parameters": str(parameters_path)},
+        signature=model_signature(params),
+        input_example=INPUT_EXAMPLE,
+        pip_requirements=_requirements(),
+        metadata={
+            "time_unit": params.time_unit,
+            "horizon_days": params.horizon_days,
+            "discount_rate": params.discount_rate,
+            "new_customer_value": _finite_or_none({
+                "overall": params.new_customer_value_overall,
+                "by_channel": dict(params.new_customer_value_by_channel),
+            }),
+        },
+    )
+    return info.model_uri

@@ -1,0 +1,29 @@
+"""The value-weighted lead score: how much a lead is worth, not only how likely it is to convert.
+
+``expected_value = P(convert) x V(channel)``, where V is the CLV model's predicted value of a new
+customer acquired through the lead's source channel (:func:`training.clv.predict.new_customer_value`;
+channels the CLV model does not know get its overall value). The service and the batch job both call
+:func:`expected_values`, so they agree to the last digit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from training.clv.predict import CLVParameters
+from training.clv.predict import new_customer_value
+
+
+def expected_values(
+    probability: Sequence[float], channels: Sequence[str], clv: CLVParameters | None
+) -> list[float | None]:
+    """``probability x`` the new-customer value of each lead's channel; all None without a CLV model."""
+    if clv is None:
+        return [None] * len(probability)
+    value = {channel: new_customer_value(clv, channel) for channel in set(channels)}
+    out: list[float | None] = []
+    for p, channel in zip(probability, channels, strict=True):
+        v = float(p) * value[channel]
+        out.append(v if math.isfinite(v) else None)
+    return out
