@@ -35,12 +35,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.errors import InvalidInput
-from features.crm.schema import RFM_COLUMNS
 
 TimeUnit = Literal["D", "W"]
 DAYS_PER_UNIT: dict[str, int] = {"D": 1, "W": 7}
-HOLDOUT_COLUMNS: tuple[str, ...] = ("frequency_holdout", "spend_holdout", "monetary_value_holdout", "duration_holdout")
-"""Actual behaviour in the holdout: repeat purchase days, their total and mean value, and its length."""
 
 
 def days_per_unit(time_unit: str) -> int:

@@ -8,8 +8,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_DB_URL = "sqlite:///data/crm.db"
 DEFAULT_TRACKING_URI = "sqlite:///models/mlflow.db"
 DEFAULT_ARTIFACT_ROOT = "models/artifacts"
-LEAD_MODEL_URI = "models:/lead-scoring@champion"
-CLV_MODEL_URI = "models:/clv@champion"
 
 
 class Settings(BaseSettings):

@@ -1,12 +1,15 @@
-"""The three import packages resolve inside this repo and respect their layers."""
+"""The three import packages resolve inside this repo, respect their layers and keep the layout readable."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
 
+import grimp
 import pytest
 
 from tests.conftest import REPO_ROOT
@@ -32,3 +35,42 @@ def test_importing_does_not_touch_disk(tmp_path: Path) -> None:
     code = "import features.settings, features.crm.store, features.crm.schema, serving.cli.app"
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
     assert list(tmp_path.iterdir()) == []
+
+
+PACKAGES = ("features", "training", "serving")
+MAX_MODULES_PER_FOLDER = 12
+MAX_MODULE_LINES = 450
+
+
+def _package_folders() -> list[Path]:
+    return [folder for package in PACKAGES for folder in [REPO_ROOT / package, *(REPO_ROOT / package).rglob("*")]
+            if folder.is_dir() and (folder / "__init__.py").exists()]
+
+
+def test_every_sub_package_resolves_inside_repo() -> None:
+    for package in PACKAGES:
+        root = importlib.import_module(package)
+        for found in pkgutil.walk_packages(root.__path__, f"{package}."):
+            assert Path(importlib.util.find_spec(found.name).origin).resolve().is_relative_to(REPO_ROOT), found.name
+
+
+def test_no_folder_holds_more_than_a_dozen_modules() -> None:
+    """A folder past a dozen modules holds two concepts: give each its sub-package."""
+    crowded = {str(f.relative_to(REPO_ROOT)): n for f in _package_folders()
+               if (n := len([m for m in f.glob("*.py") if m.name != "__init__.py"])) > MAX_MODULES_PER_FOLDER}
+    assert not crowded
+
+
+def test_no_module_is_over_450_lines() -> None:
+    long = {str(m.relative_to(REPO_ROOT)): n for f in _package_folders() for m in f.glob("*.py")
+            if (n := len(m.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long
+
+
+def test_no_two_modules_import_each_other() -> None:
+    """Function-level imports included: a cycle between two modules means they are one concept, or two in a knot."""
+    graph = grimp.build_graph(*PACKAGES)
+    mutual = sorted({tuple(sorted((module, imported))) for module in graph.modules
+                     for imported in graph.find_modules_directly_imported_by(module)
+                     if module in graph.find_modules_directly_imported_by(imported)})
+    assert not mutual

@@ -1,8 +1,8 @@
-"""MLflow at the edges of training: where runs go, what every run records, and champion promotion.
+"""MLflow at the edges of training: where runs go and what every run records.
 
 Both models (lead scoring and CLV) use these so their runs carry the same facts: the full config, the
-git commit, a fingerprint of the training data, and a registry version that only becomes ``@champion``
-when it is at least as good as the current champion on the same holdout.
+git commit, a fingerprint of the training data and the pinned requirements of the logged model.
+Registering and promoting is :mod:`training.registry`'s job.
 """
 
 from __future__ import annotations
@@ -10,26 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+from dataclasses import asdict, is_dataclass
 from importlib import metadata
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import mlflow
 import pandas as pd
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from sqlalchemy.engine import make_url
-
-from features.errors import LeadvalError
-
-CHAMPION_ALIAS = "champion"
-PromotePolicy = Literal["auto", "always", "never"]
-
-
-class ModelNotFound(LeadvalError):
-    """A model URI that names no registered model, version or alias."""
 
 
 def use_tracking(tracking_uri: str) -> None:
@@ -74,7 +62,7 @@ def dataset_fingerprint(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-MODEL_RUNTIME_PACKAGES = ("mlflow", "pandas", "numpy", "scikit-learn", "lightgbm", "lifetimes", "scipy")
+MODEL_RUNTIME_PACKAGES = ("mlflow", "pandas", "numpy", "scipy", "scikit-learn", "lightgbm", "lifetimes", "polars")
 
 
 def model_requirements() -> list[str]:
@@ -103,103 +91,3 @@ def log_run_facts(config: Any, training_data: pd.DataFrame) -> None:
         "dataset_fingerprint": dataset_fingerprint(training_data),
         "dataset_rows": str(len(training_data)),
     })
-
-
-@dataclass(frozen=True)
-class Promotion:
-    """What happened in the registry: the new version and whether it became ``@champion``, and why."""
-
-    model_name: str
-    version: str
-    champion: bool
-    reason: str
-    previous_champion: str | None
-    candidate_metric: float
-    champion_metric: float | None
-
-
-def champion_uri(model_name: str) -> str:
-    """The URI of ``model_name``'s current champion."""
-    return f"models:/{model_name}@{CHAMPION_ALIAS}"
-
-
-def champion_version(model_name: str) -> str | None:
-    """The version currently aliased ``@champion``, or None when the model or its alias does not exist.
-
-    Any other registry error (an unreachable store, say) propagates, so it can never pass for "no champion".
-    """
-    try:
-        return str(MlflowClient().get_model_version_by_alias(model_name, CHAMPION_ALIAS).version)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return None
-        raise
-
-
-def register_and_gate(
-    model_uri: str,
-    model_name: str,
-    metric_name: str,
-    candidate_metric: float,
-    champion_metric: Callable[[str], float],
-    higher_is_better: bool,
-    promote: PromotePolicy = "auto",
-) -> Promotion:
-    """Register ``model_uri`` as a new version of ``model_name`` and decide whether it becomes champion.
-
-    ``champion_metric(uri)`` must score the model at ``uri`` on the SAME holdout as ``candidate_metric``.
-    auto: promote when at least as good as the current champion (or when there is none); always/never as named.
-    """
-    if promote not in ("auto", "always", "never"):
-        raise LeadvalError(f"--promote must be auto, always or never, not {promote!r}")
-    version = str(mlflow.register_model(model_uri, model_name).version)
-    client = MlflowClient()
-    client.set_model_version_tag(model_name, version, metric_name, f"{candidate_metric:.6g}")
-    previous = champion_version(model_name)
-    current: float | None = None
-    if promote == "never":
-        chosen, reason = False, "--promote never: registered without promotion"
-    elif promote == "always":
-        chosen, reason = True, "--promote always"
-    elif previous is None:
-        chosen, reason = True, "no champion yet"
-    else:
-        current = float(champion_metric(f"models:/{model_name}/{previous}"))
-        better_or_equal = candidate_metric >= current if higher_is_better else candidate_metric <= current
-        chosen = better_or_equal
-        verb = "at least as good as" if chosen else "worse than"
-        reason = (f"{metric_name} {candidate_metric:.4f} is {verb} champion v{previous}'s "
-                  f"{current:.4f} on the same holdout")
-    if chosen:
-        client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
-    return Promotion(model_name, str(version), chosen, reason, previous, candidate_metric, current)
-
-
-def load_registered(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
-    """Load a pyfunc model, turning an unknown name/version/alias into a clear ``ModelNotFound``."""
-    try:
-        return mlflow.pyfunc.load_model(model_uri)
-    except MlflowException as exc:
-        raise ModelNotFound(f"cannot load model {model_uri!r} from {mlflow.get_tracking_uri()}: "
-                            f"{exc.message.splitlines()[0]}") from None
-
-
-def registered_identity(model_uri: str) -> tuple[str, str | None, str | None]:
-    """(name, version, training run id) of a ``models:/name@alias`` or ``models:/name/version`` URI.
-
-    Other URIs (runs:/, files) have no registry entry: their name is the URI and version and run are None.
-    """
-    if not model_uri.startswith("models:/"):
-        return model_uri, None, None
-    ref = model_uri.removeprefix("models:/")
-    client = MlflowClient()
-    try:
-        if "@" in ref:
-            name, alias = ref.split("@", 1)
-            found = client.get_model_version_by_alias(name, alias)
-        else:
-            name, version = ref.split("/", 1)
-            found = client.get_model_version(name, version)
-    except (MlflowException, ValueError):
-        raise ModelNotFound(f"cannot find model {model_uri!r} in the registry at {mlflow.get_tracking_uri()}") from None
-    return name, str(found.version), found.run_id

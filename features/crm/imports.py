@@ -14,6 +14,7 @@ values already match are not written again.
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
@@ -162,7 +164,10 @@ class Export:
 
 
 def read_export(path: Path) -> Export:
-    """Read a CSV (comma, semicolon or tab separated, UTF-8) or Parquet export; unreadable files: ``InvalidInput``."""
+    """Read a CSV (comma, semicolon or tab separated, UTF-8, gzipped or not) or Parquet export.
+
+    Unreadable files are an ``InvalidInput`` naming the file and what is wrong.
+    """
     if not path.is_file():
         raise InvalidInput(f"{path}: no such file")
     with path.open("rb") as handle:
@@ -215,7 +220,7 @@ def _read_csv(path: Path) -> Export:
 
 def _csv_header(path: Path) -> tuple[list[str], str]:
     try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
+        with _open_text(path) as handle:
             first = next((line for line in handle if line.strip()), "")
             if not first:
                 raise InvalidInput(f"{path.name} is empty; expected a header row with the column names")
@@ -228,6 +233,13 @@ def _csv_header(path: Path) -> tuple[list[str], str]:
         raise InvalidInput(f"{path.name}: the header row cannot be read as CSV: {exc}") from None
     _check_header(path, [name.strip() for name in header])
     return header, delimiter
+
+
+def _open_text(path: Path) -> TextIO:
+    """The CSV file as text; a gzipped one (``.gz``, as the CSV reader decides too) decompressed on the fly."""
+    if path.suffix.lower() == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return path.open(encoding="utf-8-sig", newline="")
 
 
 def _check_header(path: Path, names: list[str]) -> None:
@@ -247,7 +259,7 @@ def _unreadable(path: Path, reason: str) -> str:
 def _record_lines(path: Path, delimiter: str) -> tuple[np.ndarray, np.ndarray]:
     """Start line and field count of every data record, skipping blank lines as the CSV reader does."""
     starts, widths = [], []
-    with path.open(encoding="utf-8-sig", newline="") as handle:
+    with _open_text(path) as handle:
         reader = csv.reader(handle, delimiter=delimiter)
         previous, seen_header = 0, False
         for record in reader:

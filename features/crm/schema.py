@@ -218,19 +218,6 @@ SCORE_TABLES: tuple[Table, ...] = (
 RFM_COLUMNS: tuple[str, ...] = ("customer_id", "frequency", "recency", "T", "monetary_value")
 """The RFM summary, in the names of Fader-Hardie and the ``lifetimes`` package."""
 
-LEAD_SCORE_COLUMNS: tuple[str, ...] = ("lead_id", "score", "probability", "band", "reasons", "expected_value")
-"""What every lead-scoring path (service, batch job, notebook) returns per lead."""
-
-CUSTOMER_SCORE_COLUMNS: tuple[str, ...] = (
-    "customer_id",
-    "expected_purchases",
-    "p_alive",
-    "expected_order_value",
-    "clv",
-    "segment",
-)
-"""What every CLV scoring path returns per customer."""
-
 
 def table(name: str) -> Table:
     """The table called ``name``, or a clear error listing the known ones."""

@@ -20,324 +20,16 @@ A customer's channel is ``customers.acquisition_channel``, else the source chann
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import cached_property
-from datetime import date
 from types import MappingProxyType
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from features.errors import InvalidInput
 from features.crm.schema import ACTIVITY_TYPES
-
-Dimension = Literal["all", "channel", "campaign", "segment"]
-DIMENSIONS: tuple[str, ...] = ("all", "channel", "campaign", "segment")
-"""What a KPI can be broken down by: everything, a lead's source channel, its campaign, a customer segment."""
-
-GRAINS: Mapping[str, str] = MappingProxyType({"week": "W", "month": "M", "quarter": "Q"})
-"""Period lengths of a trend and their pandas period codes."""
-
-NO_CAMPAIGN = "(none)"
-UNKNOWN_CHANNEL = "(unknown)"
-UNSCORED = "(unscored)"
-
-MICRO_CONVERSIONS: tuple[str, ...] = ("form_submit", "content_download", "webinar_register")
-"""Activities counted as micro-conversions: newsletter and other form sign-ups, downloads, webinar sign-ups."""
-
-PASSIVE_ACTIVITIES: tuple[str, ...] = ("email_sent",)
-"""Activities the lead did not do themselves: they do not make a lead active."""
-
-CONTENT_WEIGHTS: Mapping[str, float] = MappingProxyType(
-    {
-        "email_sent": 0.0,
-        "web_session": 1.0,
-        "page_view": 1.0,
-        "email_open": 1.0,
-        "social_engagement": 2.0,
-        "pricing_page_view": 2.0,
-        "email_click": 3.0,
-        "form_submit": 5.0,
-        "content_download": 5.0,
-        "webinar_register": 5.0,
-        "webinar_attend": 8.0,
-        "demo_request": 10.0,
-    }
-)
-"""Weight of one interaction with a content item, by activity type: the more intent an action shows, the more
-it counts (a sent email 0, a view or open 1, a click 3, a download or sign-up 5, attending a webinar 8, asking
-for a demo 10)."""
-
-Unit = Literal["count", "money", "percent", "ratio", "rate", "probability"]
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One KPI: its column name, how people call it, its unit, its definition and where it applies."""
-
-    name: str
-    label: str
-    unit: Unit
-    definition: str
-    dimensions: tuple[str, ...] = ("all", "channel", "campaign")
-    higher_is_better: bool = True
-    lower_bound: float | None = 0.0
-    upper_bound: float | None = None
-
-
-_LEAD_SCOPES = ("all", "channel", "campaign")
-_CUSTOMER_SCOPES = ("all", "channel", "campaign", "segment")
-
-METRICS: Mapping[str, Metric] = MappingProxyType(
-    {
-        m.name: m
-        for m in (
-            Metric("leads", "Leads", "count", "Leads created in the period."),
-            Metric("conversions", "Conversions", "count",
-                   "Leads created in the period that became customers before the end of the report window."),
-            Metric("conversion_rate", "Lead-to-customer conversion rate", "percent",
-                   "Conversions / leads, for the leads created in the period (a cohort rate: the most recent "
-                   "leads are still converting).", upper_bound=1.0),
-            Metric("new_customers", "New customers", "count", "Customers created (acquired) in the period.",
-                   _CUSTOMER_SCOPES),
-            Metric("spend", "Marketing spend", "money", "Money spent on the channel or campaign in the period.",
-                   higher_is_better=False),
-            Metric("cac", "Customer acquisition cost (CAC)", "money",
-                   "Spend / new customers: what one new customer cost (undefined without recorded spend).",
-                   higher_is_better=False),
-            Metric("attributed_revenue", "Attributed revenue", "money",
-                   "Revenue, from their first order until the end of the report window, of the customers the "
-                   "channel or campaign acquired in the period.", _CUSTOMER_SCOPES),
-            Metric("roi", "Marketing ROI", "percent",
-                   "(Attributed revenue - spend) / spend: money back per unit spent, net of the spend.",
-                   lower_bound=-1.0),
-            Metric("historic_cltv", "Historic CLTV", "money",
-                   "Actual revenue per customer acquired in the period, to date (attributed revenue / new "
-                   "customers).", _CUSTOMER_SCOPES),
-            Metric("predicted_cltv", "Predicted CLTV", "money",
-                   "Mean predicted future value (customer_scores.clv, discounted, over the CLV model's horizon) "
-                   "of the customers acquired in the period that have a score; for a segment, of the customers "
-                   "in it at each scoring run.", _CUSTOMER_SCOPES),
-            Metric("clv_to_cac", "CLV:CAC ratio", "ratio",
-                   "(Revenue to date + predicted future value) of the new customers / spend, i.e. lifetime value "
-                   "per customer over CAC. Above 3 is the usual rule of thumb."),
-            Metric("revenue", "Revenue", "money", "Order revenue placed in the period, by the customer's channel.",
-                   _CUSTOMER_SCOPES),
-            Metric("p_alive", "Mean P(alive)", "probability",
-                   "Mean probability that the customers acquired in the period are still active (CLV model); for "
-                   "a segment, of the customers in it at each scoring run.",
-                   _CUSTOMER_SCOPES, upper_bound=1.0),
-            Metric("customers", "Customers in segment", "count",
-                   "Customers in the segment at a scoring run (segments only; trends follow the scoring runs).",
-                   ("segment",)),
-            Metric("web_sessions", "Web sessions", "count", "Website sessions (web_session activities)."),
-            Metric("page_views", "Page views", "count", "Pages viewed (page_view and pricing_page_view activities)."),
-            Metric("email_ctr", "Email click-through rate", "percent",
-                   "Email clicks / emails sent (email_click / email_sent activities).", upper_bound=1.0),
-            Metric("email_open_rate", "Email open rate", "percent", "Email opens / emails sent.", upper_bound=1.0),
-            Metric("ad_ctr", "Ad click-through rate", "percent",
-                   "Clicks / impressions, from marketing_spend.", upper_bound=1.0),
-            Metric("social_engagement_rate", "Social engagement rate", "percent",
-                   "Share of active leads (leads with at least one activity of their own in the period) who "
-                   "engaged with social content (social_engagement activities).", upper_bound=1.0),
-            Metric("engagement_index", "Customer engagement index", "rate",
-                   "Micro-conversions (form sign-ups such as the newsletter, content downloads, webinar "
-                   "registrations) per web session."),
-        )
-    }
-)
-"""Every KPI the report and the targets know, by column name."""
-
-_REQUIRED: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {
-        "leads": ("lead_id", "created_at", "source_channel", "converted_at"),
-        "activities": ("lead_id", "occurred_at", "activity_type"),
-        "customers": ("customer_id", "created_at"),
-        "orders": ("customer_id", "ordered_at", "amount"),
-        "marketing_spend": ("date", "channel", "spend"),
-        "lead_scores": ("lead_id", "score", "probability", "band"),
-        "customer_scores": ("customer_id", "p_alive", "clv", "segment"),
-        "customer_score_history": ("customer_id", "p_alive", "clv", "segment"),
-    }
-)
-_OPTIONAL: Mapping[str, Mapping[str, object]] = MappingProxyType(
-    {
-        "leads": {"campaign": None, "customer_id": None},
-        "activities": {"channel": None, "content_id": None, "duration_seconds": np.nan},
-        "customers": {"lead_id": None, "acquisition_channel": None},
-        "orders": {},
-        "marketing_spend": {"campaign": "", "impressions": 0, "clicks": 0},
-        "lead_scores": {"reasons": None, "expected_value": np.nan, "as_of": pd.NaT, "scored_at": pd.NaT},
-        "customer_scores": {"expected_purchases": np.nan, "expected_order_value": np.nan, "scoring_run_id": None,
-                            "as_of": pd.NaT, "scored_at": pd.NaT},
-        "customer_score_history": {"scoring_run_id": None, "as_of": pd.NaT, "scored_at": pd.NaT},
-    }
-)
-_TIMES: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {
-        "leads": ("created_at", "converted_at"),
-        "activities": ("occurred_at",),
-        "customers": ("created_at",),
-        "orders": ("ordered_at",),
-        "marketing_spend": ("date",),
-        "lead_scores": ("as_of", "scored_at"),
-        "customer_scores": ("as_of", "scored_at"),
-        "customer_score_history": ("as_of", "scored_at"),
-    }
-)
-_KEYS: Mapping[str, str] = MappingProxyType(
-    {"leads": "lead_id", "customers": "customer_id", "lead_scores": "lead_id", "customer_scores": "customer_id"}
-)
-
-
-@dataclass(frozen=True)
-class CRMFrames:
-    """The CRM and score tables as DataFrames, checked and typed by :func:`crm_frames`."""
-
-    leads: pd.DataFrame
-    activities: pd.DataFrame
-    customers: pd.DataFrame
-    orders: pd.DataFrame
-    marketing_spend: pd.DataFrame
-    lead_scores: pd.DataFrame
-    customer_scores: pd.DataFrame
-    customer_score_history: pd.DataFrame
-
-    @cached_property
-    def activity_lead_rows(self) -> np.ndarray:
-        """Row in ``leads`` of each activity's lead (-1 for a lead not in the table)."""
-        return pd.Index(self.leads["lead_id"]).get_indexer(self.activities["lead_id"])
-
-    @cached_property
-    def activity_type_codes(self) -> np.ndarray:
-        """Each activity's type as its position in ``ACTIVITY_TYPES``."""
-        return pd.Categorical(self.activities["activity_type"], categories=ACTIVITY_TYPES).codes.astype("int64")
-
-    @cached_property
-    def customer_lead_rows(self) -> np.ndarray:
-        """Row in ``leads`` of each customer's lead (-1 for none)."""
-        return pd.Index(self.leads["lead_id"]).get_indexer(self.customers["lead_id"])
-
-    @cached_property
-    def order_customer_rows(self) -> np.ndarray:
-        """Row in ``customers`` of each order's customer (-1 for one not in the table)."""
-        return pd.Index(self.customers["customer_id"]).get_indexer(self.orders["customer_id"])
-
-
-def crm_frames(
-    leads: pd.DataFrame,
-    activities: pd.DataFrame | None = None,
-    customers: pd.DataFrame | None = None,
-    orders: pd.DataFrame | None = None,
-    marketing_spend: pd.DataFrame | None = None,
-    lead_scores: pd.DataFrame | None = None,
-    customer_scores: pd.DataFrame | None = None,
-    customer_score_history: pd.DataFrame | None = None,
-) -> CRMFrames:
-    """Check and type the tables the KPIs need; a missing table is an empty one.
-
-    Raises ``InvalidInput`` naming the table and its missing columns or duplicated keys.
-    """
-    given = {
-        "leads": leads,
-        "activities": activities,
-        "customers": customers,
-        "orders": orders,
-        "marketing_spend": marketing_spend,
-        "lead_scores": lead_scores,
-        "customer_scores": customer_scores,
-        "customer_score_history": customer_score_history,
-    }
-    return CRMFrames(**{name: _checked(name, frame) for name, frame in given.items()})
-
-
-def _checked(name: str, frame: pd.DataFrame | None) -> pd.DataFrame:
-    required, optional = _REQUIRED[name], _OPTIONAL[name]
-    if frame is None:
-        frame = pd.DataFrame({c: pd.Series(dtype="object") for c in (*required, *optional)})
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise InvalidInput(f"{name}: missing column(s) {', '.join(missing)}; expected at least {', '.join(required)}")
-    out = frame.copy()
-    for column, default in optional.items():
-        if column not in out.columns:
-            out[column] = default
-    for column in _TIMES[name]:
-        out[column] = pd.to_datetime(out[column]).astype("datetime64[ns]")
-    for column in ("amount", "spend", "p_alive", "clv", "probability", "expected_value"):
-        if column in out.columns:
-            out[column] = pd.to_numeric(out[column]).astype("float64")
-    key = _KEYS.get(name)
-    if key is not None and out[key].duplicated().any():
-        dupes = out.loc[out[key].duplicated(), key].astype(str).head(5).tolist()
-        raise InvalidInput(f"{name}: {key} must be unique; repeated: {', '.join(dupes)}")
-    if name == "activities":
-        unknown = sorted(set(out["activity_type"].dropna()) - set(ACTIVITY_TYPES))
-        if unknown:
-            raise InvalidInput(f"activities: unknown activity_type {', '.join(unknown)}; expected one of "
-                               f"{', '.join(ACTIVITY_TYPES)}")
-    return out
-
-
-@dataclass(frozen=True)
-class Window:
-    """The reporting window ``[start, end)`` in naive UTC; ``end`` is exclusive."""
-
-    start: pd.Timestamp
-    end: pd.Timestamp
-
-    def contains(self, times: pd.Series) -> pd.Series:
-        """Whether each timestamp falls inside the window (missing ones do not)."""
-        return (times >= self.start) & (times < self.end)
-
-    @property
-    def last_day(self) -> date:
-        """The last calendar day the window covers."""
-        return (self.end - pd.Timedelta(nanoseconds=1)).date()
-
-    @property
-    def label(self) -> str:
-        """The window as people write it: first day to last day, both included."""
-        return f"{self.start.date().isoformat()} to {self.last_day.isoformat()}"
-
-
-def report_window(crm: CRMFrames, start: date | None = None, end: date | None = None) -> Window:
-    """The window from ``start`` to ``end`` (both days included); open ends default to the data's first and last day.
-
-    Raises ``InvalidInput`` for an empty CRM or an end before the start.
-    """
-    stamps = [
-        crm.leads["created_at"], crm.leads["converted_at"], crm.activities["occurred_at"],
-        crm.customers["created_at"], crm.orders["ordered_at"], crm.marketing_spend["date"],
-    ]
-    present = pd.concat([s.dropna() for s in stamps if not s.dropna().empty] or [pd.Series(dtype="datetime64[ns]")])
-    if present.empty and (start is None or end is None):
-        raise InvalidInput("the CRM has no leads, activities, customers, orders or spend yet; run `leadval generate` "
-                           "or `leadval import` first")
-    first = pd.Timestamp(start) if start is not None else present.min().normalize()
-    last = pd.Timestamp(end) if end is not None else present.max().normalize()
-    if last < first:
-        raise InvalidInput(f"--to {last.date()} is before --from {first.date()}; expected an end on or after the start")
-    return Window(first, last + pd.Timedelta(days=1))
-
-
-def default_grain(window: Window) -> str:
-    """Weeks for windows up to about three months, months beyond."""
-    return "week" if (window.end - window.start) <= pd.Timedelta(days=92) else "month"
-
-
-def period_starts(window: Window, grain: str) -> pd.DatetimeIndex:
-    """Start of every period of length ``grain`` that overlaps the window."""
-    periods = pd.period_range(window.start, window.end - pd.Timedelta(nanoseconds=1), freq=_freq(grain))
-    return pd.DatetimeIndex(periods.start_time)
-
-
-def _freq(grain: str) -> str:
-    try:
-        return GRAINS[grain]
-    except KeyError:
-        raise InvalidInput(f"grain {grain!r} is unknown; expected one of {', '.join(GRAINS)}") from None
+from features.errors import InvalidInput
+from features.kpi.definitions import (CONTENT_WEIGHTS, DIMENSIONS, MICRO_CONVERSIONS, NO_CAMPAIGN, PASSIVE_ACTIVITIES,
+                                      SNAPSHOT_METRICS, UNKNOWN_CHANNEL, UNSCORED)
+from features.kpi.tables import KpiTables, Window, grain_code, period_starts
 
 
 def _period(times: pd.Series, grain: str | None, window: Window) -> np.ndarray:
@@ -345,7 +37,7 @@ def _period(times: pd.Series, grain: str | None, window: Window) -> np.ndarray:
     stamps = times.to_numpy(dtype="datetime64[ns]")
     if grain is None:
         return np.full(len(stamps), window.start.to_datetime64(), dtype="datetime64[ns]")
-    _freq(grain)
+    grain_code(grain)
     if grain == "week":
         days = stamps.astype("datetime64[D]")
         monday_based = (days.astype("int64") + 3) % 7  # 1970-01-01 was a Thursday
@@ -369,7 +61,7 @@ def _take(values: np.ndarray, rows: np.ndarray, missing: str) -> np.ndarray:
     return np.where(rows >= 0, values[np.maximum(rows, 0)], missing).astype(object)
 
 
-def lead_keys(crm: CRMFrames, dimension: str) -> np.ndarray | None:
+def lead_keys(crm: KpiTables, dimension: str) -> np.ndarray | None:
     """Each lead's scope value (its channel or campaign), row for row; None where leads do not apply."""
     leads = crm.leads
     if dimension == "all":
@@ -381,7 +73,7 @@ def lead_keys(crm: CRMFrames, dimension: str) -> np.ndarray | None:
     return None
 
 
-def customer_keys(crm: CRMFrames, dimension: str) -> np.ndarray:
+def customer_keys(crm: KpiTables, dimension: str) -> np.ndarray:
     """Each customer's scope value, row for row: acquisition channel (else its lead's), lead campaign or segment."""
     customers = crm.customers
     if dimension == "all":
@@ -416,7 +108,7 @@ def _grouped(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return frame.groupby(_BY, sort=False)[columns].sum()
 
 
-def _lead_part(crm: CRMFrames, window: Window, keys: np.ndarray, grain: str | None) -> pd.DataFrame:
+def _lead_part(crm: KpiTables, window: Window, keys: np.ndarray, grain: str | None) -> pd.DataFrame:
     inside = window.contains(crm.leads["created_at"]).to_numpy()
     leads = crm.leads[inside]
     converted = leads["converted_at"].notna() & (leads["converted_at"] < window.end)
@@ -429,7 +121,7 @@ def _lead_part(crm: CRMFrames, window: Window, keys: np.ndarray, grain: str | No
     return _grouped(frame, ["leads", "conversions"])
 
 
-def _customer_part(crm: CRMFrames, window: Window, keys: np.ndarray, grain: str | None) -> pd.DataFrame:
+def _customer_part(crm: KpiTables, window: Window, keys: np.ndarray, grain: str | None) -> pd.DataFrame:
     inside = window.contains(crm.customers["created_at"]).to_numpy()
     customers = crm.customers[inside]
     rows = crm.order_customer_rows
@@ -456,7 +148,7 @@ def _customer_part(crm: CRMFrames, window: Window, keys: np.ndarray, grain: str 
     return _grouped(frame, columns)
 
 
-def _order_part(crm: CRMFrames, window: Window, keys: np.ndarray, grain: str | None) -> pd.DataFrame:
+def _order_part(crm: KpiTables, window: Window, keys: np.ndarray, grain: str | None) -> pd.DataFrame:
     inside = window.contains(crm.orders["ordered_at"]).to_numpy()
     orders = crm.orders[inside]
     frame = pd.DataFrame({
@@ -467,7 +159,7 @@ def _order_part(crm: CRMFrames, window: Window, keys: np.ndarray, grain: str | N
     return _grouped(frame, ["revenue"])
 
 
-def _spend_part(crm: CRMFrames, window: Window, dimension: str, grain: str | None) -> pd.DataFrame | None:
+def _spend_part(crm: KpiTables, window: Window, dimension: str, grain: str | None) -> pd.DataFrame | None:
     inside = window.contains(crm.marketing_spend["date"]).to_numpy()
     spend = crm.marketing_spend[inside]
     keys = _spend_keys(spend, dimension)
@@ -496,7 +188,7 @@ _ACTIVITY_COUNTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
 )
 
 
-def _activity_part(crm: CRMFrames, window: Window, keys: np.ndarray, grain: str | None) -> pd.DataFrame:
+def _activity_part(crm: KpiTables, window: Window, keys: np.ndarray, grain: str | None) -> pd.DataFrame:
     inside = window.contains(crm.activities["occurred_at"]).to_numpy()
     rows = crm.activity_lead_rows[inside]
     kind = crm.activity_type_codes[inside]
@@ -526,9 +218,6 @@ def _ratio(numerator: pd.Series | np.ndarray, denominator: pd.Series | np.ndarra
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-SNAPSHOT_METRICS: tuple[str, ...] = ("customers", "predicted_cltv", "p_alive")
-"""Metrics of a segment read from the scoring runs (:func:`segment_snapshots`) rather than from cohorts."""
-
 KPI_COLUMNS: tuple[str, ...] = (
     "leads", "conversions", "conversion_rate", "new_customers", "spend", "cac", "attributed_revenue", "roi",
     "historic_cltv", "predicted_cltv", "clv_to_cac", "revenue", "p_alive", "web_sessions", "page_views",
@@ -538,7 +227,7 @@ KPI_COLUMNS: tuple[str, ...] = (
 """Columns of :func:`kpi_table` after the scope (and period) columns: the metrics and the counts behind them."""
 
 
-def kpi_table(crm: CRMFrames, window: Window, dimension: str = "channel", grain: str | None = None) -> pd.DataFrame:
+def kpi_table(crm: KpiTables, window: Window, dimension: str = "channel", grain: str | None = None) -> pd.DataFrame:
     """Every KPI per scope value of ``dimension`` (and per period of ``grain``, if given) over ``window``.
 
     Returns one row per scope value (column named after the dimension; ``all`` has the single value
@@ -564,7 +253,7 @@ def kpi_table(crm: CRMFrames, window: Window, dimension: str = "channel", grain:
     table = table.reset_index().rename(columns={"key": dimension})
     if grain is None:
         return _ordered(table.drop(columns="period"), dimension).reset_index(drop=True)
-    ends = table["period"].dt.to_period(_freq(grain)).dt.end_time
+    ends = table["period"].dt.to_period(grain_code(grain)).dt.end_time
     table["complete"] = (table["period"] >= window.start) & (ends < window.end)
     return table.sort_values(["period", dimension]).reset_index(drop=True)
 
@@ -611,13 +300,13 @@ def _ordered(table: pd.DataFrame, dimension: str) -> pd.DataFrame:
     return table.sort_values(order, ascending=False, kind="stable")
 
 
-def kpi_totals(crm: CRMFrames, window: Window) -> dict[str, float]:
+def kpi_totals(crm: KpiTables, window: Window) -> dict[str, float]:
     """The KPIs over everything in the window, as one dict."""
     row = kpi_table(crm, window, "all").iloc[0]
     return {column: float(row[column]) for column in KPI_COLUMNS}
 
 
-def scope_values(crm: CRMFrames) -> dict[str, set[str]]:
+def scope_values(crm: KpiTables) -> dict[str, set[str]]:
     """Every channel, campaign and segment the data knows, for checking the scopes of targets."""
     channels = set(lead_keys(crm, "channel")) | set(customer_keys(crm, "channel"))
     channels |= set(crm.marketing_spend["channel"].dropna().astype(str))
@@ -627,7 +316,7 @@ def scope_values(crm: CRMFrames) -> dict[str, set[str]]:
 
 
 def content_influence(
-    crm: CRMFrames, window: Window, weights: Mapping[str, float] = CONTENT_WEIGHTS
+    crm: KpiTables, window: Window, weights: Mapping[str, float] = CONTENT_WEIGHTS
 ) -> pd.DataFrame:
     """Weighted interactions per content item in the window, with the conversions it touched.
 
@@ -672,7 +361,7 @@ def content_influence(
     return table[columns].reset_index(drop=True)
 
 
-def segment_snapshots(crm: CRMFrames, grain: str) -> pd.DataFrame:
+def segment_snapshots(crm: KpiTables, grain: str) -> pd.DataFrame:
     """Per segment and period: ``customers``, ``predicted_cltv`` (mean CLV) and ``p_alive`` at the period's last run.
 
     Runs come from ``customer_score_history`` (the current ``customer_scores`` when there is no history); a
@@ -690,7 +379,7 @@ def segment_snapshots(crm: CRMFrames, grain: str) -> pd.DataFrame:
     frame = pd.DataFrame({
         "run": run.to_numpy(),
         "at": at.to_numpy(),
-        "period": at.dt.to_period(_freq(grain)).dt.start_time.to_numpy(),
+        "period": at.dt.to_period(grain_code(grain)).dt.start_time.to_numpy(),
         "segment": scores["segment"].astype(str).to_numpy(),
         "clv": scores["clv"].to_numpy(dtype="float64"),
         "p_alive": scores["p_alive"].to_numpy(dtype="float64"),

@@ -4,7 +4,7 @@ A targets file is TOML with one ``[[targets]]`` table per target::
 
     [[targets]]
     name = "Paid search converts better"   # optional
-    metric = "conversion_rate"             # a column of features.kpi.metrics.METRICS
+    metric = "conversion_rate"             # a column of features.kpi.definitions.METRICS
     scope = "channel:paid_search"          # all, channel:NAME, campaign:NAME or segment:NAME
     target = 0.04                          # or "4%" for percentages
     direction = "at_least"                 # or at_most; default: the metric's better direction
@@ -33,17 +33,9 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InvalidInput
-from features.kpi.metrics import (
-    DIMENSIONS,
-    METRICS,
-    SNAPSHOT_METRICS,
-    CRMFrames,
-    Window,
-    default_grain,
-    kpi_table,
-    scope_values,
-    segment_snapshots,
-)
+from features.kpi.metrics import kpi_table, scope_values, segment_snapshots
+from features.kpi.definitions import DIMENSIONS, METRICS, SNAPSHOT_METRICS
+from features.kpi.tables import KpiTables, Window, default_grain
 
 DIRECTIONS: tuple[str, ...] = ("at_least", "at_most")
 STATUSES: tuple[str, ...] = ("on_track", "at_risk", "met", "missed", "no_data")
@@ -238,7 +230,7 @@ def _clip(value: float, metric: str) -> float:
 
 def evaluate_targets(
     targets: tuple[Target, ...],
-    crm: CRMFrames,
+    crm: KpiTables,
     window: Window,
     grain: str | None = None,
     tables: Mapping[str, pd.DataFrame] | None = None,

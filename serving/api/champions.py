@@ -15,11 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from features.errors import LeadvalError
+from training.registry import CHAMPION_ALIAS, CLV_MODEL_NAME, LEAD_MODEL_NAME, champion_uri
 
-LEAD_MODEL_NAME = "lead-scoring"
-CLV_MODEL_NAME = "clv"
 SERVED_MODEL_NAMES: tuple[str, ...] = (LEAD_MODEL_NAME, CLV_MODEL_NAME)
-CHAMPION = "champion"
 
 
 class NothingToServe(LeadvalError):
@@ -51,11 +49,6 @@ class ServedModels:
         return self.loaded.get(name)
 
 
-def champion_uri(name: str) -> str:
-    """``models:/<name>@champion``."""
-    return f"models:/{name}@{CHAMPION}"
-
-
 def _missing_store(tracking_uri: str) -> str | None:
     """Why a local SQLite tracking store cannot hold any model (it does not exist), else None."""
     if not tracking_uri.startswith("sqlite:"):
@@ -79,7 +72,7 @@ def _champion_version(client: Any, name: str) -> tuple[Any | None, str | None]:
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_model_version_by_alias(name, CHAMPION), None
+        return client.get_model_version_by_alias(name, CHAMPION_ALIAS), None
     except MlflowException as exc:
         return None, exc.message.splitlines()[0]
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 from itertools import chain, repeat
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
@@ -51,6 +50,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from features.errors import InvalidInput
+from features.json_ready import json_ready
 from serving.api.schemas import (
     EARLIEST,
     LATEST,
@@ -66,7 +66,8 @@ from serving.api.schemas import (
     ScoreLeadsResponse,
 )
 from serving.api.limits import RequestLimits
-from serving.api.champions import CLV_MODEL_NAME, LEAD_MODEL_NAME, ServedModels, champion_uri, load_champions
+from serving.api.champions import ServedModels, load_champions
+from training.registry import CLV_MODEL_NAME, LEAD_MODEL_NAME, champion_uri
 
 if TYPE_CHECKING:
     import numpy as np
@@ -85,10 +86,6 @@ def _problem(title: str, location: tuple[str | int, ...], message: str) -> Valid
         title, [{"type": PydanticCustomError("invalid_input", message), "loc": location, "input": None}],
         hide_input=True,
     )
-
-
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def _unavailable(name: str, reason: str) -> JSONResponse:
@@ -244,7 +241,7 @@ def lead_scores(served: ServedModels, request: ScoreLeadsRequest) -> ScoreLeadsR
 
 def customer_values(served: ServedModels, request: PredictCLVRequest) -> PredictCLVResponse:
     """The values of a validated request (the CLV model must be loaded)."""
-    from training.clv.predict import predict_clv
+    from training.clv.predict import OUTPUT_COLUMNS, predict_clv
 
     model = served.loaded[CLV_MODEL_NAME]
     params = model.python_model.params
@@ -254,11 +251,10 @@ def customer_values(served: ServedModels, request: PredictCLVRequest) -> Predict
         values = predict_clv(params, customer_frame(request), horizon, rate)
     except InvalidInput as exc:
         raise _problem("predict_clv", ("customers",), str(exc)) from None
-    columns = zip(*(values[c].tolist() for c in ("customer_id", "expected_purchases", "p_alive",
-                                                  "expected_order_value", "clv", "segment")), strict=True)
+    columns = zip(*(values[c].tolist() for c in ("customer_id", *OUTPUT_COLUMNS)), strict=True)
     return PredictCLVResponse(horizon_days=horizon, discount_rate=rate, customers=[
         CustomerValue(customer_id=cid, expected_purchases=purchases, p_alive=alive,
-                      expected_order_value=_finite_or_none(order_value), clv=_finite_or_none(clv),
+                      expected_order_value=json_ready(order_value), clv=json_ready(clv),
                       segment=segment, model_version=model.version)
         for cid, purchases, alive, order_value, clv, segment in columns
     ])

@@ -25,18 +25,18 @@ from features.crm.store import create_schema
 from features.errors import InvalidInput
 from features.lead_features import ACTIVITY_INPUT_COLUMNS, LEAD_INPUT_COLUMNS, as_of_timestamp, lead_features
 from features.rfm import rfm_summary
-from features.settings import CLV_MODEL_URI, LEAD_MODEL_URI
 from serving.batch.jobs import BatchResult, model_identity, optional_clv_parameters
 from serving.batch.spark_source import SparkSettings, read_crm_table, timestamp_literal
 from serving.batch.writeback import CUSTOMER_JOB, LEAD_JOB, ModelIdentity, utc_now, write_scored
 from training.clv.predict import rfm_in_days
 from training.leads.pyfunc import scorer_of
 from training.leads.value import expected_values
+from training.registry import CLV_MODEL_URI, LEAD_MODEL_URI
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-    from training.leads.scorer import FeatureSpec
+    from training.leads.spec import FeatureSpec
 
 ROWS_PER_BUCKET = 20_000
 """Leads or customers per feature bucket: one pandas call each, small enough for any executor."""

@@ -8,9 +8,7 @@ import sys
 import typer
 
 from features.errors import LeadvalError
-from serving.cli import data, report, score, serve
-from serving.cli.train_clv import train_clv
-from serving.cli.train_leads import train_leads
+from serving.cli import data, report, score, serve, train
 
 app = typer.Typer(
     name="leadval",
@@ -31,8 +29,8 @@ app.command("generate")(data.generate)
 app.command("import")(data.import_table)
 
 
-train_app.command("leads")(train_leads)
-train_app.command("clv")(train_clv)
+train_app.command("leads")(train.train_leads)
+train_app.command("clv")(train.train_clv)
 score_app.command("leads")(score.score_leads_command)
 score_app.command("customers")(score.score_customers_command)
 app.command("serve")(serve.serve)

@@ -5,25 +5,21 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
-from datetime import date, datetime
 from typing import Any
 
 from tqdm import tqdm
 
-
-def _default(value: Any) -> Any:
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
+from features.json_ready import json_ready
 
 
 def report(result: Mapping[str, Any], summary: str, as_json: bool) -> None:
-    """Print ``summary`` for people; with ``as_json`` also print ``result`` as one JSON line, last."""
+    """Print ``summary`` for people; with ``as_json`` also print ``result`` as one JSON line, last.
+
+    Missing and non-finite numbers become null, so the line is strict JSON.
+    """
     print(summary)
     if as_json:
-        print(json.dumps(dict(result), default=_default, sort_keys=True))
+        print(json.dumps(json_ready(dict(result)), default=str, sort_keys=True))
 
 
 def progress_bar(total: int | None, desc: str, unit: str = "rows") -> tqdm:

@@ -7,14 +7,9 @@ from typing import Annotated
 
 import typer
 
-from serving.cli.console import progress_bar, report
 from features.settings import load_settings
-
-DbOption = Annotated[
-    str | None,
-    typer.Option("--db", help="CRM database URL [env LEADVAL_DB; default sqlite:///data/crm.db]."),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON object as the last line.")]
+from serving.cli.console import progress_bar, report
+from serving.cli.options import DbOption, JsonOption
 
 
 def generate(
@@ -31,7 +26,8 @@ def generate(
 ) -> None:
     """Write a realistic simulated CRM, with its ground truth in separate truth_* tables."""
     from features.crm.store import connect, create_schema, safe_url
-    from features.simulate.generate import SimulationConfig, generate_crm
+    from features.simulate.generate import generate_crm
+    from features.simulate.config import SimulationConfig
 
     settings = load_settings(db=db)
     engine = connect(settings.db)

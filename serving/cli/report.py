@@ -1,8 +1,7 @@
 """The reporting commands: ``leadval report`` (the KPI page), ``leadval segments`` and ``leadval leads top``.
 
 Plain typer-annotated functions; ``serving.cli.app`` mounts them. Reading the CRM happens here, at the edge;
-every figure is computed by the pure functions of ``features.kpi.metrics``, ``features.kpi.attribution``,
-``features.kpi.targets`` and ``features.kpi.predictive``.
+every figure is computed by the pure functions of ``features.kpi`` (metrics, attribution, targets, predictive).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from serving.cli.data import DbOption, JsonOption
+from serving.cli.options import DbOption, JsonOption
 from serving.cli.console import progress_bar, report as print_result
 from features.errors import InvalidInput
 from features.settings import load_settings
@@ -23,8 +22,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from sqlalchemy import Engine
 
-    from features.kpi.metrics import CRMFrames
-    from serving.report.page import KPIReport
+    from features.kpi.tables import KpiTables
+    from serving.report.data import KPIReport
 
 DEFAULT_REPORT = Path("reports/kpi_report.html")
 EXPORT_FORMATS = (".csv", ".parquet")
@@ -42,11 +41,11 @@ def _engine(db: str | None, tables: tuple[str, ...]) -> tuple[Engine, str]:
     return engine, settings.db
 
 
-def read_crm(engine: Engine) -> CRMFrames:
+def read_crm(engine: Engine) -> KpiTables:
     """The CRM and score tables the report needs, with only the columns it uses."""
     from features.crm import schema
     from features.crm.store import read_frame
-    from features.kpi.metrics import crm_frames
+    from features.kpi.tables import kpi_tables
 
     columns = {
         schema.leads: ["lead_id", "created_at", "source_channel", "campaign", "converted_at", "customer_id"],
@@ -61,7 +60,7 @@ def read_crm(engine: Engine) -> CRMFrames:
         schema.customer_score_history: ["customer_id", "p_alive", "clv", "segment", "scoring_run_id", "as_of",
                                         "scored_at"],
     }
-    return crm_frames(**{table.name: read_frame(engine, table, cols) for table, cols in columns.items()})
+    return kpi_tables(**{table.name: read_frame(engine, table, cols) for table, cols in columns.items()})
 
 
 def _day(value: str | None, flag: str) -> date | None:
@@ -87,8 +86,9 @@ def report(
     """Write the KPI report: one self-contained HTML page of channel, trend, attribution and predictive KPIs."""
     from features.crm.store import safe_url
     from features.kpi.targets import read_targets
-    from features.kpi.metrics import report_window
-    from serving.report.page import build_report, render_html, report_json
+    from features.kpi.tables import report_window
+    from serving.report.data import build_report, report_json
+    from serving.report.page import render_html
 
     started = time.perf_counter()
     start, end = _day(from_, "--from"), _day(to, "--to")
@@ -168,7 +168,7 @@ def leads_top(
     from features.crm import schema
     from features.crm.store import read_frame, safe_url
     from features.kpi.predictive import LEAD_ORDER, top_open_leads
-    from serving.report.page import records
+    from serving.report.data import records
 
     if by not in LEAD_ORDER:
         raise InvalidInput(f"--by {by!r} is unknown; expected score or value")

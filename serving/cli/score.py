@@ -1,4 +1,8 @@
-"""``leadval score leads`` and ``leadval score customers``: the nightly write-back jobs."""
+"""``leadval score leads`` and ``leadval score customers``: the nightly write-back jobs, and flat files.
+
+With ``--db`` (the default) they score every open lead or customer of the CRM and write the scores back
+(:mod:`serving.batch`); with ``--table FILE --out FILE`` they score a file in this process.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from serving.cli.console import progress_bar, report
 from features.errors import InvalidInput
-from features.settings import CLV_MODEL_URI, LEAD_MODEL_URI, load_settings
+from features.settings import load_settings
+from serving.cli.console import progress_bar, report
+from serving.cli.options import AsOfOption, DbOption, JsonOption, OutFileOption, TrackingOption
+from training.registry import CLV_MODEL_URI, LEAD_MODEL_URI
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import SparkSession
 
     from serving.batch.jobs import BatchResult
@@ -30,15 +37,8 @@ class BatchEngine(str, Enum):
     spark = "spark"
 
 
-DbOption = Annotated[str | None, typer.Option("--db", help="CRM database URL [env LEADVAL_DB].")]
-TrackingOption = Annotated[
-    str | None, typer.Option("--tracking-uri", help="MLflow tracking/registry URI [env MLFLOW_TRACKING_URI].")
-]
-AsOfOption = Annotated[
-    str | None, typer.Option("--as-of", help="Compute features as of this date/time (UTC) [default: now].")
-]
+OUT_SUFFIXES = (".csv", ".parquet")
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Score everything but write nothing.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON object as the last line.")]
 EngineOption = Annotated[
     BatchEngine,
     typer.Option("--engine", help="pandas: this process; spark: a Spark cluster (pip install 'leadval[spark]')."),
@@ -113,7 +113,7 @@ def score_leads_command(
     table: Annotated[
         Path | None, typer.Option("--table", help="Score a flat CSV/Parquet file instead of the CRM.", exists=True)
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="With --table: where to write the scores.")] = None,
+    out: OutFileOption = None,
     engine: EngineOption = BatchEngine.pandas,
     spark_master: SparkMasterOption = None,
     spark_conf: SparkConfOption = None,
@@ -126,8 +126,6 @@ def score_leads_command(
     _pandas_only(engine, **{"--spark-master": spark_master, "--spark-conf": spark_conf, "--parquet": parquet,
                             "--spark-partitions": spark_partitions})
     if table is not None:
-        from serving.cli.train_leads import score_leads_file
-
         if out is None:
             raise InvalidInput("--out: required with --table (where to write the scores)")
         if engine is BatchEngine.spark:
@@ -168,7 +166,7 @@ def score_customers_command(
         Path | None, typer.Option("--table", exists=True, dir_okay=False,
                                   help="Score the customers of a CSV/Parquet orders file instead of the CRM.")
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="With --table: where to write the scores.")] = None,
+    out: OutFileOption = None,
     customer_col: Annotated[str, typer.Option("--customer-col", help="With --table: the customer id column.")]
     = "customer_id",
     date_col: Annotated[str, typer.Option("--date-col", help="With --table: the order date column.")] = "ordered_at",
@@ -188,8 +186,6 @@ def score_customers_command(
     _pandas_only(engine, **{"--spark-master": spark_master, "--spark-conf": spark_conf, "--parquet": parquet,
                             "--spark-partitions": spark_partitions})
     if table is not None:
-        from serving.cli.train_clv import score_customers_file
-
         if out is None:
             raise InvalidInput("--out: required with --table (where to write the scores)")
         if engine is BatchEngine.spark or db is not None or dry_run:
@@ -217,3 +213,85 @@ def score_customers_command(
         else:
             result = score_customers(crm, model, as_of, chunk_size, dry_run, progress=bar.update)
     _emit(result, as_json)
+
+
+def _check_out(out: Path) -> None:
+    if out.suffix.lower() not in OUT_SUFFIXES:
+        raise InvalidInput(f"--out {out}: expected a .csv or .parquet file name")
+
+
+def _write(scores: pd.DataFrame, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".parquet":
+        scores.to_parquet(out, index=False)
+    else:
+        scores.to_csv(out, index=False)
+
+
+def score_leads_file(table: Path, out: Path, model: str, tracking_uri: str | None = None,
+                     as_json: bool = False) -> None:
+    """Score a flat file of leads: writes the id column, score, probability, band and reasons (JSON)."""
+    from training.leads.pyfunc import scorer_of
+    from training.leads.job import read_lead_table
+    from training.tracking import use_tracking
+    from training.registry import load_registered
+
+    _check_out(out)
+    settings = load_settings(tracking_uri=tracking_uri)
+    use_tracking(settings.tracking_uri)
+    scorer = scorer_of(load_registered(model))
+    scores = scorer.predict(read_lead_table(table, scorer.spec), reasons=True)
+    _write(scores, out)
+    bands = scores["band"].value_counts().reindex(["A", "B", "C", "D"], fill_value=0)
+    summary = (f"Scored {len(scores):,} leads from {table.name} with {model} into {out} "
+               f"(bands A {bands['A']:,}, B {bands['B']:,}, C {bands['C']:,}, D {bands['D']:,})")
+    report({"scored": len(scores), "model_uri": model, "out": str(out), "bands": bands.to_dict()}, summary, as_json)
+
+
+def score_customers_file(
+    table: Path,
+    out: Path,
+    model: str,
+    as_of: datetime | None = None,
+    customer_col: str = "customer_id",
+    date_col: str = "ordered_at",
+    amount_col: str | None = "amount",
+    tracking_uri: str | None = None,
+    as_json: bool = False,
+) -> None:
+    """Score the customers of an orders file (CSV/Parquet) as of ``as_of`` (default: the last order).
+
+    As in the CRM job, ``as_of`` is an instant: a bare date means its midnight, so that day's orders wait
+    for the next run; orders on later days are an error (a wrong date or a wrong file).
+    """
+    import pandas as pd
+
+    from features.rfm import rfm_summary
+    from features.crm.transactions import read_transactions
+    from training.clv.predict import predict_clv, rfm_in_days
+    from training.tracking import use_tracking
+    from training.registry import load_registered
+
+    _check_out(out)
+    settings = load_settings(tracking_uri=tracking_uri)
+    use_tracking(settings.tracking_uri)
+    python_model = load_registered(model).unwrap_python_model()
+    if not hasattr(python_model, "params"):
+        raise InvalidInput(f"--model {model}: not a CLV model (expected one trained by 'leadval train clv')")
+    params = python_model.params
+    orders = read_transactions(table, customer_col, date_col, amount_col, observation_end=as_of)
+    if orders.empty:
+        raise InvalidInput(f"{table}: no orders in it; nothing to score")
+    end = pd.Timestamp(as_of) if as_of is not None else orders["ordered_at"].max()
+    orders = orders[orders["ordered_at"] <= end]
+    if orders.empty:
+        raise InvalidInput(f"{table}: no orders on or before {end}; nothing to score")
+    scores = predict_clv(params, rfm_in_days(rfm_summary(orders, end), "D"))
+    scores = scores.assign(horizon_days=int(params.horizon_days))
+    _write(scores, out)
+    segments = scores["segment"].value_counts().to_dict()
+    summary = (f"Scored {len(scores):,} customers from {table.name} as of {end:%Y-%m-%d} with {model} into {out} "
+               f"(total predicted value {scores['clv'].sum():,.0f}; "
+               + ", ".join(f"{name} {count:,}" for name, count in segments.items()) + ")")
+    report({"scored": len(scores), "model_uri": model, "as_of": f"{end:%Y-%m-%d}", "out": str(out),
+            "segments": segments, "total_clv": float(scores["clv"].sum())}, summary, as_json)

@@ -12,7 +12,8 @@ from typing import Annotated
 import typer
 
 from features.settings import load_settings
-from serving.api.champions import SERVED_MODEL_NAMES, NothingToServe, champion_uri, missing_champions
+from serving.api.champions import SERVED_MODEL_NAMES, NothingToServe, missing_champions
+from training.registry import champion_uri
 
 SERVICE = "serving.api.service:LeadvalService"
 SERVICE_NAME = "leadval"

@@ -9,17 +9,8 @@ import pandas as pd
 import pytest
 
 from features.errors import LeadvalError
-from training.tracking import (
-    ModelNotFound,
-    champion_version,
-    dataset_fingerprint,
-    load_registered,
-    log_run_facts,
-    model_requirements,
-    register_and_gate,
-    use_experiment,
-    use_tracking,
-)
+from training.tracking import dataset_fingerprint, log_run_facts, model_requirements, use_experiment, use_tracking
+from training.registry import ModelNotFound, champion_version, load_registered, register_and_gate
 
 
 class ConstantModel(mlflow.pyfunc.PythonModel):

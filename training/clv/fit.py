@@ -14,7 +14,7 @@ because lifetimes answers NaN, recency > T or non-positive order values with a m
 
 BLAS threads slow these small fits down badly (up to 17x with two threads): the CLI sets
 ``OPENBLAS_NUM_THREADS=1`` when it loads before numpy, the training job limits BLAS to one thread
-with threadpoolctl while fitting (see ``serving.cli.train_clv``), and the Makefile exports it.
+with threadpoolctl while fitting (see ``serving.cli.train``), and the Makefile exports it.
 
 References
 ----------

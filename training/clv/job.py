@@ -61,18 +61,10 @@ from training.clv.predict import (
     rfm_in_days,
     segment_values,
 )
-from training.tracking import (
-    PromotePolicy,
-    Promotion,
-    load_registered,
-    log_run_facts,
-    register_and_gate,
-    use_experiment,
-    use_tracking,
-)
+from training.tracking import log_run_facts, use_experiment, use_tracking
+from training.registry import CLV_MODEL_NAME, Promote, Promotion, load_registered, register_and_gate
 
-EXPERIMENT = "clv"
-MODEL_NAME = "clv"
+EXPERIMENT = CLV_MODEL_NAME
 GATING_METRIC = "holdout_mae"
 SEGMENT_QUANTILES = (0.2, 0.5, 0.8)
 
@@ -327,9 +319,10 @@ def train_clv_model(
     artifact_root: str,
     channels: pd.DataFrame | None = None,
     with_monetary: bool = True,
-    promote: PromotePolicy = "auto",
+    promote: Promote | str = Promote.auto,
 ) -> CLVTrainingResult:
     """Fit, validate, log to the MLflow experiment ``clv`` and register as ``clv`` with champion gating."""
+    promote = Promote.parse(promote)
     with threadpool_limits(limits=1, user_api="blas"):
         fitted = fit_clv(transactions, config, channels, with_monetary)
     summary, predicted = evaluate_on_holdout(fitted.params, fitted.holdout)
@@ -349,7 +342,7 @@ def train_clv_model(
                 holdout, config.time_unit)
             return holdout_summary(actual, expected).mae
 
-        promotion = register_and_gate(model_uri, MODEL_NAME, GATING_METRIC, summary.mae, champion_mae,
+        promotion = register_and_gate(model_uri, CLV_MODEL_NAME, GATING_METRIC, summary.mae, champion_mae,
                                       higher_is_better=False, promote=promote)
         mlflow.set_tags({"champion": str(promotion.champion).lower(), "promotion_reason": promotion.reason,
                          "model_version": promotion.version})
@@ -366,7 +359,7 @@ def train_from_crm(
     horizon_days: int = 365,
     discount_rate: float = 0.10,
     time_unit: str = "D",
-    promote: PromotePolicy = "auto",
+    promote: Promote | str = Promote.auto,
 ) -> CLVTrainingResult:
     """Train on the CRM's orders (dates default from their range) with new-customer values per acquisition channel."""
     engine = connect(db_url)
@@ -393,7 +386,7 @@ def train_from_file(
     horizon_days: int = 365,
     discount_rate: float = 0.10,
     time_unit: str = "D",
-    promote: PromotePolicy = "auto",
+    promote: Promote | str = Promote.auto,
 ) -> CLVTrainingResult:
     """Train on a transactions file; without ``amount_col`` the model predicts purchases only (no CLV)."""
     transactions = read_transactions(Path(path), customer_col, date_col, amount_col, observation_end)

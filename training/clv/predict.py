@@ -53,6 +53,7 @@ DAYS_PER_YEAR = 365
 INPUT_COLUMNS: tuple[str, ...] = ("customer_id", "frequency", "recency_days", "age_days", "monetary_value")
 """What the model takes per customer: RFM in days (``age_days`` is T, first purchase to now)."""
 OUTPUT_COLUMNS: tuple[str, ...] = ("expected_purchases", "p_alive", "expected_order_value", "clv", "segment")
+"""What :func:`predict_clv` returns per customer, after ``customer_id``."""
 
 
 @dataclass(frozen=True)

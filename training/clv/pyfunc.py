@@ -19,7 +19,6 @@ The value of a new customer per acquisition channel (for value-weighted lead sco
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,10 @@ from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from features.errors import InvalidInput
+from features.json_ready import json_ready
 from training.clv.fit import BgNbdParameters, GammaGammaParameters
 from training.clv.predict import CLVParameters, SegmentRule, new_customer_value, predict_clv
+from training.tracking import model_requirements
 
 PARAMETERS_FILE = "clv_parameters.json"
 FORMAT_VERSION = 1
@@ -44,19 +45,11 @@ INPUT_EXAMPLE = pd.DataFrame({
 })
 
 
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    return value
-
-
 def parameters_to_dict(params: CLVParameters) -> dict[str, Any]:
     """The parameters as plain JSON-ready values (NaN written as null)."""
     values = asdict(params)
     values["format_version"] = FORMAT_VERSION
-    return _finite_or_none(values)
+    return json_ready(values)
 
 
 def parameters_from_dict(values: dict[str, Any]) -> CLVParameters:
@@ -136,12 +129,6 @@ def model_signature(params: CLVParameters) -> ModelSignature:
     return ModelSignature(inputs=inputs, outputs=outputs, params=predict_params)
 
 
-def _requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in ("mlflow", "lifetimes", "pandas", "numpy", "scipy", "polars")]
-
-
 def log_clv_model(params: CLVParameters, workdir: Path, name: str = "model") -> str:
     """Log the pyfunc to the active run; returns its model URI."""
     parameters_path = save_parameters(params, Path(workdir) / PARAMETERS_FILE)
@@ -151,12 +138,12 @@ def log_clv_model(params: CLVParameters, workdir: Path, name: str = "model") -> 
         artifacts={"parameters": str(parameters_path)},
         signature=model_signature(params),
         input_example=INPUT_EXAMPLE,
-        pip_requirements=_requirements(),
+        pip_requirements=model_requirements(),
         metadata={
             "time_unit": params.time_unit,
             "horizon_days": params.horizon_days,
             "discount_rate": params.discount_rate,
-            "new_customer_value": _finite_or_none({
+            "new_customer_value": json_ready({
                 "overall": params.new_customer_value_overall,
                 "by_channel": dict(params.new_customer_value_by_channel),
             }),

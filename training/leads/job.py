@@ -20,7 +20,6 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,16 +33,19 @@ from sqlalchemy import Engine
 from features.crm.frames import crm_period, load_crm_frames
 from features.crm.imports import read_export
 from features.errors import InvalidInput, LeadvalError
+from features.json_ready import json_ready
 from features.lead_features import BEHAVIOUR_FEATURES, PROFILE_FEATURES, as_of_timestamp
 from features.lead_labels import LABEL_COLUMN, snapshot_plan, training_snapshots
 from training.leads.evaluation import calibration_table, evaluation_plots, gains_table, lead_metrics
 from training.leads.pyfunc import log_lead_model, scorer_of
 from training.leads.reasons import FeatureWording, column_wording, crm_wording
-from training.leads.scorer import FeatureSpec, LeadModelConfig, LeadScorer, fit_baseline, fit_lead_model
-from training.tracking import PromotePolicy, load_registered, log_run_facts, register_and_gate, use_experiment, use_tracking
+from training.leads.scorer import LeadScorer
+from training.leads.spec import FeatureSpec
+from training.leads.fit import LeadModelConfig, fit_baseline, fit_lead_model
+from training.tracking import log_run_facts, use_experiment, use_tracking
+from training.registry import LEAD_MODEL_NAME, Promote, load_registered, register_and_gate
 
-LEAD_MODEL_NAME = "lead-scoring"
-EXPERIMENT_NAME = "lead-scoring"
+EXPERIMENT_NAME = LEAD_MODEL_NAME
 GATE_METRIC = "roc_auc"
 TRUE_WORDS = frozenset({"1", "yes", "y", "true", "t"})
 FALSE_WORDS = frozenset({"0", "no", "n", "false", "f"})
@@ -279,12 +281,11 @@ def train_and_register(
     config: CrmTrainingConfig | TableTrainingConfig,
     tracking_uri: str,
     artifact_root: str,
-    promote: PromotePolicy = "auto",
+    promote: Promote | str = Promote.auto,
     model_name: str = LEAD_MODEL_NAME,
 ) -> LeadTrainingResult:
     """Fit, evaluate against the baseline, log everything to MLflow, register and gate; see the module doc."""
-    if promote not in ("auto", "always", "never"):
-        raise InvalidInput(f"--promote: must be auto, always or never, got {promote!r}")
+    promote = Promote.parse(promote)
     started = time.perf_counter()
     scorer = fit_lead_model(splits.train, splits.valid, splits.spec, splits.wording, config.model, LABEL_COLUMN,
                             splits.horizon_days)
@@ -304,7 +305,7 @@ def train_and_register(
     with mlflow.start_run() as run:
         log_run_facts(config, splits.all_rows)
         mlflow.set_tags({"source": splits.source["source"], "model_name": model_name})
-        mlflow.log_dict(_plain(splits.source), "data_source.json")
+        mlflow.log_dict(json_ready(splits.source), "data_source.json")
         mlflow.log_metrics({**metrics, **{f"baseline_{k}": v for k, v in baseline_metrics.items()},
                             "best_iteration": scorer.info["best_iteration"], "fit_seconds": fit_seconds})
         _log_tables_and_plots(scorer, splits, outcome, probability, baseline_probability)
@@ -397,16 +398,3 @@ Ranking and prioritising open leads for sales follow-up. Probabilities are calib
 model was validated on; re-train when conversion rates, channels or the sales process change. Unseen
 categories are scored as missing. It is not a decision about a person and must not be used to deny service.
 """
-
-
-def _plain(values: Any) -> Any:
-    if isinstance(values, dict):
-        return {k: _plain(v) for k, v in values.items()}
-    if isinstance(values, (list, tuple)):
-        return [_plain(v) for v in values]
-    if isinstance(values, (pd.Timestamp, datetime, date)):
-        return values.isoformat()
-    if isinstance(values, np.generic):
-        return values.item()
-    return values
-

@@ -3,6 +3,7 @@ good files (CSV or Parquet, mapped or not) load idempotently, on SQLite and on t
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -258,6 +259,17 @@ def test_semicolon_and_tab_separated_exports_load(sqlite_url: str, tmp_path: Pat
         import_file(engine, "orders", write(tmp_path, "orders.csv", text.replace(",", delimiter)), {})
     good = (ORDERS + "O2,C1,2025-03-01,5\n").replace(",", delimiter)
     assert import_file(engine, "orders", write(tmp_path, "good.csv", good), {})["inserted"] == 1
+
+
+def test_gzipped_csv_loads_and_names_its_bad_lines(sqlite_url: str, tmp_path: Path) -> None:
+    engine = crm(sqlite_url)
+    bad = tmp_path / "orders.csv.gz"
+    bad.write_bytes(gzip.compress((ORDERS + "O2,C1,2025-03-01,5\n\nO3,C1,2025-03-01,-5\n").encode()))
+    with pytest.raises(InvalidInput, match="line 4 '-5'"):
+        import_file(engine, "orders", bad, {})
+    good = tmp_path / "good.csv.gz"
+    good.write_bytes(gzip.compress((ORDERS + "O2,C1,2025-03-01,5\n").encode()))
+    assert import_file(engine, "orders", good, {})["inserted"] == 1
 
 
 def test_spend_without_campaign_column_is_stored_as_blank(sqlite_url: str, tmp_path: Path) -> None:

@@ -13,20 +13,9 @@ from hypothesis import strategies as st
 
 from features.crm.schema import ACTIVITY_TYPES
 from features.errors import InvalidInput
-from features.kpi.metrics import (
-    CONTENT_WEIGHTS,
-    KPI_COLUMNS,
-    METRICS,
-    SNAPSHOT_METRICS,
-    CRMFrames,
-    content_influence,
-    crm_frames,
-    kpi_table,
-    kpi_totals,
-    period_starts,
-    report_window,
-    scope_values,
-)
+from features.kpi.metrics import KPI_COLUMNS, content_influence, kpi_table, kpi_totals, scope_values
+from features.kpi.definitions import CONTENT_WEIGHTS, METRICS, SNAPSHOT_METRICS
+from features.kpi.tables import KpiTables, kpi_tables, period_starts, report_window
 
 T = pd.Timestamp
 
@@ -111,24 +100,24 @@ def hand_made_frames() -> dict[str, pd.DataFrame]:
             "marketing_spend": spend, "customer_scores": customer_scores}
 
 
-def hand_made_crm() -> CRMFrames:
-    return crm_frames(**hand_made_frames())
+def hand_made_crm() -> KpiTables:
+    return kpi_tables(**hand_made_frames())
 
 
 WINDOW_ARGS = (date(2025, 1, 1), date(2025, 2, 28))
 
 
 @pytest.fixture
-def crm() -> CRMFrames:
+def crm() -> KpiTables:
     return hand_made_crm()
 
 
 @pytest.fixture
-def channels(crm: CRMFrames) -> pd.DataFrame:
+def channels(crm: KpiTables) -> pd.DataFrame:
     return kpi_table(crm, report_window(crm, *WINDOW_ARGS), "channel").set_index("channel")
 
 
-def test_window_covers_both_days_and_defaults_to_the_data(crm: CRMFrames) -> None:
+def test_window_covers_both_days_and_defaults_to_the_data(crm: KpiTables) -> None:
     window = report_window(crm, *WINDOW_ARGS)
     assert (window.start, window.end) == (T("2025-01-01"), T("2025-03-01"))
     assert window.label == "2025-01-01 to 2025-02-28"
@@ -178,7 +167,7 @@ def test_email_ctr_social_rate_and_engagement_index(channels: pd.DataFrame) -> N
     assert email["social_engagement_rate"] == 0.0
 
 
-def test_totals_add_up_over_channels(crm: CRMFrames, channels: pd.DataFrame) -> None:
+def test_totals_add_up_over_channels(crm: KpiTables, channels: pd.DataFrame) -> None:
     totals = kpi_totals(crm, report_window(crm, *WINDOW_ARGS))
     assert totals["leads"] == 7 and totals["conversions"] == 3
     assert totals["conversion_rate"] == pytest.approx(3 / 7)
@@ -191,7 +180,7 @@ def test_totals_add_up_over_channels(crm: CRMFrames, channels: pd.DataFrame) -> 
         assert channels[column].sum() == pytest.approx(totals[column])
 
 
-def test_monthly_trend_marks_complete_periods(crm: CRMFrames) -> None:
+def test_monthly_trend_marks_complete_periods(crm: KpiTables) -> None:
     window = report_window(crm, *WINDOW_ARGS)
     monthly = kpi_table(crm, window, "all", "month")
     assert monthly["period"].tolist() == [T("2025-01-01"), T("2025-02-01")]
@@ -205,7 +194,7 @@ def test_monthly_trend_marks_complete_periods(crm: CRMFrames) -> None:
     assert organic["leads"].tolist() == [0, 1]  # every channel gets every period, zero-filled
 
 
-def test_campaign_and_segment_scopes(crm: CRMFrames) -> None:
+def test_campaign_and_segment_scopes(crm: KpiTables) -> None:
     window = report_window(crm, *WINDOW_ARGS)
     campaigns = kpi_table(crm, window, "campaign").set_index("campaign")
     assert campaigns.loc["spring", "leads"] == 3 and campaigns.loc["spring", "spend"] == 300
@@ -219,7 +208,7 @@ def test_campaign_and_segment_scopes(crm: CRMFrames) -> None:
     assert known["segment"] == {"champions", "promising", "loyal"}
 
 
-def test_content_influence_weights(crm: CRMFrames) -> None:
+def test_content_influence_weights(crm: KpiTables) -> None:
     table = content_influence(crm, report_window(crm, *WINDOW_ARGS)).set_index("content_id")
     assert table.loc["em-1", "weighted_interactions"] == pytest.approx(3 + 1)  # a click and an open; sends are 0
     assert table.loc["em-1", "interactions"] == 5 and table.loc["em-1", "leads"] == 3
@@ -232,14 +221,14 @@ def test_content_influence_weights(crm: CRMFrames) -> None:
 def test_bad_input_names_table_and_column() -> None:
     frames = hand_made_frames()
     with pytest.raises(InvalidInput, match="leads: missing column.*created_at"):
-        crm_frames(**{**frames, "leads": frames["leads"].drop(columns="created_at")})
+        kpi_tables(**{**frames, "leads": frames["leads"].drop(columns="created_at")})
     with pytest.raises(InvalidInput, match="customers: customer_id must be unique"):
-        crm_frames(**{**frames, "customers": pd.concat([frames["customers"]] * 2)})
+        kpi_tables(**{**frames, "customers": pd.concat([frames["customers"]] * 2)})
     bad = frames["activities"].assign(activity_type="telepathy")
     with pytest.raises(InvalidInput, match="unknown activity_type telepathy"):
-        crm_frames(**{**frames, "activities": bad})
+        kpi_tables(**{**frames, "activities": bad})
     with pytest.raises(InvalidInput, match="no leads"):
-        report_window(crm_frames(frames["leads"].iloc[:0]))
+        report_window(kpi_tables(frames["leads"].iloc[:0]))
 
 
 def test_every_metric_is_a_column_with_a_definition() -> None:
@@ -247,7 +236,7 @@ def test_every_metric_is_a_column_with_a_definition() -> None:
     assert all(m.definition and m.label for m in METRICS.values())
 
 
-def test_weekly_periods_cover_the_window(crm: CRMFrames) -> None:
+def test_weekly_periods_cover_the_window(crm: KpiTables) -> None:
     window = report_window(crm, date(2025, 1, 1), date(2025, 1, 31))
     starts = period_starts(window, "week")
     assert starts[0] <= window.start and starts[-1] < window.end
@@ -256,7 +245,7 @@ def test_weekly_periods_cover_the_window(crm: CRMFrames) -> None:
 
 
 @st.composite
-def random_crms(draw: st.DrawFn) -> CRMFrames:
+def random_crms(draw: st.DrawFn) -> KpiTables:
     rng = np.random.default_rng(draw(st.integers(0, 10_000)))
     n = draw(st.integers(1, 40))
     created = T("2025-01-01") + pd.to_timedelta(rng.integers(0, 90, n), unit="D")
@@ -278,12 +267,12 @@ def random_crms(draw: st.DrawFn) -> CRMFrames:
     days = pd.date_range("2025-01-01", periods=90)
     spend = pd.DataFrame({"date": np.repeat(days, 2), "channel": ["a", "b"] * 90, "campaign": "",
                           "spend": rng.uniform(0, 20, 180), "impressions": 100, "clicks": rng.integers(0, 100, 180)})
-    return crm_frames(leads, None, customers, orders, spend)
+    return kpi_tables(leads, None, customers, orders, spend)
 
 
 @given(random_crms())
 @settings(max_examples=12, deadline=None)
-def test_rates_stay_in_range_and_channels_add_up(crm: CRMFrames) -> None:
+def test_rates_stay_in_range_and_channels_add_up(crm: KpiTables) -> None:
     window = report_window(crm)
     table = kpi_table(crm, window, "channel")
     totals = kpi_totals(crm, window)

@@ -20,7 +20,8 @@ from features.kpi.targets import (
     parse_targets,
     read_targets,
 )
-from features.kpi.metrics import crm_frames, report_window, scope_values
+from features.kpi.metrics import scope_values
+from features.kpi.tables import kpi_tables, report_window
 from tests.conftest import REPO_ROOT
 from tests.features.kpi.test_metrics import WINDOW_ARGS, hand_made_crm, hand_made_frames
 
@@ -89,7 +90,7 @@ def test_unknown_channel_is_an_error_but_unscored_segments_are_not() -> None:
     with pytest.raises(InvalidInput, match=r"unknown channel 'tv'; known: .*paid_search"):
         check_scopes((bad,), scope_values(crm))
     (segment,) = parse_targets(_toml(metric='"predicted_cltv"', scope='"segment:champions"', target="100"))
-    unscored = crm_frames(**{**hand_made_frames(), "customer_scores": None})
+    unscored = kpi_tables(**{**hand_made_frames(), "customer_scores": None})
     (row,) = evaluate_targets((segment,), unscored, report_window(unscored, *WINDOW_ARGS)).to_dict("records")
     assert row["status"] == "no_data"
 

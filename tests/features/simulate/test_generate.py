@@ -21,16 +21,12 @@ from features.crm import schema
 from features.crm.store import connect, create_schema, insert_frame, read_frame
 from features.errors import InvalidInput
 from features.crm.schema import ACTIVITY_TYPES
-from features.simulate.leads import content_catalog, simulate_leads
+from features.simulate.leads import simulate_leads
+from features.simulate.content import content_catalog
 from features.simulate.marketing import plan_leads
 from features.simulate.orders import simulate_orders
-from features.simulate.generate import (
-    TRUTH_TABLES,
-    OrderValue,
-    PurchaseProcess,
-    SimulationConfig,
-    generate_crm,
-)
+from features.simulate.generate import TRUTH_TABLES, generate_crm
+from features.simulate.config import OrderValue, PurchaseProcess, SimulationConfig
 
 LEADVAL = str(Path(sys.executable).with_name("leadval"))
 TABLES = (*schema.CRM_TABLES, *TRUTH_TABLES)

@@ -18,7 +18,8 @@ from serving.batch.jobs import score_lead_chunk
 from serving.api.champions import load_champions
 from tests.serving.conftest import RunningServer, TrainedStore
 from training.clv.predict import new_customer_value
-from training.tracking import champion_uri, load_registered, use_tracking
+from training.tracking import use_tracking
+from training.registry import champion_uri, load_registered
 
 LEAD = {"lead_id": "L-new", "created_at": "2024-03-01T10:00:00Z", "source_channel": "paid_search",
         "activities": [{"activity_type": "pricing_page_view", "occurred_at": "2024-03-02T11:00:00+01:00",

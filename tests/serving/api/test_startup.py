@@ -10,22 +10,10 @@ import typer
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from serving.api.champions import (
-    CLV_MODEL_NAME,
-    LEAD_MODEL_NAME,
-    NothingToServe,
-    champion_uri,
-    load_champions,
-    missing_champions,
-)
+from serving.api.champions import NothingToServe, load_champions, missing_champions
 from serving.cli.serve import check_models, serve
 from tests.serving.conftest import RunningServer, TrainedStore, free_port, start_server, stop_server
-from training.clv.job import MODEL_NAME as TRAINED_CLV_NAME
-from training.leads.job import LEAD_MODEL_NAME as TRAINED_LEAD_NAME
-
-
-def test_served_names_are_the_names_training_registers() -> None:
-    assert (LEAD_MODEL_NAME, CLV_MODEL_NAME) == (TRAINED_LEAD_NAME, TRAINED_CLV_NAME)
+from training.registry import CLV_MODEL_NAME, LEAD_MODEL_NAME, champion_uri
 
 
 def test_no_store_is_an_error_naming_both_models_and_creates_nothing(tmp_path: Path) -> None:

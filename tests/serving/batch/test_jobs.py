@@ -17,11 +17,12 @@ from sqlalchemy import func, select
 from features.crm import schema
 from features.crm.frames import load_crm_frames
 from features.crm.store import connect, read_frame
-from features.simulate.generate import SimulationConfig
+from features.simulate.config import SimulationConfig
 from serving.batch.jobs import score_lead_chunk
 from tests.serving.conftest import simulated_crm
 from training.clv.predict import CLVParameters
-from training.tracking import load_registered, use_tracking
+from training.tracking import use_tracking
+from training.registry import load_registered
 
 LEADVAL = str(Path(sys.executable).with_name("leadval"))
 

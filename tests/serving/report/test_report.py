@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,13 @@ from typer.testing import CliRunner
 from features.crm import schema
 from features.crm.store import connect, create_schema, insert_frame
 from features.errors import InvalidInput
-from features.kpi.metrics import METRICS, kpi_table, report_window
+from features.kpi.metrics import kpi_table
+from features.kpi.definitions import METRICS
+from features.kpi.tables import kpi_tables, report_window
+from features.kpi.targets import Target
 from serving.cli import report as report_cli
-from serving.report.page import SECTIONS
+from serving.report.data import build_report
+from serving.report.page import SECTIONS, render_html
 from tests.features.kpi.test_metrics import WINDOW_ARGS, hand_made_crm, hand_made_frames
 
 T = pd.Timestamp
@@ -264,3 +269,22 @@ def test_top_leads_before_scoring_says_what_to_do(sqlite_url: str) -> None:
     _write_crm(sqlite_url, scores=False)
     with pytest.raises(InvalidInput, match="run `leadval score leads` first"):
         _invoke("top", "--db", sqlite_url)
+
+
+def test_names_from_the_crm_are_escaped_on_the_page() -> None:
+    script = "<script>alert(1)</script>"
+    frames = hand_made_frames()
+    frames["leads"] = frames["leads"].replace({"source_channel": {"paid_search": script},
+                                               "campaign": {"spring": script}})
+    frames["customers"] = frames["customers"].replace({"acquisition_channel": {"paid_search": script}})
+    frames["marketing_spend"] = frames["marketing_spend"].replace({"channel": {"paid_search": script},
+                                                                   "campaign": {"spring": script}})
+    frames["activities"] = frames["activities"].replace({"content_id": {"blog-1": '<img src=x onerror="alert(1)">'}})
+    crm = kpi_tables(**frames)
+    goal = Target("cac", f"channel:{script}", 50, "at_most", date(2025, 6, 30), name=script)
+    page = render_html(build_report(crm, report_window(crm, *WINDOW_ARGS), [goal]))
+    assert "<script" not in page.lower() and "<img" not in page.lower()
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert f'<td class="txt">{escaped}</td>' in page  # channel tables and the target's name
+    assert f'<td class="txt nowrap">channel:{escaped}</td>' in page  # the target's scope
+    assert "&lt;img src=x onerror=" in page and 'onerror="' not in page  # content influence

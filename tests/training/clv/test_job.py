@@ -18,10 +18,10 @@ from features.errors import InvalidInput
 from features.rfm import rfm_summary
 from features.crm.schema import customers, orders
 from tests.training.clv.test_fit import simulated_transactions
-from serving.cli.train_clv import train_clv
+from serving.cli.train import train_clv
 from training.clv.predict import SEGMENTS, predict_clv, rfm_in_days
 from training.clv.job import CLVTrainingResult, default_dates, train_from_crm
-from training.tracking import champion_uri, load_registered
+from training.registry import champion_uri, load_registered
 
 END = "2024-12-31"
 CHANNELS = ("email", "paid_search")

@@ -23,7 +23,8 @@ from features.crm.store import connect, create_schema
 from features.lead_features import lead_features
 from features.lead_labels import open_leads
 from features.simulate.config import ConversionModel
-from features.simulate.generate import SimulationConfig, generate_crm
+from features.simulate.generate import generate_crm
+from features.simulate.config import SimulationConfig
 from training.leads.evaluation import calibration_table
 from training.leads.pyfunc import score_leads, score_rows, scorer_of
 from training.leads.job import (
@@ -33,9 +34,10 @@ from training.leads.job import (
     crm_splits,
     train_and_register,
 )
-from training.leads.scorer import LeadModelConfig
-from serving.cli.train_leads import train_leads
-from training.tracking import champion_version, load_registered, register_and_gate, use_tracking
+from training.leads.fit import LeadModelConfig
+from serving.cli.train import train_leads
+from training.tracking import use_tracking
+from training.registry import champion_version, load_registered, register_and_gate
 
 INTERACTIONS = ConversionModel(senior_large_company=1.6, c_level_small_company=1.4, demo_business_email=1.6)
 MODEL = "lead-scoring-test"

@@ -14,15 +14,16 @@ from typer.testing import CliRunner
 from features.errors import InvalidInput
 from tests.conftest import REPO_ROOT
 from training.leads.job import TableTrainingConfig, read_lead_table, table_outcome, table_splits
-from serving.cli.train_leads import score_leads_file, train_leads
+from serving.cli.score import score_leads_command
+from serving.cli.train import train_leads
 
-BANK = REPO_ROOT.parent / "shared" / "data" / "bank-marketing" / "bank-additional-full.csv"
+BANK = REPO_ROOT / "datasets" / "bank-marketing" / "bank-additional-full.csv.gz"
 
 
 def _app() -> typer.Typer:
     app = typer.Typer()
     app.command("train")(train_leads)
-    app.command("score")(score_leads_file)
+    app.command("score")(score_leads_command)
     return app
 
 

@@ -1,0 +1,212 @@
+"""The tables the KPIs are computed from, checked and typed, and the reporting window and its periods.
+
+:func:`kpi_tables` takes the CRM and score tables as DataFrames (from the database or built by hand) and
+checks the columns the KPIs need; a table not given is an empty one. :class:`Window` is the report's
+``[start, end)`` and :func:`period_starts` its weeks, months or quarters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from functools import cached_property
+from types import MappingProxyType
+
+import numpy as np
+import pandas as pd
+
+from features.crm.schema import ACTIVITY_TYPES
+from features.errors import InvalidInput
+from features.kpi.definitions import GRAINS
+
+_REQUIRED: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "leads": ("lead_id", "created_at", "source_channel", "converted_at"),
+        "activities": ("lead_id", "occurred_at", "activity_type"),
+        "customers": ("customer_id", "created_at"),
+        "orders": ("customer_id", "ordered_at", "amount"),
+        "marketing_spend": ("date", "channel", "spend"),
+        "lead_scores": ("lead_id", "score", "probability", "band"),
+        "customer_scores": ("customer_id", "p_alive", "clv", "segment"),
+        "customer_score_history": ("customer_id", "p_alive", "clv", "segment"),
+    }
+)
+_OPTIONAL: Mapping[str, Mapping[str, object]] = MappingProxyType(
+    {
+        "leads": {"campaign": None, "customer_id": None},
+        "activities": {"channel": None, "content_id": None, "duration_seconds": np.nan},
+        "customers": {"lead_id": None, "acquisition_channel": None},
+        "orders": {},
+        "marketing_spend": {"campaign": "", "impressions": 0, "clicks": 0},
+        "lead_scores": {"reasons": None, "expected_value": np.nan, "as_of": pd.NaT, "scored_at": pd.NaT},
+        "customer_scores": {"expected_purchases": np.nan, "expected_order_value": np.nan, "scoring_run_id": None,
+                            "as_of": pd.NaT, "scored_at": pd.NaT},
+        "customer_score_history": {"scoring_run_id": None, "as_of": pd.NaT, "scored_at": pd.NaT},
+    }
+)
+_TIMES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "leads": ("created_at", "converted_at"),
+        "activities": ("occurred_at",),
+        "customers": ("created_at",),
+        "orders": ("ordered_at",),
+        "marketing_spend": ("date",),
+        "lead_scores": ("as_of", "scored_at"),
+        "customer_scores": ("as_of", "scored_at"),
+        "customer_score_history": ("as_of", "scored_at"),
+    }
+)
+_KEYS: Mapping[str, str] = MappingProxyType(
+    {"leads": "lead_id", "customers": "customer_id", "lead_scores": "lead_id", "customer_scores": "customer_id"}
+)
+
+
+@dataclass(frozen=True)
+class KpiTables:
+    """The CRM and score tables as DataFrames, checked and typed by :func:`kpi_tables`."""
+
+    leads: pd.DataFrame
+    activities: pd.DataFrame
+    customers: pd.DataFrame
+    orders: pd.DataFrame
+    marketing_spend: pd.DataFrame
+    lead_scores: pd.DataFrame
+    customer_scores: pd.DataFrame
+    customer_score_history: pd.DataFrame
+
+    @cached_property
+    def activity_lead_rows(self) -> np.ndarray:
+        """Row in ``leads`` of each activity's lead (-1 for a lead not in the table)."""
+        return pd.Index(self.leads["lead_id"]).get_indexer(self.activities["lead_id"])
+
+    @cached_property
+    def activity_type_codes(self) -> np.ndarray:
+        """Each activity's type as its position in ``ACTIVITY_TYPES``."""
+        return pd.Categorical(self.activities["activity_type"], categories=ACTIVITY_TYPES).codes.astype("int64")
+
+    @cached_property
+    def customer_lead_rows(self) -> np.ndarray:
+        """Row in ``leads`` of each customer's lead (-1 for none)."""
+        return pd.Index(self.leads["lead_id"]).get_indexer(self.customers["lead_id"])
+
+    @cached_property
+    def order_customer_rows(self) -> np.ndarray:
+        """Row in ``customers`` of each order's customer (-1 for one not in the table)."""
+        return pd.Index(self.customers["customer_id"]).get_indexer(self.orders["customer_id"])
+
+
+def kpi_tables(
+    leads: pd.DataFrame,
+    activities: pd.DataFrame | None = None,
+    customers: pd.DataFrame | None = None,
+    orders: pd.DataFrame | None = None,
+    marketing_spend: pd.DataFrame | None = None,
+    lead_scores: pd.DataFrame | None = None,
+    customer_scores: pd.DataFrame | None = None,
+    customer_score_history: pd.DataFrame | None = None,
+) -> KpiTables:
+    """Check and type the tables the KPIs need; a missing table is an empty one.
+
+    Raises ``InvalidInput`` naming the table and its missing columns or duplicated keys.
+    """
+    given = {
+        "leads": leads,
+        "activities": activities,
+        "customers": customers,
+        "orders": orders,
+        "marketing_spend": marketing_spend,
+        "lead_scores": lead_scores,
+        "customer_scores": customer_scores,
+        "customer_score_history": customer_score_history,
+    }
+    return KpiTables(**{name: _checked(name, frame) for name, frame in given.items()})
+
+
+def _checked(name: str, frame: pd.DataFrame | None) -> pd.DataFrame:
+    required, optional = _REQUIRED[name], _OPTIONAL[name]
+    if frame is None:
+        frame = pd.DataFrame({c: pd.Series(dtype="object") for c in (*required, *optional)})
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise InvalidInput(f"{name}: missing column(s) {', '.join(missing)}; expected at least {', '.join(required)}")
+    out = frame.copy()
+    for column, default in optional.items():
+        if column not in out.columns:
+            out[column] = default
+    for column in _TIMES[name]:
+        out[column] = pd.to_datetime(out[column]).astype("datetime64[ns]")
+    for column in ("amount", "spend", "p_alive", "clv", "probability", "expected_value"):
+        if column in out.columns:
+            out[column] = pd.to_numeric(out[column]).astype("float64")
+    key = _KEYS.get(name)
+    if key is not None and out[key].duplicated().any():
+        dupes = out.loc[out[key].duplicated(), key].astype(str).head(5).tolist()
+        raise InvalidInput(f"{name}: {key} must be unique; repeated: {', '.join(dupes)}")
+    if name == "activities":
+        unknown = sorted(set(out["activity_type"].dropna()) - set(ACTIVITY_TYPES))
+        if unknown:
+            raise InvalidInput(f"activities: unknown activity_type {', '.join(unknown)}; expected one of "
+                               f"{', '.join(ACTIVITY_TYPES)}")
+    return out
+
+
+@dataclass(frozen=True)
+class Window:
+    """The reporting window ``[start, end)`` in naive UTC; ``end`` is exclusive."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+
+    def contains(self, times: pd.Series) -> pd.Series:
+        """Whether each timestamp falls inside the window (missing ones do not)."""
+        return (times >= self.start) & (times < self.end)
+
+    @property
+    def last_day(self) -> date:
+        """The last calendar day the window covers."""
+        return (self.end - pd.Timedelta(nanoseconds=1)).date()
+
+    @property
+    def label(self) -> str:
+        """The window as people write it: first day to last day, both included."""
+        return f"{self.start.date().isoformat()} to {self.last_day.isoformat()}"
+
+
+def report_window(crm: KpiTables, start: date | None = None, end: date | None = None) -> Window:
+    """The window from ``start`` to ``end`` (both days included); open ends default to the data's first and last day.
+
+    Raises ``InvalidInput`` for an empty CRM or an end before the start.
+    """
+    stamps = [
+        crm.leads["created_at"], crm.leads["converted_at"], crm.activities["occurred_at"],
+        crm.customers["created_at"], crm.orders["ordered_at"], crm.marketing_spend["date"],
+    ]
+    present = pd.concat([s.dropna() for s in stamps if not s.dropna().empty] or [pd.Series(dtype="datetime64[ns]")])
+    if present.empty and (start is None or end is None):
+        raise InvalidInput("the CRM has no leads, activities, customers, orders or spend yet; run `leadval generate` "
+                           "or `leadval import` first")
+    first = pd.Timestamp(start) if start is not None else present.min().normalize()
+    last = pd.Timestamp(end) if end is not None else present.max().normalize()
+    if last < first:
+        raise InvalidInput(f"--to {last.date()} is before --from {first.date()}; expected an end on or after the start")
+    return Window(first, last + pd.Timedelta(days=1))
+
+
+def default_grain(window: Window) -> str:
+    """Weeks for windows up to about three months, months beyond."""
+    return "week" if (window.end - window.start) <= pd.Timedelta(days=92) else "month"
+
+
+def period_starts(window: Window, grain: str) -> pd.DatetimeIndex:
+    """Start of every period of length ``grain`` that overlaps the window."""
+    periods = pd.period_range(window.start, window.end - pd.Timedelta(nanoseconds=1), freq=grain_code(grain))
+    return pd.DatetimeIndex(periods.start_time)
+
+
+def grain_code(grain: str) -> str:
+    """The pandas period code of ``grain``; an unknown grain is an ``InvalidInput`` naming the known ones."""
+    try:
+        return GRAINS[grain]
+    except KeyError:
+        raise InvalidInput(f"grain {grain!r} is unknown; expected one of {', '.join(GRAINS)}") from None

@@ -1,0 +1,182 @@
+"""``leadval train leads`` and ``leadval train clv``: train, evaluate and register a model in MLflow.
+
+Plain typer-annotated functions; :mod:`serving.cli.app` mounts them. Heavy imports happen inside the
+functions so ``--help`` stays fast. BG/NBD and Gamma-Gamma fits slow down badly with more than one BLAS
+thread, so ``train clv`` sets ``OPENBLAS_NUM_THREADS=1`` (unless set) before numpy loads, and the job
+itself limits BLAS to one thread with threadpoolctl while fitting.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from features.errors import InvalidInput
+from features.settings import load_settings
+from serving.cli.console import report
+from serving.cli.options import (DAY_FORMATS, INSTANT_FORMATS, DbOption, JsonOption, PromoteOption,
+                                 TrackingOption)
+from training.registry import LEAD_MODEL_NAME, Promote
+
+
+def train_leads(
+    db: DbOption = None,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option("--as-of", formats=INSTANT_FORMATS,
+                     help="Train on the CRM as it was at this instant (UTC; a date means its midnight) "
+                          "[default: the CRM's latest event]."),
+    ] = None,
+    horizon_days: Annotated[
+        int, typer.Option("--horizon-days", min=1, help="Predict conversion within this many days.")
+    ] = 90,
+    table: Annotated[
+        Path | None,
+        typer.Option("--table", exists=True, dir_okay=False,
+                     help="Train on a flat CSV/Parquet file (one row per lead with an outcome) instead of the CRM."),
+    ] = None,
+    target: Annotated[str | None, typer.Option("--target", help="File column with the outcome.")] = None,
+    positive: Annotated[
+        str | None, typer.Option("--positive", help="Outcome value meaning converted [default: 1/yes/true].")
+    ] = None,
+    id_col: Annotated[
+        str | None, typer.Option("--id-col", help="File column with the lead id [default: the row number].")
+    ] = None,
+    time_col: Annotated[
+        str | None, typer.Option("--time-col", help="File column with the lead's date: the holdout is the latest "
+                                                    "period.")
+    ] = None,
+    drop: Annotated[
+        list[str] | None,
+        typer.Option("--drop", help="File columns to leave out, comma-separated or repeated (e.g. ones that leak "
+                                    "the outcome)."),
+    ] = None,
+    holdout: Annotated[
+        str, typer.Option("--holdout", help="File holdout: auto (latest with --time-col, else random), latest "
+                                            "(latest rows by --time-col or by file order) or random (stratified).")
+    ] = "auto",
+    promote: PromoteOption = Promote.auto,
+    model_name: Annotated[str, typer.Option("--model-name", help="Registered model name.")] = LEAD_MODEL_NAME,
+    tracking_uri: TrackingOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train the lead-scoring model (LightGBM, calibrated, with reasons), evaluate it and register it."""
+    from features.crm.store import connect, safe_url
+    from training.leads.job import (
+        CrmTrainingConfig,
+        TableTrainingConfig,
+        crm_splits,
+        read_lead_table,
+        table_splits,
+        train_and_register,
+    )
+
+    file_flags = {"--target": target, "--positive": positive, "--id-col": id_col, "--time-col": time_col,
+                  "--drop": drop}
+    settings = load_settings(db=db, tracking_uri=tracking_uri)
+    if table is not None:
+        if db is not None or as_of is not None:
+            raise InvalidInput("--table trains on a file: --db and --as-of do not apply")
+        if target is None:
+            raise InvalidInput("--table needs --target COL (the outcome column)")
+        dropped = tuple(c.strip() for item in drop or [] for c in item.split(",") if c.strip())
+        config = TableTrainingConfig(str(table), target, positive, id_col, time_col, dropped, holdout)
+        splits = table_splits(read_lead_table(table, id_column=id_col), config)
+        where = table.name
+        if splits.source["holdout"] == "random":
+            print("note: random holdout (no --time-col, --holdout auto/random); if the file's rows are in time "
+                  "order, --holdout latest gives the honest forward-looking figure", file=sys.stderr)
+    else:
+        given = [flag for flag, value in file_flags.items() if value]
+        if given:
+            raise InvalidInput(f"{', '.join(given)} only apply with --table FILE")
+        config = CrmTrainingConfig(as_of=as_of.isoformat() if as_of else None, horizon_days=horizon_days)
+        splits = crm_splits(connect(settings.db), config)
+        where = safe_url(settings.db)
+    result = train_and_register(splits, config, settings.tracking_uri, settings.artifact_root, promote, model_name)
+    metrics, baseline = result.metrics, result.baseline_metrics
+    status = "now @champion" if result.champion else "not promoted"
+    summary = (
+        f"Lead model {result.model_name} v{result.model_version} from {where}: {status} ({result.promotion_reason}).\n"
+        f"Holdout of {int(metrics['rows']):,} rows (base rate {metrics['base_rate']:.2%}): ROC AUC "
+        f"{metrics['roc_auc']:.3f} (baseline {baseline['roc_auc']:.3f}), PR AUC {metrics['pr_auc']:.3f} "
+        f"(baseline {baseline['pr_auc']:.3f}), lift at top 10% {metrics['lift_top10']:.1f}x, "
+        f"ECE {metrics['ece']:.4f}; MLflow run {result.run_id}"
+    )
+    report(result.summary(), summary, as_json)
+
+
+def train_clv(
+    db: DbOption = None,
+    calibration_end: Annotated[
+        datetime | None,
+        typer.Option("--calibration-end", formats=DAY_FORMATS,
+                     help="Last day of the calibration period [default: observation end minus a third of the "
+                          "history, at most the horizon]."),
+    ] = None,
+    observation_end: Annotated[
+        datetime | None,
+        typer.Option("--observation-end", formats=DAY_FORMATS,
+                     help="Last day of the holdout (orders after it are ignored) [default: the last order's day]."),
+    ] = None,
+    horizon_days: Annotated[int, typer.Option("--horizon-days", min=1, help="CLV horizon in days.")] = 365,
+    discount_rate: Annotated[
+        float, typer.Option("--discount-rate", min=0.0, help="Annual discount rate of the CLV (0.1 = 10%).")
+    ] = 0.10,
+    promote: PromoteOption = Promote.auto,
+    tracking_uri: TrackingOption = None,
+    transactions: Annotated[
+        Path | None,
+        typer.Option("--transactions", exists=True, dir_okay=False,
+                     help="Train on a CSV/Parquet file of orders instead of the CRM."),
+    ] = None,
+    customer_col: Annotated[str | None, typer.Option("--customer-col", help="File column with the customer id.")] = None,
+    date_col: Annotated[str | None, typer.Option("--date-col", help="File column with the order date.")] = None,
+    amount_col: Annotated[
+        str | None, typer.Option("--amount-col", help="File column with the order amount (without it: no CLV, "
+                                                      "only purchases, P(alive) and segments).")
+    ] = None,
+    time_unit: Annotated[str, typer.Option("--time-unit", help="Model time unit: D (days) or W (weeks).")] = "D",
+    as_json: JsonOption = False,
+) -> None:
+    """Train the customer lifetime value model (BG/NBD + Gamma-Gamma), validate it on a holdout and register it."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from training.clv.job import train_from_crm, train_from_file
+
+    time_unit = time_unit.upper()
+    settings = load_settings(db=db, tracking_uri=tracking_uri)
+    if transactions is not None:
+        missing = [flag for flag, value in (("--customer-col", customer_col), ("--date-col", date_col),
+                                            ("--calibration-end", calibration_end),
+                                            ("--observation-end", observation_end)) if value is None]
+        if missing:
+            raise InvalidInput(f"--transactions needs {', '.join(missing)}")
+        if db is not None:
+            raise InvalidInput("give either --db or --transactions, not both")
+        result = train_from_file(transactions, customer_col, date_col, calibration_end.date(), observation_end.date(),
+                                 settings.tracking_uri, settings.artifact_root, amount_col, horizon_days,
+                                 discount_rate, time_unit, promote)
+    else:
+        extra = [flag for flag, value in (("--customer-col", customer_col), ("--date-col", date_col),
+                                          ("--amount-col", amount_col)) if value is not None]
+        if extra:
+            raise InvalidInput(f"{', '.join(extra)} only apply with --transactions FILE")
+        result = train_from_crm(settings.db, settings.tracking_uri, settings.artifact_root,
+                                calibration_end.date() if calibration_end else None,
+                                observation_end.date() if observation_end else None,
+                                horizon_days, discount_rate, time_unit, promote)
+    out = result.as_dict()
+    holdout = out["holdout"]
+    status = "champion" if result.promotion.champion else "not promoted"
+    summary = (
+        f"CLV model {out['model_name']} v{out['model_version']} ({status}: {result.promotion.reason}); "
+        f"calibration to {out['calibration_end']}, holdout to {out['observation_end']}: "
+        f"{holdout['actual_purchases']:,.0f} actual vs {holdout['predicted_purchases']:,.0f} predicted repeat "
+        f"purchases, MAE {holdout['mae']:.3f} per customer; run {out['run_id']}"
+    )
+    report(out, summary, as_json)

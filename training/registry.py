@@ -1,0 +1,156 @@
+"""The model registry: the models' names, the ``@champion`` alias, promotion, and loading registered models.
+
+Every name here is defined once: training registers under these names, the batch jobs and the service load
+these champions. MLflow is imported inside the functions, so that commands' ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from features.errors import InvalidInput, LeadvalError
+
+if TYPE_CHECKING:
+    import mlflow.pyfunc
+
+LEAD_MODEL_NAME = "lead-scoring"
+CLV_MODEL_NAME = "clv"
+CHAMPION_ALIAS = "champion"
+
+
+def champion_uri(model_name: str) -> str:
+    """The URI of ``model_name``'s current champion, ``models:/<name>@champion``."""
+    return f"models:/{model_name}@{CHAMPION_ALIAS}"
+
+
+LEAD_MODEL_URI = champion_uri(LEAD_MODEL_NAME)
+CLV_MODEL_URI = champion_uri(CLV_MODEL_NAME)
+
+
+class Promote(str, Enum):
+    """When a newly registered version becomes ``@champion``: ``auto`` if at least as good as the current
+    champion on the same holdout (or there is none), ``always``, or ``never``."""
+
+    auto = "auto"
+    always = "always"
+    never = "never"
+
+    @classmethod
+    def parse(cls, value: str | Promote) -> Promote:
+        """``value`` as a policy; anything else is an ``InvalidInput`` naming the choices."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise InvalidInput(f"--promote: expected auto, always or never, got {value!r}") from None
+
+
+class ModelNotFound(LeadvalError):
+    """A model URI that names no registered model, version or alias."""
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What happened in the registry: the new version and whether it became ``@champion``, and why."""
+
+    model_name: str
+    version: str
+    champion: bool
+    reason: str
+    previous_champion: str | None
+    candidate_metric: float
+    champion_metric: float | None
+
+
+def champion_version(model_name: str) -> str | None:
+    """The version currently aliased ``@champion``, or None when the model or its alias does not exist.
+
+    Any other registry error (an unreachable store, say) propagates, so it can never pass for "no champion".
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return str(MlflowClient().get_model_version_by_alias(model_name, CHAMPION_ALIAS).version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def register_and_gate(
+    model_uri: str,
+    model_name: str,
+    metric_name: str,
+    candidate_metric: float,
+    champion_metric: Callable[[str], float],
+    higher_is_better: bool,
+    promote: Promote = Promote.auto,
+) -> Promotion:
+    """Register ``model_uri`` as a new version of ``model_name`` and decide whether it becomes champion.
+
+    ``champion_metric(uri)`` must score the model at ``uri`` on the SAME holdout as ``candidate_metric``.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    promote = Promote.parse(promote)
+    version = str(mlflow.register_model(model_uri, model_name).version)
+    client = MlflowClient()
+    client.set_model_version_tag(model_name, version, metric_name, f"{candidate_metric:.6g}")
+    previous = champion_version(model_name)
+    current: float | None = None
+    if promote is Promote.never:
+        chosen, reason = False, "--promote never: registered without promotion"
+    elif promote is Promote.always:
+        chosen, reason = True, "--promote always"
+    elif previous is None:
+        chosen, reason = True, "no champion yet"
+    else:
+        current = float(champion_metric(f"models:/{model_name}/{previous}"))
+        chosen = candidate_metric >= current if higher_is_better else candidate_metric <= current
+        verb = "at least as good as" if chosen else "worse than"
+        reason = (f"{metric_name} {candidate_metric:.4f} is {verb} champion v{previous}'s "
+                  f"{current:.4f} on the same holdout")
+    if chosen:
+        client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
+    return Promotion(model_name, str(version), chosen, reason, previous, candidate_metric, current)
+
+
+def load_registered(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
+    """Load a pyfunc model, turning an unknown name/version/alias into a clear ``ModelNotFound``."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as exc:
+        raise ModelNotFound(f"cannot load model {model_uri!r} from {mlflow.get_tracking_uri()}: "
+                            f"{exc.message.splitlines()[0]}") from None
+
+
+def registered_identity(model_uri: str) -> tuple[str, str | None, str | None]:
+    """(name, version, training run id) of a ``models:/name@alias`` or ``models:/name/version`` URI.
+
+    Other URIs (runs:/, files) have no registry entry: their name is the URI and version and run are None.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    if not model_uri.startswith("models:/"):
+        return model_uri, None, None
+    ref = model_uri.removeprefix("models:/")
+    client = MlflowClient()
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            found = client.get_model_version_by_alias(name, alias)
+        else:
+            name, version = ref.split("/", 1)
+            found = client.get_model_version(name, version)
+    except (MlflowException, ValueError):
+        raise ModelNotFound(f"cannot find model {model_uri!r} in the registry at {mlflow.get_tracking_uri()}") from None
+    return name, str(found.version), found.run_id
