@@ -40,8 +40,8 @@ from features.simulate.generate import generate_crm  # noqa: E402
 from serving.batch.jobs import BatchResult, score_customers, score_open_leads  # noqa: E402
 from training.clv.job import train_from_crm  # noqa: E402
 from training.leads.job import CrmTrainingConfig, crm_splits, train_and_register  # noqa: E402
-from training.tracking import use_tracking  # noqa: E402
 from training.registry import champion_version  # noqa: E402
+from training.tracking import use_tracking  # noqa: E402
 
 SCORE_TABLES = (schema.lead_score_history, schema.lead_scores, schema.customer_score_history,
                 schema.customer_scores, schema.scoring_runs)

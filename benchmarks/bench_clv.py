@@ -61,8 +61,8 @@ def _timed(step) -> tuple[object, float, float, float]:
 
 def generate(customers: int, folder: Path) -> Path:
     """~10 orders per customer from the true BG/NBD + Gamma-Gamma process, as Parquet."""
-    from features.simulate.orders import simulate_orders
     from features.simulate.config import OrderValue, PurchaseProcess
+    from features.simulate.orders import simulate_orders
 
     rng = np.random.default_rng(7)
     age = rng.integers(200, 1100, customers)

@@ -33,8 +33,8 @@ DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 def run_one(url: str, leads: int, customers: int, chunk_leads: int, writer: str) -> dict:
     """Generate one CRM in this process; returns its figures."""
-    from features.simulate import generate as simulator
     from features.crm.store import connect, create_schema, insert_frame
+    from features.simulate import generate as simulator
 
     write = simulator.bulk_insert if writer == "bulk_insert" else insert_frame
     writing = {"seconds": 0.0}

@@ -40,8 +40,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from features.crm.imports import crm_table, import_file, import_transaction, load_rows, validate_export
-from features.crm.store import connect, create_schema
 from features.crm.schema import ACTIVITY_TYPES
+from features.crm.store import connect, create_schema
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DATE_COLUMNS = {"activities": ["occurred_at"], "orders": ["ordered_at"]}

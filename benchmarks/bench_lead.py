@@ -34,15 +34,15 @@ import pandas as pd  # noqa: E402
 
 from features.lead_features import BEHAVIOUR_FEATURES, PROFILE_FEATURES, lead_features  # noqa: E402
 from features.lead_labels import open_leads, snapshot_plan, training_snapshots  # noqa: E402
-from features.simulate.leads import simulate_leads  # noqa: E402
-from features.simulate.content import content_catalog  # noqa: E402
-from features.simulate.marketing import plan_leads  # noqa: E402
 from features.simulate.config import SimulationConfig  # noqa: E402
+from features.simulate.content import content_catalog  # noqa: E402
+from features.simulate.leads import simulate_leads  # noqa: E402
+from features.simulate.marketing import plan_leads  # noqa: E402
 from training.leads.evaluation import lead_metrics  # noqa: E402
+from training.leads.fit import LeadModelConfig, fit_baseline, fit_lead_model  # noqa: E402
 from training.leads.pyfunc import score_leads  # noqa: E402
 from training.leads.reasons import crm_wording  # noqa: E402
 from training.leads.spec import FeatureSpec  # noqa: E402
-from training.leads.fit import LeadModelConfig, fit_baseline, fit_lead_model  # noqa: E402
 
 
 @contextmanager

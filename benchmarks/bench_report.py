@@ -32,11 +32,11 @@ import pandas as pd
 
 from features.crm import schema
 from features.crm.store import connect, create_schema, insert_frame
-from features.kpi.targets import read_targets
 from features.kpi.tables import report_window
+from features.kpi.targets import read_targets
+from serving.cli.report import read_crm
 from serving.report.data import build_report
 from serving.report.page import render_html
-from serving.cli.report import read_crm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = ("paid_search", "paid_social", "organic_search", "email", "referral", "events")
@@ -114,8 +114,8 @@ def synthetic_crm(url: str, n_leads: int, n_activities: int, seed: int = 0) -> N
 
 def simulated_crm(url: str) -> None:
     """The simulator's demo CRM (``leadval demo`` defaults)."""
-    from features.simulate.generate import generate_crm
     from features.simulate.config import SimulationConfig
+    from features.simulate.generate import generate_crm
 
     engine = connect(url)
     create_schema(engine)

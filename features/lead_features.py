@@ -23,8 +23,8 @@ from itertools import repeat
 import numpy as np
 import pandas as pd
 
-from features.errors import InvalidInput
 from features.crm.schema import ACTIVITY_TYPES
+from features.errors import InvalidInput
 
 WINDOWS_DAYS: tuple[int, ...] = (7, 30, 90)
 """Look-back windows of the per-type activity counts and the engagement time."""

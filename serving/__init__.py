@@ -1,1 +1,1 @@
-"""The BentoML service, the batch write-back jobs and the `leadval` command line."""
+"""What users run: the scoring API, the nightly write-back jobs, the KPI report and the `leadval` command line."""

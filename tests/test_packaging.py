@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import importlib.util
+import os
 import pkgutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import grimp
 import pytest
+import setuptools
 
 from tests.conftest import REPO_ROOT
 
@@ -74,3 +78,39 @@ def test_no_two_modules_import_each_other() -> None:
                      for imported in graph.find_modules_directly_imported_by(module)
                      if module in graph.find_modules_directly_imported_by(imported)})
     assert not mutual
+
+
+def _shipped_files() -> set[str]:
+    """Every module of the three packages and every file they read at run time (the report's templates)."""
+    return {str(p.relative_to(REPO_ROOT)) for package in PACKAGES for p in (REPO_ROOT / package).rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts}
+
+
+def test_the_distribution_ships_every_sub_package_and_the_templates() -> None:
+    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set(setuptools.find_packages(str(REPO_ROOT), include=config["packages"]["find"]["include"]))
+    assert found == {".".join(f.relative_to(REPO_ROOT).parts) for f in _package_folders()}
+    data = {f"{package.replace('.', '/')}/{pattern}" for package, patterns in config["package-data"].items()
+            for pattern in patterns}
+    non_python = {f for f in _shipped_files() if not f.endswith(".py")}
+    assert non_python and all(any(fnmatch.fnmatch(f, pattern) for pattern in data) for f in non_python)
+
+
+@pytest.mark.slow
+def test_the_bento_ships_every_module_and_the_templates(tmp_path: Path) -> None:
+    """``bentoml build`` (as the README says to run it) packs what the service imports and reads."""
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "True"}
+    bentoml = Path(sys.executable).with_name("bentoml")
+    subprocess.run([str(bentoml), "build", "--output", "tag"], cwd=REPO_ROOT, env=env, check=True,
+                   capture_output=True, text=True)
+    (source,) = tmp_path.glob("bentos/leadval/*/src")
+    packed = {str(p.relative_to(source)) for p in source.rglob("*") if p.is_file()}
+    assert _shipped_files() <= packed
+
+
+def test_the_readme_code_map_points_at_every_module() -> None:
+    """Each module is named in the README, by its path or by its folder's."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    unmapped = [m for f in _package_folders() for m in f.glob("*.py") if m.name != "__init__.py"
+                and f"`{m.relative_to(REPO_ROOT)}`" not in readme and f"`{f.relative_to(REPO_ROOT)}/`" not in readme]
+    assert not unmapped

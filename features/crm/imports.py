@@ -31,17 +31,11 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from sqlalchemy import Connection, Engine, Table, func, select, tuple_
 
+from features.crm.problems import Problem, problem_report
+from features.crm.rows import column_problems, duplicate_keys, parse_rows, unknown_references
+from features.crm.schema import CRM_TABLES, metadata
 from features.crm.store import DEFAULT_CHUNK_ROWS, chunks, coerce_types, read_frame, upsert_frame
 from features.errors import InvalidInput
-from features.crm.rows import (
-    Problem,
-    column_problems,
-    duplicate_keys,
-    parse_rows,
-    problem_report,
-    unknown_references,
-)
-from features.crm.schema import CRM_TABLES, metadata
 
 LOOKUP_CHUNK = 5_000
 """Keys per ``IN (...)`` query when looking up referenced or existing rows (well under SQLite's 32,766)."""

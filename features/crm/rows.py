@@ -1,40 +1,41 @@
-"""What a CRM export must satisfy before it is loaded, derived from the SQLAlchemy tables themselves.
+"""What rows must satisfy wherever they enter, derived from the SQLAlchemy tables themselves.
 
 Each column's rule (type, required, length, range, allowed values, referenced table) is read from the
-``Table``: nullability, ``String(n)``, ``Integer``, ``DateTime``/``Date``, ``ForeignKey`` and the
-``CHECK`` constraints. The checks are vectorised: a frame of raw export values in, typed columns and
-a list of ``Problem``s out. Timestamps with an offset become naive UTC; those without are taken as UTC.
+``Table``: nullability, ``String(n)``, ``Integer``, ``DateTime``/``Date``, ``ForeignKey`` and the value rule
+declared on the column (``Column.info``, from which the schema also generates the ``CHECK`` constraints).
+The checks are vectorised: a frame of raw values in, typed columns and a list of ``Problem``s out, which
+:func:`problem_report` words for people. Timestamps with an offset become naive UTC; those without are
+taken as UTC. The import (:func:`parse_rows`), transactions files, the KPI tables (:func:`conform_frame`)
+and RFM summaries (:func:`check_rfm`) all go through these rules.
 """
 
 from __future__ import annotations
 
-import ast
 import difflib
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import BigInteger, CheckConstraint, Date, DateTime, Float, Integer, Numeric, String, Table, Text
+from sqlalchemy import JSON, BigInteger, Date, DateTime, Float, Integer, Numeric, String, Table, Text
 
-Kind = Literal["text", "datetime", "date", "number", "integer"]
+from features.crm.problems import EXAMPLES_SHOWN, NO_ROWS, Problem, problem_report, show_value
+from features.errors import InvalidInput
+
+Kind = Literal["text", "datetime", "date", "number", "integer", "json"]
 
 BLANK_MEANS_EMPTY_TEXT: Mapping[str, frozenset[str]] = {"marketing_spend": frozenset({"campaign"})}
 """Key columns where an empty cell (or no column at all) means ``''``, e.g. spend not tied to a campaign."""
 
-EXAMPLES_SHOWN = 5
-"""How many offending rows a message quotes per problem."""
-
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
-_CLAUSE = re.compile(r"^(?:(?P<guard>\w+) IS NULL OR )?(?P<column>\w+) (?P<op>>=|<=|IN) (?P<rhs>.+)$")
 
 
 @dataclass(frozen=True)
 class ColumnRule:
-    """What one column of an export must hold, read from the table definition."""
+    """What one column must hold, read from the table definition."""
 
     name: str
     kind: Kind
@@ -59,34 +60,16 @@ _EXPECTED = {
     "date": "a calendar day in ISO 8601 (e.g. 2025-03-31)",
     "integer": "a whole number",
     "number": "a number",
+    "json": "a JSON value",
 }
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One class of bad values: the column, what was expected, at which rows (0-based), quoting the first few.
-
-    A problem without rows is about the file's columns themselves; ``expected`` then says what is wrong.
-    """
-
-    column: str
-    expected: str
-    rows: np.ndarray
-    examples: tuple[str, ...] = ()
-
-    @property
-    def count(self) -> int:
-        return len(self.rows)
-
-
 def column_rules(table: Table) -> tuple[ColumnRule, ...]:
-    """The import rule of every column of ``table``, from its types, nullability, foreign keys and CHECKs."""
-    bounds = _check_bounds(table)
+    """The rule of every column of ``table``, from its types, nullability, foreign keys and declared value rules."""
     blank = BLANK_MEANS_EMPTY_TEXT.get(table.name, frozenset())
     rules = []
     for column in table.columns:
         kind, (lowest, highest) = _kind(column.type, f"{table.name}.{column.name}")
-        checked = bounds.get(column.name, {})
         fks = list(column.foreign_keys)
         rules.append(
             ColumnRule(
@@ -94,9 +77,9 @@ def column_rules(table: Table) -> tuple[ColumnRule, ...]:
                 kind=kind,
                 required=not column.nullable and column.name not in blank,
                 max_length=getattr(column.type, "length", None) if kind == "text" else None,
-                minimum=_tightest(max, lowest, checked.get("minimum")),
-                maximum=_tightest(min, highest, checked.get("maximum")),
-                allowed=checked.get("allowed"),
+                minimum=_tightest(max, lowest, column.info.get("minimum")),
+                maximum=_tightest(min, highest, column.info.get("maximum")),
+                allowed=column.info.get("allowed"),
                 blank_as="" if column.name in blank else None,
                 references=(fks[0].column.table.name, fks[0].column.name) if fks else None,
             )
@@ -118,31 +101,14 @@ def _kind(type_, where: str) -> tuple[Kind, tuple[float | None, float | None]]:
         return "number", (None, None)
     if isinstance(type_, (String, Text)):
         return "text", (None, None)
-    raise TypeError(f"import has no rule for the type {type_!r} of {where}")
+    if isinstance(type_, JSON):
+        return "json", (None, None)
+    raise TypeError(f"no column rule for the type {type_!r} of {where}")
 
 
 def _tightest(pick: Callable[..., float], *bounds: float | None) -> float | None:
     given = [b for b in bounds if b is not None]
     return pick(given) if given else None
-
-
-def _check_bounds(table: Table) -> dict[str, dict]:
-    """Per column: minimum, maximum and allowed values stated by the table's CHECK constraints."""
-    bounds: dict[str, dict] = {}
-    for constraint in table.constraints:
-        if not isinstance(constraint, CheckConstraint):
-            continue
-        for clause in str(constraint.sqltext).split(" AND "):
-            match = _CLAUSE.match(clause.strip())
-            if match is None or match["guard"] not in (None, match["column"]):
-                raise ValueError(f"import cannot check {table.name}.{constraint.name}: {clause!r}")
-            rule = bounds.setdefault(match["column"], {})
-            if match["op"] == "IN":
-                values = ast.literal_eval(match["rhs"])
-                rule["allowed"] = (values,) if isinstance(values, str) else tuple(values)
-            else:
-                rule["minimum" if match["op"] == ">=" else "maximum"] = float(match["rhs"])
-    return bounds
 
 
 def column_problems(table: Table, columns: Sequence[str], renamed: Mapping[str, str]) -> list[Problem]:
@@ -151,13 +117,12 @@ def column_problems(table: Table, columns: Sequence[str], renamed: Mapping[str, 
     known = [r.name for r in rules]
     unknown = [c for c in columns if c not in known]
     theirs = {ours: their for their, ours in renamed.items()}
-    none = np.empty(0, dtype=np.int64)
     problems = []
     for rule in rules:
         if rule.required and rule.name not in columns:
             hint = _closest(rule.name, [theirs.get(c, c) for c in unknown])
             advice = f"; map the export's column onto it with --map '{hint or '<their column>'}={rule.name}'"
-            problems.append(Problem(rule.name, "required column is missing" + advice, none))
+            problems.append(Problem(rule.name, "required column is missing" + advice, NO_ROWS))
     for name in unknown:
         original = theirs.get(name, name)
         hint = _closest(name, known)
@@ -166,7 +131,7 @@ def column_problems(table: Table, columns: Sequence[str], renamed: Mapping[str, 
             original,
             f"unknown column; {guess}rename it with --map '{original}={hint or '<column>'}' "
             f"or skip it with --map '{original}='",
-            none,
+            NO_ROWS,
         ))
     return problems
 
@@ -177,25 +142,33 @@ def _closest(name: str, candidates: Sequence[str]) -> str | None:
     return folded[match[0]] if match else None
 
 
-def parse_rows(table: Table, raw: pd.DataFrame, now: pd.Timestamp) -> tuple[pd.DataFrame, list[Problem]]:
+def parse_rows(
+    table: Table, raw: pd.DataFrame, now: pd.Timestamp | None
+) -> tuple[pd.DataFrame, list[Problem]]:
     """Typed columns of ``table`` parsed from ``raw`` (export values, our column names), and every bad value.
 
-    ``now`` is naive UTC; dates after it are problems. Each bad cell is reported once, under the first
-    rule it breaks (type before range), so one typo is one problem.
+    ``now`` is naive UTC; dates after it are problems (``None``: dates are not bounded). Each bad cell is
+    reported once, under the first rule it breaks (type before range), so one typo is one problem.
     """
+    return _parsed(column_rules(table), raw, now)
+
+
+def _parsed(
+    rules: Sequence[ColumnRule], raw: pd.DataFrame, now: pd.Timestamp | None
+) -> tuple[pd.DataFrame, list[Problem]]:
     parsed: dict[str, pd.Series] = {}
     problems: list[Problem] = []
-    for rule in column_rules(table):
+    for rule in rules:
         if rule.name not in raw.columns:
             if rule.blank_as is not None:
                 parsed[rule.name] = pd.Series(rule.blank_as, index=raw.index, dtype="str")
             continue
-        values = _cleaned(raw[rule.name])
+        values = raw[rule.name] if rule.kind == "json" else _cleaned(raw[rule.name])
         given = values.notna().to_numpy()
         typed, checks = _parse(rule, values, given, now)
         if rule.required:
             checks.insert(0, ("a value (required)", ~given))
-        problems += [_problem(rule.name, expected, np.asarray(bad, dtype=bool), values) for expected, bad in checks]
+        problems += [Problem.at(rule.name, expected, np.asarray(bad, dtype=bool), values) for expected, bad in checks]
         if rule.blank_as is not None:
             typed = typed.where(given, rule.blank_as)
         parsed[rule.name] = typed
@@ -203,8 +176,12 @@ def parse_rows(table: Table, raw: pd.DataFrame, now: pd.Timestamp) -> tuple[pd.D
     return frame, [p for p in problems if p.count]
 
 
-def _parse(rule: ColumnRule, values: pd.Series, given: np.ndarray, now: pd.Timestamp) -> tuple[pd.Series, list]:
+def _parse(
+    rule: ColumnRule, values: pd.Series, given: np.ndarray, now: pd.Timestamp | None
+) -> tuple[pd.Series, list]:
     """The typed column and its ``(expected, bad rows)`` checks for one rule; ``given`` marks non-empty cells."""
+    if rule.kind == "json":
+        return values, []
     if rule.kind == "text":
         text = _text(values)
         checks = []
@@ -218,29 +195,39 @@ def _parse(rule: ColumnRule, values: pd.Series, given: np.ndarray, now: pd.Times
         parsed = stamps.notna().to_numpy()
         if rule.kind == "date":
             whole_day = parsed & (stamps == stamps.dt.normalize()).to_numpy()
-            future = whole_day & (stamps > now.normalize()).to_numpy()
             typed = stamps.dt.date.where(whole_day, None)
-            not_future = f"a day not in the future (today is {now:%Y-%m-%d} UTC)"
-            return typed, [(rule.expected, given & ~whole_day), (not_future, future)]
-        future = parsed & (stamps > now).to_numpy()
-        not_future = f"a date not in the future (now is {now:%Y-%m-%d %H:%M} UTC)"
-        return stamps, [(rule.expected, given & ~parsed), (not_future, future)]
-    numbers = _as_number(values)
-    ok = np.isfinite(numbers.to_numpy())
+            checks = [(rule.expected, given & ~whole_day)]
+            if now is not None:
+                future = whole_day & (stamps > now.normalize()).to_numpy()
+                checks.append((f"a day not in the future (today is {now:%Y-%m-%d} UTC)", future))
+            return typed, checks
+        checks = [(rule.expected, given & ~parsed)]
+        if now is not None:
+            future = parsed & (stamps > now).to_numpy()
+            checks.append((f"a date not in the future (now is {now:%Y-%m-%d %H:%M} UTC)", future))
+        return stamps, checks
+    numbers = _as_number(values).to_numpy()
+    checks, in_range = _number_checks(rule, numbers, given)
+    typed = pd.Series(np.where(in_range, numbers, np.nan), index=values.index)
+    return (typed.astype("Int64") if rule.kind == "integer" else typed), checks
+
+
+def _number_checks(rule: ColumnRule, numbers: np.ndarray, given: np.ndarray) -> tuple[list, np.ndarray]:
+    """The ``(expected, bad rows)`` checks of a number rule on parsed ``numbers``, and which rows pass them all."""
+    ok = np.isfinite(numbers)
     if rule.kind == "integer":
-        ok &= (numbers == np.round(numbers)).to_numpy()
+        ok &= numbers == np.round(numbers)
     checks = [(rule.expected, given & ~ok)]
     in_range = ok.copy()
     if rule.minimum is not None:
-        below = ok & (numbers < rule.minimum).to_numpy()
+        below = ok & (numbers < rule.minimum)
         checks.append((f"{rule.expected} >= {_number(rule.minimum)}", below))
         in_range &= ~below
     if rule.maximum is not None:
-        above = ok & (numbers > rule.maximum).to_numpy()
+        above = ok & (numbers > rule.maximum)
         checks.append((f"{rule.expected} <= {_number(rule.maximum)}", above))
         in_range &= ~above
-    typed = numbers.where(in_range)
-    return (typed.astype("Int64") if rule.kind == "integer" else typed), checks
+    return checks, in_range
 
 
 def _number(value: float) -> str:
@@ -287,21 +274,11 @@ def _as_number(values: pd.Series) -> pd.Series:
     return pd.to_numeric(_text(values), errors="coerce").astype("float64")
 
 
-def _problem(column: str, expected: str, bad: np.ndarray, values: pd.Series) -> Problem:
-    rows = np.flatnonzero(bad)
-    examples = tuple(_show(v) for v in values.iloc[rows[:EXAMPLES_SHOWN]].tolist())
-    return Problem(column, expected, rows, examples)
+def duplicate_keys(table: Table, frame: pd.DataFrame, within: str = "the file") -> list[Problem]:
+    """Rows whose primary key appears more than once in ``frame`` (every occurrence is named).
 
-
-def _show(value: object) -> str:
-    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
-        return "(empty)"
-    text = str(value)
-    return repr(text if len(text) <= 40 else text[:37] + "...")
-
-
-def duplicate_keys(table: Table, frame: pd.DataFrame) -> list[Problem]:
-    """Rows whose primary key appears more than once in the file (every occurrence is named)."""
+    ``within`` says in messages what ``frame`` is: ``the file`` for an import.
+    """
     key = [c.name for c in table.primary_key.columns]
     if not set(key) <= set(frame.columns):
         return []
@@ -311,7 +288,94 @@ def duplicate_keys(table: Table, frame: pd.DataFrame) -> list[Problem]:
         return []
     label = key[0] if len(key) == 1 else "(" + ", ".join(key) + ")"
     shown = frame[key].iloc[rows[:EXAMPLES_SHOWN]].astype(str).agg(" / ".join, axis=1).tolist()
-    return [Problem(label, f"each {label} once in the file", rows, tuple(map(_show, shown)))]
+    return [Problem(label, f"each {label} once in {within}", rows, tuple(map(show_value, shown)))]
+
+
+_FRAME_DTYPES: Mapping[Kind, object] = {"datetime": "datetime64[ns]", "date": "datetime64[ns]", "number": "float64",
+                                        "integer": "int64", "text": "str", "json": object}
+
+
+def conform_frame(table: Table, frame: pd.DataFrame, required: Sequence[str] = ()) -> pd.DataFrame:
+    """``frame`` with every column of ``table`` checked and typed, or ``InvalidInput`` naming column and rows.
+
+    For frames built in code or read from the database (the KPI tables). The ``required`` columns must be
+    there; other columns of ``table`` that are missing are filled with typed nulls (``''`` where blank means
+    empty), and columns ``table`` does not have are kept as they are. Values are checked as an import checks
+    them, except that dates may be in the future, and the primary key must be unique. Times and days become
+    ``datetime64[ns]``, numbers ``float64``, whole numbers ``int64`` (``float64`` when some are missing).
+    """
+    expected = f"required column is missing; expected at least {', '.join(required)}"
+    problems = [Problem(name, expected, NO_ROWS) for name in required if name not in frame.columns]
+    given = frame[[c for c in frame.columns if c in table.c]].reset_index(drop=True)
+    typed, bad_values = parse_rows(table, given, None)
+    problems += bad_values + duplicate_keys(table, typed, within="the table")
+    if problems:
+        located = partial(_located, frame.index, "row")
+        raise InvalidInput(problem_report(table.name, problems, located, outcome="the table was not used"))
+    out = frame.copy()
+    for rule in column_rules(table):
+        values = typed[rule.name] if rule.name in typed else pd.Series(None, index=typed.index, dtype=object)
+        gaps = rule.kind == "integer" and values.isna().any()
+        out[rule.name] = values.astype("float64" if gaps else _FRAME_DTYPES[rule.kind]).array
+    return out
+
+
+def _located(labels: pd.Index | np.ndarray, noun: str, rows: np.ndarray) -> list[str]:
+    """``row 7`` for the row at position 7 when ``labels`` is the frame's index, ``customer c7`` by ids."""
+    return [f"{noun} {label}" for label in labels[rows]]
+
+
+RFM_RULES: tuple[ColumnRule, ...] = (
+    ColumnRule("frequency", "integer", True, minimum=0),
+    ColumnRule("recency", "number", True, minimum=0),
+    ColumnRule("T", "number", True, minimum=0),
+    ColumnRule("monetary_value", "number", True, minimum=0),
+)
+"""An RFM summary's columns (``schema.RFM_COLUMNS``) one by one; :func:`check_rfm` adds the rules between them."""
+
+
+def check_rfm(
+    rfm: pd.DataFrame, source: str, outcome: str, frequency: str = "frequency", recency: str = "recency",
+    age: str = "T", monetary: str | None = "monetary_value",
+) -> None:
+    """Raise ``InvalidInput`` naming every broken rule of an RFM summary, its column and customers.
+
+    The columns are named by the frame's own names (``age`` is T; ``monetary`` None is not checked). Rules:
+    frequency a whole number >= 0; recency, T and monetary value numbers >= 0 (all present and finite);
+    recency <= T; recency 0 when frequency is 0. Customers are named by ``customer_id`` if the frame has
+    it, else by index label; ``source`` and ``outcome`` begin and end the message (see :func:`problem_report`).
+    """
+    names = {rule.name: theirs for rule, theirs in zip(RFM_RULES, (frequency, recency, age, monetary)) if theirs}
+    rules = [rule for rule in RFM_RULES if rule.name in names]
+    problems = [Problem(name, "required column is missing", NO_ROWS) for name in names.values() if name not in rfm]
+    if not problems and _rfm_holds(rules, {r.name: _as_number(rfm[names[r.name]]).to_numpy() for r in rules}):
+        return
+    if not problems:
+        raw = pd.DataFrame({r.name: rfm[names[r.name]].to_numpy() for r in rules})
+        typed, problems = _parsed(rules, raw, None)
+        x, r, t = (typed[c].to_numpy(dtype="float64", na_value=np.nan) for c in ("frequency", "recency", "T"))
+        after_end = r > t
+        not_zero = (x == 0) & (r != 0) & ~np.isnan(r) & ~after_end
+        problems += [p for p in (
+            Problem.at("recency", f"a number <= {age} (the last purchase cannot be after the observation end)",
+                     after_end, raw["recency"]),
+            Problem.at("recency", f"0 when {frequency} is 0", not_zero, raw["recency"]),
+        ) if p.count]
+        problems = [replace(p, column=names[p.column]) for p in problems]
+    if problems:
+        labels, noun = (rfm["customer_id"].to_numpy(), "customer") if "customer_id" in rfm else (rfm.index, "row")
+        raise InvalidInput(problem_report(source, problems, partial(_located, labels, noun), outcome=outcome))
+
+
+def _rfm_holds(rules: Sequence[ColumnRule], numbers: Mapping[str, np.ndarray]) -> bool:
+    """Whether every rule of :func:`check_rfm` holds: a quick verdict on the numbers, before any message is built."""
+    if not all(np.isfinite(x).all() for x in numbers.values()):
+        return False
+    everyone = np.ones(len(numbers["frequency"]), dtype=bool)
+    if any(bad.any() for rule in rules for _, bad in _number_checks(rule, numbers[rule.name], everyone)[0]):
+        return False
+    x, r, t = numbers["frequency"], numbers["recency"], numbers["T"]
+    return not ((r > t).any() or ((x == 0) & (r != 0)).any())
 
 
 def unknown_references(
@@ -333,36 +397,5 @@ def unknown_references(
             known = known.append(pd.Index(frame[target_column].dropna()))
         bad = values.notna().to_numpy() & ~values.isin(known).to_numpy()
         expected = f"a {target_column} that exists in {target_table} (import {target_table} first)"
-        problems.append(_problem(rule.name, expected, bad, values))
+        problems.append(Problem.at(rule.name, expected, bad, values))
     return [p for p in problems if p.count]
-
-
-def problem_report(
-    source: str, problems: Sequence[Problem], locate: Callable[[np.ndarray], Sequence[str]],
-    renamed: Mapping[str, str] | None = None,
-) -> str:
-    """The multi-line message for ``problems``: a summary line, then one line per problem with rows and values.
-
-    ``locate`` turns 0-based row positions into what the user sees (``line 7`` in a CSV, ``row 6`` in Parquet);
-    ``renamed`` maps export column names to ours so a mapped column is named both ways.
-    """
-    theirs = {ours: their for their, ours in (renamed or {}).items() if ours}
-    rows = np.unique(np.concatenate([p.rows for p in problems])) if problems else np.empty(0)
-    n = len(problems)
-    summary = f"{source}: {n} problem{'s' if n != 1 else ''}"
-    if len(rows):
-        summary += f" in {len(rows):,} row{'s' if len(rows) != 1 else ''}"
-    lines = [summary + "; nothing was imported"]
-    for problem in problems:
-        name = problem.column
-        if name in theirs and theirs[name] != name:
-            name = f"{name} (column {theirs[name]!r} in the file)"
-        if not problem.count:
-            lines.append(f"  - {name}: {problem.expected}")
-            continue
-        where = locate(problem.rows[:EXAMPLES_SHOWN])
-        quoted = ", ".join(f"{at} {value}" for at, value in zip(where, problem.examples))
-        more = f" and {problem.count - len(where):,} more" if problem.count > len(where) else ""
-        plural = "s" if problem.count != 1 else ""
-        lines.append(f"  - {name}: expected {problem.expected}; {problem.count:,} row{plural}: {quoted}{more}")
-    return "\n".join(lines)

@@ -2,9 +2,15 @@
 
 Column names are public: CRM exports are mapped onto them, and the README documents each one from the
 ``doc`` given here. All timestamps are naive UTC (``timestamp without time zone``).
+
+A column's value rule (``minimum``, ``maximum``, ``allowed`` values) is declared once, on the column: it is
+kept in ``Column.info``, where the import and every other check read it (``features.crm.rows``), and the
+table's ``CHECK`` constraint is generated from it, so the database and the checks enforce the same rule.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from sqlalchemy import (
     JSON,
@@ -44,24 +50,66 @@ SCORE_BANDS: tuple[str, ...] = ("A", "B", "C", "D")
 
 RUN_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed")
 
+RULE_KEYS: frozenset[str] = frozenset({"minimum", "maximum", "allowed"})
+"""The keys of ``Column.info`` that hold a column's declared value rule."""
+
 metadata = MetaData()
 
 
-def _col(name: str, type_, doc: str, *constraints, **kwargs) -> Column:
-    """A column whose ``doc`` is the README's description of it."""
-    return Column(name, type_, *constraints, info={"doc": doc}, **kwargs)
+def _col(
+    name: str,
+    type_,
+    doc: str,
+    *constraints,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    allowed: tuple[str, ...] | None = None,
+    check: str | None = None,
+    **kwargs,
+) -> Column:
+    """A column whose ``doc`` is the README's description of it, with its value rule if it has one.
+
+    ``minimum``, ``maximum`` (inclusive) and ``allowed`` are the rule; ``check`` names the ``CHECK`` constraint
+    :func:`_table` generates from it (default ``ck_<table>_<column>``; columns naming the same one share it).
+    """
+    rule = {"minimum": minimum, "maximum": maximum, "allowed": allowed, "check": check}
+    return Column(name, type_, *constraints, info={"doc": doc} | {k: v for k, v in rule.items() if v is not None},
+                  **kwargs)
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+def _table(name: str, *items) -> Table:
+    """A table of ``metadata`` with the ``CHECK`` constraints generated from its columns' declared rules."""
+    checks: dict[str, list[Column]] = {}
+    for item in items:
+        if isinstance(item, Column) and RULE_KEYS & item.info.keys():
+            checks.setdefault(item.info.get("check", f"ck_{name}_{item.name}"), []).append(item)
+    generated = [CheckConstraint(" AND ".join(_rule_sql(c) for c in columns), name=check)
+                 for check, columns in checks.items()]
+    return Table(name, metadata, *items, *generated)
 
 
-leads = Table(
+def _rule_sql(column: Column) -> str:
+    """The SQL condition of a column's declared rule, e.g. ``amount >= 0`` or ``band IN ('A', 'B')``."""
+    clauses = [f"{column.name} {op} {column.info[key]!r}" for key, op in (("minimum", ">="), ("maximum", "<="))
+               if key in column.info]
+    if "allowed" in column.info:
+        clauses.append(f"{column.name} IN ({_sql_texts(column.info['allowed'])})")
+    condition = " AND ".join(clauses)
+    if not column.nullable:
+        return condition
+    return f"{column.name} IS NULL OR " + (f"({condition})" if len(clauses) > 1 else condition)
+
+
+def _sql_texts(values: Sequence[str]) -> str:
+    return ", ".join("'" + value.replace("'", "''") + "'" for value in values)
+
+
+leads = _table(
     "leads",
-    metadata,
     _col("lead_id", String(64), "Lead identifier from the CRM.", primary_key=True),
     _col("created_at", DateTime(), "When the lead entered the CRM (UTC).", nullable=False),
-    _col("source_channel", String(64), "Channel that brought the lead (e.g. paid_search, organic, referral).", nullable=False),
+    _col("source_channel", String(64), "Channel that brought the lead (e.g. paid_search, organic, referral).",
+         nullable=False),
     _col("campaign", String(128), "Campaign that brought the lead, if any."),
     _col("country", String(64), "Country of the lead (ISO code or name as the CRM holds it)."),
     _col("industry", String(64), "Industry of the lead's company."),
@@ -74,25 +122,23 @@ leads = Table(
     Index("ix_leads_converted_at", "converted_at"),
 )
 
-activities = Table(
+activities = _table(
     "activities",
-    metadata,
     _col("activity_id", String(64), "Event identifier.", primary_key=True),
     _col("lead_id", String(64), "Lead who did it.", ForeignKey("leads.lead_id"), nullable=False),
     _col("occurred_at", DateTime(), "When it happened (UTC).", nullable=False),
-    _col("activity_type", String(32), "One of: " + ", ".join(ACTIVITY_TYPES) + ".", nullable=False),
+    _col("activity_type", String(32), "One of: " + ", ".join(ACTIVITY_TYPES) + ".", nullable=False,
+         allowed=ACTIVITY_TYPES, check="ck_activities_type"),
     _col("channel", String(64), "Channel it came through (web, email, social, event, ...)."),
     _col("content_id", String(128), "Page, email, asset or webinar involved, if any."),
-    _col("duration_seconds", Float, "Engagement time in seconds, where measured (sessions, page views, webinars)."),
-    CheckConstraint(_in("activity_type", ACTIVITY_TYPES), name="ck_activities_type"),
-    CheckConstraint("duration_seconds IS NULL OR duration_seconds >= 0", name="ck_activities_duration"),
+    _col("duration_seconds", Float, "Engagement time in seconds, where measured (sessions, page views, webinars).",
+         minimum=0, check="ck_activities_duration"),
     Index("ix_activities_lead_time", "lead_id", "occurred_at"),
     Index("ix_activities_occurred_at", "occurred_at"),
 )
 
-customers = Table(
+customers = _table(
     "customers",
-    metadata,
     _col("customer_id", String(64), "Customer identifier.", primary_key=True),
     _col("lead_id", String(64), "Lead the customer came from; empty for customers not from tracked leads.",
          ForeignKey("leads.lead_id")),
@@ -101,32 +147,28 @@ customers = Table(
     _col("country", String(64), "Country of the customer."),
 )
 
-orders = Table(
+orders = _table(
     "orders",
-    metadata,
     _col("order_id", String(64), "Order identifier.", primary_key=True),
     _col("customer_id", String(64), "Customer who ordered.", ForeignKey("customers.customer_id"), nullable=False),
     _col("ordered_at", DateTime(), "When the order was placed (UTC).", nullable=False),
-    _col("amount", Float, "Order value in the account currency, >= 0.", nullable=False),
-    CheckConstraint("amount >= 0", name="ck_orders_amount"),
+    _col("amount", Float, "Order value in the account currency, >= 0.", nullable=False, minimum=0),
     Index("ix_orders_customer_time", "customer_id", "ordered_at"),
 )
 
-marketing_spend = Table(
+marketing_spend = _table(
     "marketing_spend",
-    metadata,
     _col("date", Date, "Day of the spend (UTC).", primary_key=True),
     _col("channel", String(64), "Marketing channel.", primary_key=True),
     _col("campaign", String(128), "Campaign ('' where the spend is not tied to one).", primary_key=True),
-    _col("spend", Float, "Money spent that day, >= 0.", nullable=False),
-    _col("impressions", Integer, "Ad impressions or sends, >= 0.", nullable=False),
-    _col("clicks", Integer, "Clicks, >= 0.", nullable=False),
-    CheckConstraint("spend >= 0 AND impressions >= 0 AND clicks >= 0", name="ck_spend_nonnegative"),
+    _col("spend", Float, "Money spent that day, >= 0.", nullable=False, minimum=0, check="ck_spend_nonnegative"),
+    _col("impressions", Integer, "Ad impressions or sends, >= 0.", nullable=False, minimum=0,
+         check="ck_spend_nonnegative"),
+    _col("clicks", Integer, "Clicks, >= 0.", nullable=False, minimum=0, check="ck_spend_nonnegative"),
 )
 
-scoring_runs = Table(
+scoring_runs = _table(
     "scoring_runs",
-    metadata,
     _col("scoring_run_id", String(64), "Identifier of one batch scoring run.", primary_key=True),
     _col("job", String(16), "What was scored: leads or customers.", nullable=False),
     _col("model_name", String(128), "Registered model name.", nullable=False),
@@ -135,20 +177,20 @@ scoring_runs = Table(
     _col("as_of", DateTime(), "Point in time the features were computed at (UTC).", nullable=False),
     _col("started_at", DateTime(), "When the run started (UTC).", nullable=False),
     _col("finished_at", DateTime(), "When the run finished (UTC); empty while running or after a crash."),
-    _col("status", String(16), "running, succeeded or failed.", nullable=False),
+    _col("status", String(16), "running, succeeded or failed.", nullable=False, allowed=RUN_STATUSES),
     _col("rows_total", Integer, "Rows the run set out to score."),
     _col("rows_scored", Integer, "Rows written so far.", nullable=False, default=0),
     _col("error", Text, "Error message of a failed run."),
-    CheckConstraint(_in("status", RUN_STATUSES), name="ck_scoring_runs_status"),
 )
 
-lead_scores = Table(
+lead_scores = _table(
     "lead_scores",
-    metadata,
     _col("lead_id", String(64), "Scored lead.", primary_key=True),
-    _col("score", Integer, "Likelihood to convert as an integer 0-100 (calibrated probability x 100).", nullable=False),
+    _col("score", Integer, "Likelihood to convert as an integer 0-100 (calibrated probability x 100).", nullable=False,
+         minimum=0, maximum=100),
     _col("probability", Float, "Calibrated probability of converting within the model's horizon.", nullable=False),
-    _col("band", String(1), "Score band A (best) to D, thresholds fixed on validation data.", nullable=False),
+    _col("band", String(1), "Score band A (best) to D, thresholds fixed on validation data.", nullable=False,
+         allowed=SCORE_BANDS),
     _col("reasons", JSON, "Top factors raising and lowering the score, worded for sales (JSON)."),
     _col("expected_value", Float, "Probability x predicted CLV of a new customer like this lead."),
     _col("trend", String(8), "up, steady or down against the lead's previous score; new on its first."),
@@ -159,13 +201,10 @@ lead_scores = Table(
     _col("scoring_run_id", String(64), "Batch run that wrote the row.", ForeignKey("scoring_runs.scoring_run_id")),
     _col("as_of", DateTime(), "Point in time of the features (UTC)."),
     _col("scored_at", DateTime(), "When it was scored (UTC).", nullable=False),
-    CheckConstraint("score >= 0 AND score <= 100", name="ck_lead_scores_score"),
-    CheckConstraint(_in("band", SCORE_BANDS), name="ck_lead_scores_band"),
 )
 
-customer_scores = Table(
+customer_scores = _table(
     "customer_scores",
-    metadata,
     _col("customer_id", String(64), "Scored customer.", primary_key=True),
     _col("expected_purchases", Float, "Expected purchases over the horizon.", nullable=False),
     _col("p_alive", Float, "Probability the customer is still active.", nullable=False),
@@ -183,9 +222,13 @@ customer_scores = Table(
 
 
 def _history(name: str, key: str, scores: Table) -> Table:
-    """Append-only copy of a score table: one row per entity per scoring run."""
+    """Append-only copy of a score table: one row per entity per scoring run.
+
+    The copied columns keep their docs but not their value rules: history tables were created without the
+    score tables' ``CHECK`` constraints, and a rule the database does not hold would make the two disagree.
+    """
     copied = [
-        Column(c.name, c.type, nullable=c.nullable, info=c.info)
+        Column(c.name, c.type, nullable=c.nullable, info={"doc": c.info["doc"]})
         for c in scores.columns
         if c.name != "scoring_run_id"
     ]

@@ -19,8 +19,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.types import Date, DateTime, Float, Integer
 
-from features.errors import DatabaseUnavailable
 from features.crm.schema import metadata
+from features.errors import DatabaseUnavailable
 
 DEFAULT_CHUNK_ROWS = 50_000
 
@@ -133,7 +133,7 @@ def records(frame: pd.DataFrame, table: Table) -> list[dict[str, Any]]:
         elif pd.api.types.is_float_dtype(series):
             values = [None if math.isnan(v) else v for v in series.to_numpy(dtype="float64").tolist()]
         else:
-            values = [None if _is_missing(v) else _plain(v) for v in series.tolist()]
+            values = [None if _is_missing(v) else _db_value(v) for v in series.tolist()]
         columns[name] = values
     return [dict(zip(names, row)) for row in zip(*(columns[n] for n in names))]
 
@@ -142,7 +142,8 @@ def _is_missing(value: Any) -> bool:
     return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
 
 
-def _plain(value: Any) -> Any:
+def _db_value(value: Any) -> Any:
+    """A value as the database driver takes it: Python numbers and datetimes."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, pd.Timestamp):

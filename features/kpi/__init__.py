@@ -1,0 +1,1 @@
+"""Marketing KPIs: definitions, per channel and over time, attribution, SMART targets, predictive KPIs."""

@@ -1,20 +1,7 @@
-"""Marketing KPIs from the CRM tables and the score tables: per channel, campaign or segment, and over time.
+"""The KPI tables: every metric of :mod:`features.kpi.definitions` per channel, campaign or segment, and over time.
 
-Every figure is computed from ``leads``, ``activities``, ``customers``, ``orders``, ``marketing_spend`` and the
-score tables (``customer_scores``); the simulator's ``truth_*`` tables are never read. Definitions, for one scope
-(a channel, a campaign, a segment or everything) and one window ``[start, end)``:
-
-- *Cohort KPIs* follow the leads created in the window: ``conversions`` are those that became customers before
-  the window ends. Recent leads have had less time to convert, so the latest periods of a trend read low.
-- *Acquisition KPIs* follow the customers created in the window (``new_customers``): their revenue from the
-  first order up to the end of the window is the ``attributed_revenue`` of the channel (or campaign) that
-  acquired them, which is what ``roi`` and ``historic_cltv`` use. ``predicted_cltv`` is the mean of their
-  ``customer_scores.clv`` (future value over the CLV model's horizon); ``clv_to_cac`` puts both together:
-  (revenue to date + predicted future value) / spend.
-- *Activity KPIs* count the activities that happened in the window, credited to the source channel (or
-  campaign) of the lead who did them.
-
-A customer's channel is ``customers.acquisition_channel``, else the source channel of the lead it came from.
+Computed from :class:`features.kpi.tables.KpiTables` for one window; the definitions module says what each
+figure counts (cohort, acquisition and activity KPIs) and how a customer's channel is found.
 """
 
 from __future__ import annotations
@@ -27,8 +14,16 @@ import pandas as pd
 
 from features.crm.schema import ACTIVITY_TYPES
 from features.errors import InvalidInput
-from features.kpi.definitions import (CONTENT_WEIGHTS, DIMENSIONS, MICRO_CONVERSIONS, NO_CAMPAIGN, PASSIVE_ACTIVITIES,
-                                      SNAPSHOT_METRICS, UNKNOWN_CHANNEL, UNSCORED)
+from features.kpi.definitions import (
+    CONTENT_WEIGHTS,
+    DIMENSIONS,
+    MICRO_CONVERSIONS,
+    NO_CAMPAIGN,
+    PASSIVE_ACTIVITIES,
+    SNAPSHOT_METRICS,
+    UNKNOWN_CHANNEL,
+    UNSCORED,
+)
 from features.kpi.tables import KpiTables, Window, grain_code, period_starts
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.errors import InvalidInput
 from features.crm.schema import SCORE_BANDS
+from features.errors import InvalidInput
 
 SEGMENT_ORDER: tuple[str, ...] = ("champions", "loyal", "promising", "at_risk", "lost")
 """Display order of the CLV model's segments (others follow alphabetically)."""

@@ -1,7 +1,7 @@
 """The tables the KPIs are computed from, checked and typed, and the reporting window and its periods.
 
 :func:`kpi_tables` takes the CRM and score tables as DataFrames (from the database or built by hand) and
-checks the columns the KPIs need; a table not given is an empty one. :class:`Window` is the report's
+checks and types them by the schema's column rules; a table not given is an empty one. :class:`Window` is the report's
 ``[start, end)`` and :func:`period_starts` its weeks, months or quarters.
 """
 
@@ -16,11 +16,12 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
-from features.crm.schema import ACTIVITY_TYPES
+from features.crm.rows import conform_frame
+from features.crm.schema import ACTIVITY_TYPES, table
 from features.errors import InvalidInput
 from features.kpi.definitions import GRAINS
 
-_REQUIRED: Mapping[str, tuple[str, ...]] = MappingProxyType(
+_NEEDED: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "leads": ("lead_id", "created_at", "source_channel", "converted_at"),
         "activities": ("lead_id", "occurred_at", "activity_type"),
@@ -32,34 +33,7 @@ _REQUIRED: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "customer_score_history": ("customer_id", "p_alive", "clv", "segment"),
     }
 )
-_OPTIONAL: Mapping[str, Mapping[str, object]] = MappingProxyType(
-    {
-        "leads": {"campaign": None, "customer_id": None},
-        "activities": {"channel": None, "content_id": None, "duration_seconds": np.nan},
-        "customers": {"lead_id": None, "acquisition_channel": None},
-        "orders": {},
-        "marketing_spend": {"campaign": "", "impressions": 0, "clicks": 0},
-        "lead_scores": {"reasons": None, "expected_value": np.nan, "as_of": pd.NaT, "scored_at": pd.NaT},
-        "customer_scores": {"expected_purchases": np.nan, "expected_order_value": np.nan, "scoring_run_id": None,
-                            "as_of": pd.NaT, "scored_at": pd.NaT},
-        "customer_score_history": {"scoring_run_id": None, "as_of": pd.NaT, "scored_at": pd.NaT},
-    }
-)
-_TIMES: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {
-        "leads": ("created_at", "converted_at"),
-        "activities": ("occurred_at",),
-        "customers": ("created_at",),
-        "orders": ("ordered_at",),
-        "marketing_spend": ("date",),
-        "lead_scores": ("as_of", "scored_at"),
-        "customer_scores": ("as_of", "scored_at"),
-        "customer_score_history": ("as_of", "scored_at"),
-    }
-)
-_KEYS: Mapping[str, str] = MappingProxyType(
-    {"leads": "lead_id", "customers": "customer_id", "lead_scores": "lead_id", "customer_scores": "customer_id"}
-)
+"""The columns each table must have for the KPIs; the others the schema gives the table are optional."""
 
 
 @dataclass(frozen=True)
@@ -106,9 +80,12 @@ def kpi_tables(
     customer_scores: pd.DataFrame | None = None,
     customer_score_history: pd.DataFrame | None = None,
 ) -> KpiTables:
-    """Check and type the tables the KPIs need; a missing table is an empty one.
+    """Check and type the tables the KPIs need by the schema's rules; a missing table is an empty one.
 
-    Raises ``InvalidInput`` naming the table and its missing columns or duplicated keys.
+    Each frame goes through ``features.crm.rows.conform_frame``: the columns of ``_NEEDED`` must be there,
+    the table's other columns are filled with typed nulls where missing, and values must satisfy the
+    column rules (types, allowed values, ranges) and the primary key be unique. Raises ``InvalidInput``
+    naming the table, the column and the rows.
     """
     given = {
         "leads": leads,
@@ -120,35 +97,13 @@ def kpi_tables(
         "customer_scores": customer_scores,
         "customer_score_history": customer_score_history,
     }
-    return KpiTables(**{name: _checked(name, frame) for name, frame in given.items()})
+    return KpiTables(**{name: _conformed(name, frame) for name, frame in given.items()})
 
 
-def _checked(name: str, frame: pd.DataFrame | None) -> pd.DataFrame:
-    required, optional = _REQUIRED[name], _OPTIONAL[name]
+def _conformed(name: str, frame: pd.DataFrame | None) -> pd.DataFrame:
     if frame is None:
-        frame = pd.DataFrame({c: pd.Series(dtype="object") for c in (*required, *optional)})
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise InvalidInput(f"{name}: missing column(s) {', '.join(missing)}; expected at least {', '.join(required)}")
-    out = frame.copy()
-    for column, default in optional.items():
-        if column not in out.columns:
-            out[column] = default
-    for column in _TIMES[name]:
-        out[column] = pd.to_datetime(out[column]).astype("datetime64[ns]")
-    for column in ("amount", "spend", "p_alive", "clv", "probability", "expected_value"):
-        if column in out.columns:
-            out[column] = pd.to_numeric(out[column]).astype("float64")
-    key = _KEYS.get(name)
-    if key is not None and out[key].duplicated().any():
-        dupes = out.loc[out[key].duplicated(), key].astype(str).head(5).tolist()
-        raise InvalidInput(f"{name}: {key} must be unique; repeated: {', '.join(dupes)}")
-    if name == "activities":
-        unknown = sorted(set(out["activity_type"].dropna()) - set(ACTIVITY_TYPES))
-        if unknown:
-            raise InvalidInput(f"activities: unknown activity_type {', '.join(unknown)}; expected one of "
-                               f"{', '.join(ACTIVITY_TYPES)}")
-    return out
+        return conform_frame(table(name), pd.DataFrame())
+    return conform_frame(table(name), frame, _NEEDED[name])
 
 
 @dataclass(frozen=True)

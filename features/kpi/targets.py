@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InvalidInput
-from features.kpi.metrics import kpi_table, scope_values, segment_snapshots
 from features.kpi.definitions import DIMENSIONS, METRICS, SNAPSHOT_METRICS
+from features.kpi.metrics import kpi_table, scope_values, segment_snapshots
 from features.kpi.tables import KpiTables, Window, default_grain
 
 DIRECTIONS: tuple[str, ...] = ("at_least", "at_most")

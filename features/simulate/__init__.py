@@ -1,0 +1,1 @@
+"""A simulated CRM with known ground truth: leads, behaviour, conversions, customers, orders, spend."""

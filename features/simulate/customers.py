@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.simulate.config import SimulationConfig
 from features.simulate.leads import COUNTRIES, DAY, format_ids, id_width, to_timestamps
 from features.simulate.marketing import demand_curve
 from features.simulate.orders import customer_orders
-from features.simulate.config import SimulationConfig
 
 ORDER_ID_WIDTH = 10
 

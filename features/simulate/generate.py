@@ -46,10 +46,6 @@ from sqlalchemy import (
 from features.crm import schema
 from features.crm.store import create_schema, insert_frame
 from features.errors import InvalidInput
-from features.simulate.customers import customers_from_leads, orders_of, other_customers, plan_customers
-from features.simulate.leads import simulate_leads
-from features.simulate.content import content_catalog
-from features.simulate.marketing import LeadPlan, marketing_spend, plan_leads
 from features.simulate.config import (
     DEFAULT_CHANNELS,
     Campaign,
@@ -59,6 +55,10 @@ from features.simulate.config import (
     PurchaseProcess,
     SimulationConfig,
 )
+from features.simulate.content import content_catalog
+from features.simulate.customers import customers_from_leads, orders_of, other_customers, plan_customers
+from features.simulate.leads import simulate_leads
+from features.simulate.marketing import LeadPlan, marketing_spend, plan_leads
 
 __all__ = [
     "DEFAULT_CHANNELS", "Campaign", "Channel", "ConversionModel", "OrderValue", "PurchaseProcess",

@@ -1,0 +1,1 @@
+"""The scoring API: the BentoML service, its request validation, limits and the champions it serves."""

@@ -18,8 +18,16 @@ from itertools import repeat
 from operator import itemgetter
 from typing import Annotated, Any
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, GetCoreSchemaHandler,
-                      model_validator, with_config)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    model_validator,
+    with_config,
+)
 from pydantic_core import PydanticCustomError, core_schema
 from typing_extensions import Required, TypedDict
 

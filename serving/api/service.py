@@ -51,6 +51,8 @@ from starlette.routing import Route
 
 from features.errors import InvalidInput
 from features.json_ready import json_ready
+from serving.api.champions import ServedModels, load_champions
+from serving.api.limits import RequestLimits
 from serving.api.schemas import (
     EARLIEST,
     LATEST,
@@ -65,8 +67,6 @@ from serving.api.schemas import (
     ScoreLeadsRequest,
     ScoreLeadsResponse,
 )
-from serving.api.limits import RequestLimits
-from serving.api.champions import ServedModels, load_champions
 from training.registry import CLV_MODEL_NAME, LEAD_MODEL_NAME, champion_uri
 
 if TYPE_CHECKING:
@@ -182,8 +182,13 @@ def request_features(request: ScoreLeadsRequest) -> LeadFeatureArrays:
     """
     import numpy as np
 
-    from features.lead_features import (PROFILE_FEATURES, LeadFeatureArrays, activity_type_positions,
-                                        as_of_timestamp, behaviour_features)
+    from features.lead_features import (
+        PROFILE_FEATURES,
+        LeadFeatureArrays,
+        activity_type_positions,
+        as_of_timestamp,
+        behaviour_features,
+    )
 
     leads = request.leads
     activities = list(map(dict.get, leads, repeat("activities"), repeat(NO_ACTIVITIES)))

@@ -16,18 +16,22 @@ from sqlalchemy import Engine, and_, or_, select
 
 from features.crm import schema
 from features.crm.frames import LEAD_COLUMNS
-from features.lead_features import ACTIVITY_INPUT_COLUMNS
 from features.crm.store import create_schema, read_frame
 from features.errors import InvalidInput
-from features.lead_features import PROFILE_FEATURES, LeadFeatureArrays, as_of_timestamp, lead_feature_arrays
+from features.lead_features import (
+    ACTIVITY_INPUT_COLUMNS,
+    PROFILE_FEATURES,
+    LeadFeatureArrays,
+    as_of_timestamp,
+    lead_feature_arrays,
+)
 from features.rfm import rfm_summary
+from serving.batch.writeback import CUSTOMER_JOB, LEAD_JOB, ModelIdentity, run_batch, utc_now
 from training.clv.predict import CLVParameters, predict_clv, rfm_in_days
 from training.leads.pyfunc import scorer_of
-from training.leads.value import expected_values
 from training.leads.scorer import LeadScores
+from training.leads.value import expected_values
 from training.registry import CLV_MODEL_URI, LEAD_MODEL_URI, ModelNotFound, load_registered, registered_identity
-from serving.batch.writeback import CUSTOMER_JOB, LEAD_JOB, ModelIdentity, run_batch, utc_now
-
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The ``leadval`` command: one module per command group, mounted by :mod:`serving.cli.app`."""

@@ -9,8 +9,6 @@ from typing import Any
 
 from tqdm import tqdm
 
-from features.json_ready import json_ready
-
 
 def report(result: Mapping[str, Any], summary: str, as_json: bool) -> None:
     """Print ``summary`` for people; with ``as_json`` also print ``result`` as one JSON line, last.
@@ -19,6 +17,8 @@ def report(result: Mapping[str, Any], summary: str, as_json: bool) -> None:
     """
     print(summary)
     if as_json:
+        from features.json_ready import json_ready  # numpy and pandas: loaded by the command by now, not by --help
+
         print(json.dumps(json_ready(dict(result)), default=str, sort_keys=True))
 
 

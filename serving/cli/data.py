@@ -26,8 +26,8 @@ def generate(
 ) -> None:
     """Write a realistic simulated CRM, with its ground truth in separate truth_* tables."""
     from features.crm.store import connect, create_schema, safe_url
-    from features.simulate.generate import generate_crm
     from features.simulate.config import SimulationConfig
+    from features.simulate.generate import generate_crm
 
     settings = load_settings(db=db)
     engine = connect(settings.db)

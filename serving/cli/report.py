@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from serving.cli.options import DbOption, JsonOption
-from serving.cli.console import progress_bar, report as print_result
 from features.errors import InvalidInput
 from features.settings import load_settings
+from serving.cli.console import progress_bar
+from serving.cli.console import report as print_result
+from serving.cli.options import DbOption, JsonOption
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,8 +86,8 @@ def report(
 ) -> None:
     """Write the KPI report: one self-contained HTML page of channel, trend, attribution and predictive KPIs."""
     from features.crm.store import safe_url
-    from features.kpi.targets import read_targets
     from features.kpi.tables import report_window
+    from features.kpi.targets import read_targets
     from serving.report.data import build_report, report_json
     from serving.report.page import render_html
 

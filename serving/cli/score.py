@@ -231,10 +231,10 @@ def _write(scores: pd.DataFrame, out: Path) -> None:
 def score_leads_file(table: Path, out: Path, model: str, tracking_uri: str | None = None,
                      as_json: bool = False) -> None:
     """Score a flat file of leads: writes the id column, score, probability, band and reasons (JSON)."""
-    from training.leads.pyfunc import scorer_of
     from training.leads.job import read_lead_table
-    from training.tracking import use_tracking
+    from training.leads.pyfunc import scorer_of
     from training.registry import load_registered
+    from training.tracking import use_tracking
 
     _check_out(out)
     settings = load_settings(tracking_uri=tracking_uri)
@@ -266,11 +266,11 @@ def score_customers_file(
     """
     import pandas as pd
 
-    from features.rfm import rfm_summary
     from features.crm.transactions import read_transactions
+    from features.rfm import rfm_summary
     from training.clv.predict import predict_clv, rfm_in_days
-    from training.tracking import use_tracking
     from training.registry import load_registered
+    from training.tracking import use_tracking
 
     _check_out(out)
     settings = load_settings(tracking_uri=tracking_uri)

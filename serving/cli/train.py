@@ -19,8 +19,7 @@ import typer
 from features.errors import InvalidInput
 from features.settings import load_settings
 from serving.cli.console import report
-from serving.cli.options import (DAY_FORMATS, INSTANT_FORMATS, DbOption, JsonOption, PromoteOption,
-                                 TrackingOption)
+from serving.cli.options import DAY_FORMATS, INSTANT_FORMATS, DbOption, JsonOption, PromoteOption, TrackingOption
 from training.registry import LEAD_MODEL_NAME, Promote
 
 

@@ -1,0 +1,1 @@
+"""The KPI report: its figures, charts and the page's template."""

@@ -16,7 +16,6 @@ import pandas as pd
 from features.json_ready import json_ready
 from features.kpi.attribution import attribution_table, touchpoints
 from features.kpi.metrics import content_influence, kpi_table, kpi_totals
-from features.kpi.tables import KpiTables, Window, default_grain
 from features.kpi.predictive import (
     conversion_by_band,
     lead_pipeline,
@@ -25,6 +24,7 @@ from features.kpi.predictive import (
     segment_summary,
     top_customers,
 )
+from features.kpi.tables import KpiTables, Window, default_grain
 from features.kpi.targets import Target, evaluate_targets, status_frame
 
 TOP_CONTENT = 15

@@ -1,0 +1,1 @@
+"""Customer lifetime value: BG/NBD and Gamma-Gamma fits, predictions and segments, MLflow job."""

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
+from features.crm.rows import check_rfm
 from features.errors import InvalidInput, LeadvalError
 from training.clv.likelihood import BgNbdData, GammaGammaData, bgnbd_objective, gamma_gamma_objective
 
@@ -83,34 +84,13 @@ def _rows(frame: pd.DataFrame, mask: np.ndarray) -> str:
 def validate_rfm(rfm: pd.DataFrame, monetary: bool = False) -> None:
     """Raise ``InvalidInput`` naming the field and customers when the RFM summary cannot be fitted or scored.
 
-    Checks: required columns, no NaN or infinite values, whole non-negative frequency, 0 <= recency <= T,
-    recency 0 when frequency is 0; with ``monetary``, monetary_value >= 0 for everyone.
+    The RFM rules (``features.crm.rows.check_rfm``, shared with scoring): frequency, recency and T present,
+    finite and >= 0, frequency whole, recency <= T and 0 when frequency is 0; with ``monetary``,
+    monetary_value >= 0 for everyone. An empty summary cannot be fitted either.
     """
-    required = ["frequency", "recency", "T"] + (["monetary_value"] if monetary else [])
-    missing = [c for c in required if c not in rfm.columns]
-    if missing:
-        raise InvalidInput(f"RFM summary: missing column(s) {missing}; expected {required}")
+    check_rfm(rfm, "RFM summary", "nothing was fitted", monetary="monetary_value" if monetary else None)
     if len(rfm) == 0:
         raise InvalidInput("RFM summary: no customers; expected at least one row")
-    for column in required:
-        values = pd.to_numeric(rfm[column], errors="coerce").to_numpy(dtype="float64")
-        bad = ~np.isfinite(values)
-        if bad.any():
-            raise InvalidInput(f"{column}: {_rows(rfm, bad)} have a missing, non-numeric or infinite value")
-    frequency = rfm["frequency"].to_numpy(dtype="float64")
-    recency = rfm["recency"].to_numpy(dtype="float64")
-    age = rfm["T"].to_numpy(dtype="float64")
-    checks = [
-        ("frequency", (frequency < 0) | (frequency != np.floor(frequency)), "a whole number >= 0"),
-        ("recency", recency < 0, ">= 0"),
-        ("recency", recency > age, "<= T (the last purchase cannot be after the observation end)"),
-        ("recency", (frequency == 0) & (recency != 0), "0 when frequency is 0"),
-    ]
-    if monetary:
-        checks.append(("monetary_value", rfm["monetary_value"].to_numpy(dtype="float64") < 0, ">= 0"))
-    for column, bad, expected in checks:
-        if bad.any():
-            raise InvalidInput(f"{column}: {_rows(rfm, bad)} violate the expectation {expected}")
 
 
 def unique_rows(rfm: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:

@@ -28,18 +28,9 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from features.crm.store import connect, safe_url
+from features.crm.transactions import read_acquisition_channels, read_crm_orders, read_transactions
 from features.errors import InvalidInput
 from features.rfm import calibration_and_holdout, daily_purchases, days_per_unit, rfm_summary
-from features.crm.transactions import read_acquisition_channels, read_crm_orders, read_transactions
-from training.clv.fit import (
-    BgNbdParameters,
-    GammaGammaParameters,
-    ModelDidNotConverge,
-    check_gamma_gamma_assumption,
-    fit_bgnbd,
-    fit_gamma_gamma,
-    gamma_gamma_assumption_holds,
-)
 from training.clv.evaluation import (
     HoldoutSummary,
     by_frequency_figure,
@@ -52,7 +43,15 @@ from training.clv.evaluation import (
     purchases_by_frequency,
     tracking_figure,
 )
-from training.clv.pyfunc import PARAMETERS_FILE, log_clv_model, parameters_to_dict
+from training.clv.fit import (
+    BgNbdParameters,
+    GammaGammaParameters,
+    ModelDidNotConverge,
+    check_gamma_gamma_assumption,
+    fit_bgnbd,
+    fit_gamma_gamma,
+    gamma_gamma_assumption_holds,
+)
 from training.clv.predict import (
     SEGMENTS,
     CLVParameters,
@@ -61,8 +60,9 @@ from training.clv.predict import (
     rfm_in_days,
     segment_values,
 )
-from training.tracking import log_run_facts, use_experiment, use_tracking
+from training.clv.pyfunc import PARAMETERS_FILE, log_clv_model, parameters_to_dict
 from training.registry import CLV_MODEL_NAME, Promote, Promotion, load_registered, register_and_gate
+from training.tracking import log_run_facts, use_experiment, use_tracking
 
 EXPERIMENT = CLV_MODEL_NAME
 GATING_METRIC = "holdout_mae"

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, hyp2f1
 
+from features.crm.rows import check_rfm
 from features.errors import InvalidInput
 from features.rfm import days_per_unit
 from training.clv.fit import BgNbdParameters, GammaGammaParameters
@@ -82,27 +83,12 @@ class CLVParameters:
 
 
 def validate_customers(customers: pd.DataFrame) -> None:
-    """Raise ``InvalidInput`` naming the field and rows when the RFM-in-days input cannot be scored."""
-    required = [c for c in INPUT_COLUMNS if c != "customer_id"]
-    missing = [c for c in required if c not in customers.columns]
-    if missing:
-        raise InvalidInput(f"customers: missing column(s) {missing}; expected {list(INPUT_COLUMNS)}")
-    values = {c: pd.to_numeric(customers[c], errors="coerce").to_numpy(dtype="float64") for c in required}
-    frequency, recency, age = values["frequency"], values["recency_days"], values["age_days"]
-    checks = [(c, ~np.isfinite(values[c]), "a finite number") for c in required]
-    checks += [
-        ("frequency", (frequency < 0) | (frequency != np.floor(frequency)), "a whole number >= 0"),
-        ("recency_days", recency < 0, ">= 0"),
-        ("age_days", age < 0, ">= 0"),
-        ("recency_days", recency > age, "<= age_days"),
-        ("recency_days", (frequency == 0) & (recency != 0), "0 when frequency is 0"),
-        ("monetary_value", values["monetary_value"] < 0, ">= 0"),
-    ]
-    for column, bad, expected in checks:
-        if bad.any():
-            rows = np.flatnonzero(bad)
-            shown = ", ".join(str(i) for i in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
-            raise InvalidInput(f"{column}: row(s) {shown} must be {expected}")
+    """Raise ``InvalidInput`` naming the field and rows when the RFM-in-days input cannot be scored.
+
+    The RFM rules of training (``features.crm.rows.check_rfm``) on ``frequency``, ``recency_days``,
+    ``age_days`` (T) and ``monetary_value``.
+    """
+    check_rfm(customers, "customers", "nothing was scored", recency="recency_days", age="age_days")
 
 
 def _distinct(x: np.ndarray, age: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -37,13 +37,13 @@ from features.json_ready import json_ready
 from features.lead_features import BEHAVIOUR_FEATURES, PROFILE_FEATURES, as_of_timestamp
 from features.lead_labels import LABEL_COLUMN, snapshot_plan, training_snapshots
 from training.leads.evaluation import calibration_table, evaluation_plots, gains_table, lead_metrics
+from training.leads.fit import LeadModelConfig, fit_baseline, fit_lead_model
 from training.leads.pyfunc import log_lead_model, scorer_of
 from training.leads.reasons import FeatureWording, column_wording, crm_wording
 from training.leads.scorer import LeadScorer
 from training.leads.spec import FeatureSpec
-from training.leads.fit import LeadModelConfig, fit_baseline, fit_lead_model
-from training.tracking import log_run_facts, use_experiment, use_tracking
 from training.registry import LEAD_MODEL_NAME, Promote, load_registered, register_and_gate
+from training.tracking import log_run_facts, use_experiment, use_tracking
 
 EXPERIMENT_NAME = LEAD_MODEL_NAME
 GATE_METRIC = "roc_auc"

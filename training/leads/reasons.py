@@ -23,8 +23,8 @@ from itertools import chain
 
 import numpy as np
 
-from features.lead_features import PROFILE_FEATURES, WINDOWS_DAYS
 from features.crm.schema import ACTIVITY_TYPES
+from features.lead_features import PROFILE_FEATURES, WINDOWS_DAYS
 
 TOP_REASONS = 3
 MIN_IMPACT = 0.01

@@ -11,8 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from training.clv.predict import CLVParameters
-from training.clv.predict import new_customer_value
+from training.clv.predict import CLVParameters, new_customer_value
 
 
 def expected_values(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -14,7 +15,10 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, select
+from sqlalchemy import CheckConstraint, Engine, select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.schema import CreateTable
 
 from features.crm import imports as crm_import, schema
 from features.crm.imports import import_file, parse_mapping, read_export
@@ -368,6 +372,9 @@ def test_rules_come_from_the_table_definitions() -> None:
             rule = rules[(table.name, column.name)]
             blank_means_empty = (table.name, column.name) == ("marketing_spend", "campaign")
             assert rule.required == (not column.nullable and not blank_means_empty)
+            assert rule.allowed == column.info.get("allowed")
+            if "minimum" in column.info:
+                assert rule.minimum == column.info["minimum"]
     assert rules[("activities", "activity_type")].allowed == schema.ACTIVITY_TYPES
     assert rules[("orders", "amount")].minimum == 0 and rules[("orders", "amount")].kind == "number"
     assert rules[("marketing_spend", "clicks")].kind == "integer" and rules[("marketing_spend", "clicks")].minimum == 0
@@ -375,6 +382,65 @@ def test_rules_come_from_the_table_definitions() -> None:
     assert rules[("orders", "customer_id")].references == ("customers", "customer_id")
     assert rules[("leads", "customer_id")].references is None
     assert rules[("leads", "lead_id")].max_length == 64
+
+
+CHECKS_OF_EXISTING_DATABASES = {
+    "activities": {
+        "ck_activities_type": "activity_type IN (" + ", ".join(f"'{t}'" for t in schema.ACTIVITY_TYPES) + ")",
+        "ck_activities_duration": "duration_seconds IS NULL OR duration_seconds >= 0",
+    },
+    "orders": {"ck_orders_amount": "amount >= 0"},
+    "marketing_spend": {"ck_spend_nonnegative": "spend >= 0 AND impressions >= 0 AND clicks >= 0"},
+    "scoring_runs": {"ck_scoring_runs_status": "status IN ('running', 'succeeded', 'failed')"},
+    "lead_scores": {"ck_lead_scores_score": "score >= 0 AND score <= 100",
+                    "ck_lead_scores_band": "band IN ('A', 'B', 'C', 'D')"},
+}
+
+
+def test_check_constraints_are_generated_from_the_declared_rules_with_their_old_names() -> None:
+    """Every CHECK comes from a column's declared rule, and keeps the name and condition databases already have."""
+    checks = {
+        table.name: {c.name: str(c.sqltext) for c in table.constraints if isinstance(c, CheckConstraint)}
+        for table in schema.metadata.tables.values()
+    }
+    assert {name: found for name, found in checks.items() if found} == CHECKS_OF_EXISTING_DATABASES
+    for table in schema.metadata.tables.values():
+        ruled = {c.name for c in table.columns if schema.RULE_KEYS & c.info.keys()}
+        checked = {c.name for c in table.columns
+                   if any(re.match(rf"{c.name}\b", clause) for sql in checks[table.name].values()
+                          for clause in sql.split(" AND "))}
+        assert ruled == checked, table.name
+    ddl = str(CreateTable(schema.orders).compile(dialect=postgresql.dialect()))
+    assert "CONSTRAINT ck_orders_amount CHECK (amount >= 0)" in ddl
+
+
+DAY = pd.Timestamp("2025-03-01")
+RULE_BREAKERS = [
+    ("orders", {"order_id": "O9", "customer_id": "C1", "ordered_at": DAY, "amount": -5.0}, "amount", ">= 0"),
+    ("activities", {"activity_id": "A9", "lead_id": "L1", "occurred_at": DAY, "activity_type": "teleport"},
+     "activity_type", "one of: web_session"),
+    ("activities", {"activity_id": "A9", "lead_id": "L1", "occurred_at": DAY, "activity_type": "page_view",
+                    "duration_seconds": -3.0}, "duration_seconds", ">= 0"),
+    ("marketing_spend", {"date": DAY.date(), "channel": "email", "campaign": "x", "spend": 1.0, "impressions": 5,
+                         "clicks": -1}, "clicks", ">= 0"),
+]
+
+
+@pytest.mark.parametrize(("table", "row", "column", "words"), RULE_BREAKERS,
+                         ids=[f"{t}.{c}" for t, _, c, _ in RULE_BREAKERS])
+def test_one_declaration_is_enforced_by_the_import_and_by_the_database(
+    db_url: str, tmp_path: Path, table: str, row: dict, column: str, words: str
+) -> None:
+    """A value the column's declared rule forbids: the import names it, the database refuses a direct insert."""
+    engine = crm(db_url)
+    before = snapshot(engine)
+    path = write(tmp_path, "export.csv", ",".join(row) + "\n" + ",".join(map(str, row.values())) + "\n")
+    with pytest.raises(InvalidInput, match=rf"  - {column}: expected [^\n]*{words}[^\n]*; 1 row: line 2"):
+        import_file(engine, table, path, {})
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        insert_frame(conn, schema.metadata.tables[table], pd.DataFrame([row]))
+    assert snapshot(engine) == before
+    engine.dispose()
 
 
 @settings(max_examples=40, deadline=None)

@@ -11,6 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features.crm import schema
+from features.crm.rows import conform_frame
 from features.crm.schema import ACTIVITY_TYPES
 from features.errors import InvalidInput
 from features.kpi.metrics import KPI_COLUMNS, content_influence, kpi_table, kpi_totals, scope_values
@@ -220,15 +222,57 @@ def test_content_influence_weights(crm: KpiTables) -> None:
 
 def test_bad_input_names_table_and_column() -> None:
     frames = hand_made_frames()
-    with pytest.raises(InvalidInput, match="leads: missing column.*created_at"):
+    with pytest.raises(InvalidInput, match=r"^leads: 1 problem;.*\n  - created_at: required column is missing"):
         kpi_tables(**{**frames, "leads": frames["leads"].drop(columns="created_at")})
-    with pytest.raises(InvalidInput, match="customers: customer_id must be unique"):
+    with pytest.raises(InvalidInput, match=r"^customers: .*\n  - customer_id: expected each customer_id once in the "
+                                           r"table; 8 rows: row 0 'C1'"):
         kpi_tables(**{**frames, "customers": pd.concat([frames["customers"]] * 2)})
-    bad = frames["activities"].assign(activity_type="telepathy")
-    with pytest.raises(InvalidInput, match="unknown activity_type telepathy"):
+    bad = frames["activities"].assign(activity_type=["page_view"] * 18 + ["telepathy"])
+    with pytest.raises(InvalidInput, match=r"^activities: .*\n  - activity_type: expected one of: web_session, .*; "
+                                           r"1 row: row 18 'telepathy'$"):
         kpi_tables(**{**frames, "activities": bad})
     with pytest.raises(InvalidInput, match="no leads"):
         report_window(kpi_tables(frames["leads"].iloc[:0]))
+
+
+def test_tables_are_checked_by_the_shared_schema_rules() -> None:
+    """kpi_tables refuses what conform_frame refuses, with its message: one mechanism for rows wherever they enter."""
+    frames = hand_made_frames()
+    bad = {
+        "activities": frames["activities"].assign(activity_type=["page_view"] * 18 + ["telepathy"]),
+        "customers": pd.concat([frames["customers"]] * 2, ignore_index=True),
+        "orders": frames["orders"].assign(amount=[1.0, -2.0, 3.0, 4.0, 5.0, 6.0],
+                                          ordered_at=["2025-01-20", "soon", *frames["orders"]["ordered_at"][2:]]),
+    }
+    for name, frame in bad.items():
+        with pytest.raises(InvalidInput) as direct:
+            conform_frame(schema.table(name), frame)
+        with pytest.raises(InvalidInput) as through_kpis:
+            kpi_tables(**{**frames, name: frame})
+        assert str(through_kpis.value) == str(direct.value)
+    assert str(through_kpis.value).splitlines()[1:] == [
+        "  - ordered_at: expected a date-time in ISO 8601 (e.g. 2025-03-31T14:05:00 or 2025-03-31T14:05:00+02:00); "
+        "1 row: row 1 'soon'",
+        "  - amount: expected a number >= 0; 1 row: row 1 '-2.0'",
+    ]
+
+
+def test_tables_are_typed_and_missing_columns_are_typed_nulls() -> None:
+    frames = hand_made_frames()
+    as_text = frames["leads"].astype({"created_at": "str"})
+    spend = frames["marketing_spend"].drop(columns=["campaign", "impressions"])
+    crm = kpi_tables(as_text, marketing_spend=spend)
+    pd.testing.assert_series_equal(crm.leads["created_at"], hand_made_crm().leads["created_at"])
+    assert crm.marketing_spend["date"].dtype == "datetime64[ns]" and crm.marketing_spend["spend"].dtype == "float64"
+    assert crm.marketing_spend["campaign"].eq("").all() and crm.marketing_spend["clicks"].dtype == "int64"
+    assert crm.marketing_spend["impressions"].isna().all() and crm.marketing_spend["impressions"].dtype == "float64"
+    scores = crm.lead_scores
+    assert list(scores.columns) == [c.name for c in schema.lead_scores.columns] and scores.empty
+    assert scores["scored_at"].dtype == "datetime64[ns]" and scores["probability"].dtype == "float64"
+    reasons = [[{"text": "Visited pricing 3 times"}], None]
+    scored = pd.DataFrame({"lead_id": ["L1", "L2"], "score": [90, 10], "probability": [0.9, 0.1], "band": ["A", "D"],
+                           "reasons": reasons})
+    assert kpi_tables(frames["leads"], lead_scores=scored).lead_scores["reasons"].tolist() == reasons  # JSON as is
 
 
 def test_every_metric_is_a_column_with_a_definition() -> None:

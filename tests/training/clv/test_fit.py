@@ -122,16 +122,34 @@ def _rfm(**columns: list) -> pd.DataFrame:
 @pytest.mark.parametrize(
     ("columns", "monetary", "message"),
     [
-        ({"recency": [0.0, np.nan, 3.0]}, False, r"recency: customer\(s\) b have a missing"),
-        ({"recency": [0.0, 12.0, 3.0]}, False, r"recency: customer\(s\) b violate the expectation <= T"),
-        ({"frequency": [0, 2.5, 1]}, False, r"frequency: customer\(s\) b .* whole number"),
-        ({"recency": [1.0, 5.0, 3.0]}, False, r"recency: customer\(s\) a .* 0 when frequency is 0"),
-        ({"monetary_value": [0.0, -1.0, 8.0]}, True, r"monetary_value: customer\(s\) b .* >= 0"),
+        ({"recency": [0.0, np.nan, 3.0]}, False,
+         r"recency: expected a value \(required\); 1 row: customer b \(empty\)"),
+        ({"recency": [0.0, 12.0, 3.0]}, False, r"recency: expected a number <= T .*; 1 row: customer b '12.0'"),
+        ({"frequency": [0, 2.5, 1]}, False, r"frequency: expected a whole number; 1 row: customer b '2.5'"),
+        ({"recency": [1.0, 5.0, 3.0]}, False, r"recency: expected 0 when frequency is 0; 1 row: customer a '1.0'"),
+        ({"monetary_value": [0.0, -1.0, 8.0]}, True, r"monetary_value: expected a number >= 0; 1 row: customer b"),
+        ({"T": [10.0, np.inf, 10.0]}, False, r"T: expected a number; 1 row: customer b 'inf'"),
     ],
 )
 def test_invalid_rfm_is_named_before_lifetimes_sees_it(columns: dict, monetary: bool, message: str) -> None:
-    with pytest.raises(InvalidInput, match=message):
+    with pytest.raises(InvalidInput, match=r"^RFM summary: 1 problem in 1 row; nothing was fitted\n  - " + message):
         validate_rfm(_rfm(**columns), monetary=monetary)
+
+
+def test_every_broken_rfm_rule_is_named_with_its_customers() -> None:
+    rfm = _rfm(frequency=[-1, 2, 0], recency=[0.0, -5.0, 2.0]).drop(columns="customer_id")
+    with pytest.raises(InvalidInput) as info:
+        validate_rfm(rfm)
+    assert str(info.value).splitlines() == [
+        "RFM summary: 3 problems in 3 rows; nothing was fitted",
+        "  - frequency: expected a whole number >= 0; 1 row: row 0 '-1'",
+        "  - recency: expected a number >= 0; 1 row: row 1 '-5.0'",
+        "  - recency: expected 0 when frequency is 0; 1 row: row 2 '2.0'",
+    ]
+    with pytest.raises(InvalidInput, match="RFM summary: no customers"):
+        validate_rfm(rfm.iloc[:0])
+    with pytest.raises(InvalidInput, match=r"  - T: required column is missing"):
+        validate_rfm(rfm.drop(columns="T"))
 
 
 def test_gamma_gamma_rejects_repeat_buyers_without_value() -> None:

@@ -16,7 +16,7 @@ from lifetimes import BetaGeoFitter, GammaGammaFitter
 from features.errors import InvalidInput
 from features.rfm import calibration_and_holdout
 from tests.training.clv.test_fit import cdnow_transactions
-from training.clv.fit import fit_bgnbd, fit_gamma_gamma
+from training.clv.fit import fit_bgnbd, fit_gamma_gamma, validate_rfm
 from training.clv.pyfunc import load_parameters, parameters_from_dict, parameters_to_dict, save_parameters
 from training.clv.predict import (
     SEGMENTS,
@@ -25,6 +25,7 @@ from training.clv.predict import (
     new_customer_value,
     predict_clv,
     rfm_in_days,
+    validate_customers,
 )
 
 
@@ -107,18 +108,39 @@ def test_model_without_order_values_predicts_purchases_and_segments(
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"recency_days": [50.0]}, r"recency_days: row\(s\) 0 must be <= age_days"),
-        ({"frequency": [-1.0]}, r"frequency: row\(s\) 0 must be a whole number >= 0"),
-        ({"monetary_value": [float("nan")]}, r"monetary_value: row\(s\) 0 must be a finite number"),
-        ({"age_days": [float("inf")]}, r"age_days: row\(s\) 0 must be a finite number"),
-        ({"monetary_value": [-5.0]}, r"monetary_value: row\(s\) 0 must be >= 0"),
+        ({"recency_days": [50.0]}, r"recency_days: expected a number <= age_days .*; 1 row: row 0 '50.0'"),
+        ({"frequency": [-1.0]}, r"frequency: expected a whole number >= 0; 1 row: row 0 '-1.0'"),
+        ({"monetary_value": [float("nan")]}, r"monetary_value: expected a value \(required\); 1 row: row 0 \(empty\)"),
+        ({"age_days": [float("inf")]}, r"age_days: expected a number; 1 row: row 0 'inf'"),
+        ({"monetary_value": [-5.0]}, r"monetary_value: expected a number >= 0; 1 row: row 0 '-5.0'"),
     ],
 )
 def test_bad_customers_are_named(cdnow_daily: tuple[CLVParameters, pd.DataFrame], change: dict, message: str) -> None:
     params, _ = cdnow_daily
     customer = {"frequency": [2.0], "recency_days": [20.0], "age_days": [40.0], "monetary_value": [10.0]} | change
-    with pytest.raises(InvalidInput, match=message):
+    with pytest.raises(InvalidInput, match=r"^customers: 1 problem in 1 row; nothing was scored\n  - " + message):
         predict_clv(params, pd.DataFrame(customer))
+
+
+RFM_VALUES = st.sampled_from([0.0, 0.0, 1.0, 2.0, 2.5, 7.0, 30.0, -1.0, float("nan"), float("inf")])
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(st.tuples(RFM_VALUES, RFM_VALUES, RFM_VALUES, RFM_VALUES), min_size=1, max_size=8))
+def test_training_and_scoring_apply_the_same_rfm_rules(rows: list[tuple[float, float, float, float]]) -> None:
+    """The same customers in model units and in days: both validators pass, or both name the same problems."""
+    rfm = pd.DataFrame(rows, columns=["frequency", "recency", "T", "monetary_value"])
+    rfm.insert(0, "customer_id", [f"c{i}" for i in range(len(rfm))])
+    in_days = rfm.rename(columns={"recency": "recency_days", "T": "age_days"})
+    verdicts = []
+    for validate, frame in ((lambda f: validate_rfm(f, monetary=True), rfm), (validate_customers, in_days)):
+        try:
+            validate(frame)
+            verdicts.append([])
+        except InvalidInput as exc:
+            verdicts.append(str(exc).splitlines()[1:])
+    in_model_units = [line.replace("recency_days", "recency").replace("age_days", "T") for line in verdicts[1]]
+    assert verdicts[0] == in_model_units
 
 
 def test_bad_horizon_and_rate_are_named(cdnow_daily: tuple[CLVParameters, pd.DataFrame]) -> None:
