@@ -7,7 +7,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+# One BLAS thread, as `make test` runs the suite (the Makefile exports OPENBLAS_NUM_THREADS ?= 1), also when pytest
+# is run by hand: set before numpy loads, it reaches this process and the ones the tests start (servers, kernels,
+# `leadval`). With a thread per core, OpenBLAS threads spin-wait for each other: on a 2-core machine a lead model
+# training (its logistic baseline above all) takes ~20% longer when the machine is quiet, ~80% when it is busy.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from features.crm.schema import ACTIVITY_TYPES
 from features.errors import InvalidInput
 from features.lead_features import (
     BEHAVIOUR_FEATURES,
@@ -16,7 +17,6 @@ from features.lead_features import (
     as_of_timestamp,
     lead_features,
 )
-from features.crm.schema import ACTIVITY_TYPES
 
 AS_OF = pd.Timestamp("2025-06-30 12:00")
 PROFILE = {"source_channel": "paid_social", "campaign": None, "country": "DE", "industry": "software",

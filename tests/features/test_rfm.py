@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lifetimes.utils import summary_data_from_transaction_data
 
+from features.crm.schema import RFM_COLUMNS
 from features.errors import InvalidInput
 from features.rfm import calibration_and_holdout, daily_purchases, rfm_summary
-from features.crm.schema import RFM_COLUMNS
 
 
 def _tx(rows: list[tuple[str, str, float]]) -> pd.DataFrame:

@@ -155,6 +155,30 @@ def server(trained_store: TrainedStore, tmp_path_factory: pytest.TempPathFactory
     stop_server(running)
 
 
+@pytest.fixture(scope="session")
+def spark_for_session() -> Iterator[None]:
+    """Stops the session's Spark, if one is running, when the test session ends."""
+    yield
+    from pyspark.sql import SparkSession
+
+    running = SparkSession.getActiveSession()
+    if running is not None:
+        running.stop()
+
+
+@pytest.fixture
+def spark(spark_for_session: None) -> object:
+    """The test session's local Spark (local[2]): started once, on first use, and shared by every test.
+
+    A JVM and a Spark context take seconds to start, so they are not started per test or per module. A
+    command that stops its session when done (``leadval score --engine spark``) leaves the next test a fresh
+    session on the running JVM.
+    """
+    from serving.batch.spark_source import load_spark_settings, spark_session
+
+    return spark_session(load_spark_settings(master="local[2]"))
+
+
 @pytest.fixture
 def client(server: RunningServer) -> Iterator[httpx.Client]:
     """An authorised HTTP client of the session's server."""

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from features.errors import LeadvalError
-from training.tracking import dataset_fingerprint, log_run_facts, model_requirements, use_experiment, use_tracking
 from training.registry import ModelNotFound, champion_version, load_registered, register_and_gate
+from training.tracking import dataset_fingerprint, log_run_facts, model_requirements, use_experiment, use_tracking
 
 
 class ConstantModel(mlflow.pyfunc.PythonModel):

@@ -6,8 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -20,13 +18,14 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.schema import CreateTable
 
-from features.crm import imports as crm_import, schema
+from features.crm import imports as crm_import
+from features.crm import schema
 from features.crm.imports import import_file, parse_mapping, read_export
+from features.crm.rows import column_rules, parse_rows
 from features.crm.store import connect, create_schema, insert_frame, read_frame
 from features.errors import InvalidInput
-from features.crm.rows import column_rules, parse_rows
+from tests.leadval_cli import run_leadval
 
-LEADVAL = str(Path(sys.executable).with_name("leadval"))
 NOW = pd.Timestamp("2026-01-01 12:00:00")
 
 
@@ -501,21 +500,17 @@ def true_lines(lines: list[str], logical: list[int], newline: str) -> list[int]:
     return [starts[i - 1] for i in logical]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([LEADVAL, *args], capture_output=True, text=True, timeout=120)
-
-
 def test_cli_import_reports_bad_lines_without_traceback_and_loads_good_files(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'crm.db'}"
     crm(url).dispose()
     bad = write(tmp_path, "orders.csv", ORDERS + "O2,C1,2025-03-01,5\nO3,C1,2025-03-01,-5\nO4,C9,2025-03-01,5\n")
-    result = run_cli("import", "--db", url, "--table", "orders", str(bad))
+    result = run_leadval("import", "--db", url, "--table", "orders", str(bad), check=False)
     assert result.returncode != 0
     assert result.stderr.startswith("error: orders.csv: 2 problems in 2 rows; nothing was imported")
     assert "line 3 '-5'" in result.stderr and "line 4 'C9'" in result.stderr
     assert "Traceback" not in result.stderr
     good = write(tmp_path, "good.csv", "Nr,customer_id,ordered_at,amount\nO2,C1,2025-03-01,5\nO3,C2,2025-03-01,6\n")
-    result = run_cli("import", "--db", url, "--table", "orders", str(good), "--map", "Nr=order_id", "--json")
+    result = run_leadval("import", "--db", url, "--table", "orders", str(good), "--map", "Nr=order_id", "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["rows"] == 2 and summary["inserted"] == 2 and summary["table"] == "orders"

@@ -11,9 +11,9 @@ import pytest
 from features.crm.imports import import_file
 from features.crm.schema import customers, orders
 from features.crm.store import connect, create_schema, insert_frame
+from features.crm.transactions import read_acquisition_channels, read_crm_orders, read_transactions
 from features.errors import InvalidInput
 from features.rfm import rfm_summary
-from features.crm.transactions import read_acquisition_channels, read_crm_orders, read_transactions
 
 
 def _write(tmp_path: Path, text: str) -> Path:

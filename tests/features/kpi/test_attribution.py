@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features.errors import InvalidInput
 from features.kpi.attribution import (
     METHODS,
     attribution_table,
@@ -18,7 +19,6 @@ from features.kpi.attribution import (
     removal_effects,
     touchpoints,
 )
-from features.errors import InvalidInput
 from tests.features.kpi.test_metrics import hand_made_crm
 
 

@@ -15,8 +15,8 @@ from features.crm import schema
 from features.crm.rows import conform_frame
 from features.crm.schema import ACTIVITY_TYPES
 from features.errors import InvalidInput
-from features.kpi.metrics import KPI_COLUMNS, content_influence, kpi_table, kpi_totals, scope_values
 from features.kpi.definitions import CONTENT_WEIGHTS, METRICS, SNAPSHOT_METRICS
+from features.kpi.metrics import KPI_COLUMNS, content_influence, kpi_table, kpi_totals, scope_values
 from features.kpi.tables import KpiTables, kpi_tables, period_starts, report_window
 
 T = pd.Timestamp

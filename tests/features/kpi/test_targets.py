@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.errors import InvalidInput
+from features.kpi.metrics import scope_values
+from features.kpi.tables import kpi_tables, report_window
 from features.kpi.targets import (
     STATUSES,
     Target,
@@ -20,8 +22,6 @@ from features.kpi.targets import (
     parse_targets,
     read_targets,
 )
-from features.kpi.metrics import scope_values
-from features.kpi.tables import kpi_tables, report_window
 from tests.conftest import REPO_ROOT
 from tests.features.kpi.test_metrics import WINDOW_ARGS, hand_made_crm, hand_made_frames
 

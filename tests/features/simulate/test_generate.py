@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +15,17 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 
 from features.crm import schema
+from features.crm.schema import ACTIVITY_TYPES
 from features.crm.store import connect, create_schema, insert_frame, read_frame
 from features.errors import InvalidInput
-from features.crm.schema import ACTIVITY_TYPES
-from features.simulate.leads import simulate_leads
+from features.simulate.config import OrderValue, PurchaseProcess, SimulationConfig
 from features.simulate.content import content_catalog
+from features.simulate.generate import TRUTH_TABLES, generate_crm
+from features.simulate.leads import simulate_leads
 from features.simulate.marketing import plan_leads
 from features.simulate.orders import simulate_orders
-from features.simulate.generate import TRUTH_TABLES, generate_crm
-from features.simulate.config import OrderValue, PurchaseProcess, SimulationConfig
+from tests.leadval_cli import last_json, run_leadval
 
-LEADVAL = str(Path(sys.executable).with_name("leadval"))
 TABLES = (*schema.CRM_TABLES, *TRUTH_TABLES)
 TINY = SimulationConfig(n_leads=240, n_customers=40, seed=3, chunk_leads=100)
 END = pd.Timestamp("2025-12-31")
@@ -297,12 +294,10 @@ def test_configuration_errors_name_the_field() -> None:
 
 def test_generate_command_writes_a_crm(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
-    result = subprocess.run(
-        [LEADVAL, "generate", "--db", url, "--leads", "300", "--customers", "50", "--seed", "1", "--json"],
-        capture_output=True, text=True, timeout=300,
-    )
+    result = run_leadval("generate", "--db", url, "--leads", "300", "--customers", "50", "--seed", "1", "--json",
+                         check=False)
     assert result.returncode == 0, result.stderr
-    rows = json.loads(result.stdout.strip().splitlines()[-1])["rows"]
+    rows = last_json(result)["rows"]
     assert rows["leads"] == 300
     assert rows["customers"] >= 50 and rows["activities"] > 300 * 10 and rows["orders"] >= rows["customers"]
     assert rows == {name: len(frame) for name, frame in crm(url).items() if name in rows}

@@ -8,12 +8,14 @@ import httpx
 import pandas as pd
 import pytest
 
+from features.crm.schema import orders
 from features.crm.store import connect, read_frame
 from features.rfm import rfm_summary
-from features.crm.schema import orders
 from serving.api.champions import load_champions
 from tests.serving.conftest import RunningServer, TrainedStore
 from training.clv.predict import predict_clv, rfm_in_days
+
+pytestmark = pytest.mark.slow  # the real server over HTTP (started once per session: seconds)
 
 SUMMARY = {"customer_id": "c1", "frequency": 3, "recency_days": 120.0, "age_days": 300.0, "monetary_value": 80.0}
 

@@ -17,6 +17,8 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from tests.serving.conftest import RunningServer
 
+pytestmark = pytest.mark.slow  # the real server over HTTP (started once per session: seconds)
+
 EXAMPLES = 60
 
 

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.errors import InvalidInput
-from serving.api.schemas import ScoreLeadsRequest
 from serving.api.limits import MAX_BODY_ENV, LimitsConfig
+from serving.api.schemas import ScoreLeadsRequest
 from serving.api.service import utc_times
 
 MOMENTS = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2199, 12, 30))
@@ -89,6 +89,7 @@ def rfm_summaries(draw: st.DrawFn) -> dict:
     return {"frequency": frequency, "recency_days": recency, "age_days": age, "monetary_value": value}
 
 
+@pytest.mark.slow  # the real server over HTTP (started once per session: seconds)
 @given(customers=st.lists(rfm_summaries(), min_size=1, max_size=20),
        horizon=st.floats(min_value=1, max_value=3_650), rate=st.floats(min_value=0, max_value=1))
 @HTTP_SETTINGS
@@ -120,6 +121,7 @@ def leads(draw: st.DrawFn) -> dict:
                             "duration_seconds": seconds} for kind, m, seconds in events]}
 
 
+@pytest.mark.slow  # the real server over HTTP (started once per session: seconds)
 @given(batch=st.lists(leads(), min_size=1, max_size=10))
 @HTTP_SETTINGS
 def test_any_valid_leads_get_consistent_scores(client: httpx.Client, batch: list[dict]) -> None:

@@ -14,12 +14,14 @@ import pytest
 from features.crm.frames import load_crm_frames
 from features.crm.store import connect
 from features.lead_features import PROFILE_FEATURES, lead_features
-from serving.batch.jobs import score_lead_chunk
 from serving.api.champions import load_champions
+from serving.batch.jobs import score_lead_chunk
 from tests.serving.conftest import RunningServer, TrainedStore
 from training.clv.predict import new_customer_value
-from training.tracking import use_tracking
 from training.registry import champion_uri, load_registered
+from training.tracking import use_tracking
+
+pytestmark = pytest.mark.slow  # the real server over HTTP (started once per session: seconds)
 
 LEAD = {"lead_id": "L-new", "created_at": "2024-03-01T10:00:00Z", "source_channel": "paid_search",
         "activities": [{"activity_type": "pricing_page_view", "occurred_at": "2024-03-02T11:00:00+01:00",

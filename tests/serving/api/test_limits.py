@@ -8,8 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
 from tests.serving.conftest import MAX_BODY_BYTES, RunningServer
+
+pytestmark = pytest.mark.slow  # the real server over HTTP (started once per session: seconds)
 
 CUSTOMER = {"customer_id": "c1", "frequency": 2, "recency_days": 40.0, "age_days": 90.0, "monetary_value": 55.0}
 

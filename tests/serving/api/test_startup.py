@@ -56,6 +56,7 @@ def clv_only_server(trained_store: TrainedStore, tmp_path_factory: pytest.TempPa
     stop_server(running)
 
 
+@pytest.mark.slow  # a real server of its own over HTTP
 def test_with_one_model_missing_the_other_serves_and_readyz_says_what_is_missing(
         clv_only_server: RunningServer) -> None:
     with clv_only_server.client() as http:

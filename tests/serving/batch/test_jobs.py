@@ -1,4 +1,9 @@
-"""The nightly write-back jobs end to end: real CRM, real MLflow registry, real `leadval` processes."""
+"""The nightly write-back jobs end to end: real CRM, real MLflow registry, the `leadval` command.
+
+The commands run in this process (:func:`tests.leadval_cli.run_leadval`, the console script's own entry point)
+on the session's champions (``trained_store``); the kill -9 test runs a real `leadval` process, as only a
+process can be killed midway.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,39 +23,25 @@ from features.crm.frames import load_crm_frames
 from features.crm.store import connect, read_frame
 from features.simulate.config import SimulationConfig
 from serving.batch.jobs import score_lead_chunk
-from tests.serving.conftest import simulated_crm
+from tests.leadval_cli import LEADVAL, last_json, run_leadval
+from tests.serving.conftest import TrainedStore, simulated_crm
 from training.clv.predict import CLVParameters
-from training.tracking import use_tracking
 from training.registry import load_registered
-
-LEADVAL = str(Path(sys.executable).with_name("leadval"))
-
-
-def leadval(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([LEADVAL, *args], capture_output=True, text=True, env=env, timeout=600)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
-
-
-def last_json(result: subprocess.CompletedProcess) -> dict:
-    return json.loads(result.stdout.strip().splitlines()[-1])
+from training.tracking import use_tracking
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Environment for `leadval` with a lead and a CLV champion trained on a small simulated CRM."""
-    root = tmp_path_factory.mktemp("batch")
-    env = os.environ | {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "LEADVAL_ARTIFACT_ROOT": str(root / "artifacts"),
-        "LEADVAL_DB": f"sqlite:///{root / 'train.db'}",
+def registry(trained_store: TrainedStore, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for `leadval` with the session's lead and CLV champions (tests/serving/conftest.py).
+
+    LEADVAL_DB names a file of its own: each test points it at the CRM it scores.
+    """
+    return {
+        "MLFLOW_TRACKING_URI": trained_store.tracking_uri,
+        "LEADVAL_ARTIFACT_ROOT": trained_store.artifact_root,
+        "LEADVAL_DB": f"sqlite:///{tmp_path_factory.mktemp('batch') / 'unused.db'}",
         "OPENBLAS_NUM_THREADS": "1",
     }
-    leadval("generate", "--leads", "2500", "--customers", "300", "--seed", "3", env=env)
-    leadval("train", "leads", env=env)
-    leadval("train", "clv", env=env)
-    return env
 
 
 def _crm(url: str) -> str:
@@ -67,7 +57,7 @@ def _count(url: str, table) -> int:
 def test_scores_every_open_lead_and_customer_idempotently(registry: dict[str, str], db_url: str) -> None:
     as_of = _crm(db_url)
     env = registry | {"LEADVAL_DB": db_url}
-    first = last_json(leadval("score", "leads", "--as-of", as_of, "--chunk-size", "300", "--json", env=env))
+    first = last_json(run_leadval("score", "leads", "--as-of", as_of, "--chunk-size", "300", "--json", env=env))
     engine = connect(db_url)
     open_ids = load_crm_frames(engine, as_of, open_only=True).leads["lead_id"]
     scores = read_frame(engine, schema.lead_scores)
@@ -76,14 +66,14 @@ def test_scores_every_open_lead_and_customer_idempotently(registry: dict[str, st
     assert scores["expected_value"].notna().all() and (scores["expected_value"] >= 0).all()
     assert all(set(json.loads(r) if isinstance(r, str) else r) == {"up", "down"} for r in scores["reasons"])
 
-    again = last_json(leadval("score", "leads", "--as-of", as_of, "--json", env=env))
+    again = last_json(run_leadval("score", "leads", "--as-of", as_of, "--json", env=env))
     assert again["run_id"] == first["run_id"]
     rerun = read_frame(engine, schema.lead_scores)
     pd.testing.assert_frame_equal(scores.sort_values("lead_id").reset_index(drop=True),
                                   rerun.sort_values("lead_id").reset_index(drop=True))
     assert _count(db_url, schema.lead_score_history) == len(open_ids)
 
-    customers = last_json(leadval("score", "customers", "--as-of", as_of, "--json", env=env))
+    customers = last_json(run_leadval("score", "customers", "--as-of", as_of, "--json", env=env))
     clv = read_frame(engine, schema.customer_scores)
     assert customers["scored"] == len(clv) == _count(db_url, schema.customers)
     assert clv["p_alive"].between(0, 1).all() and (clv["clv"] >= 0).all()
@@ -93,7 +83,7 @@ def test_scores_every_open_lead_and_customer_idempotently(registry: dict[str, st
 
 def test_batch_scores_equal_in_process_scores(registry: dict[str, str], sqlite_url: str) -> None:
     as_of = _crm(sqlite_url)
-    leadval("score", "leads", "--as-of", as_of, env=registry | {"LEADVAL_DB": sqlite_url})
+    run_leadval("score", "leads", "--as-of", as_of, env=registry | {"LEADVAL_DB": sqlite_url})
     use_tracking(registry["MLFLOW_TRACKING_URI"])
     model = load_registered("models:/lead-scoring@champion")
     clv: CLVParameters = load_registered("models:/clv@champion").unwrap_python_model().params
@@ -105,11 +95,12 @@ def test_batch_scores_equal_in_process_scores(registry: dict[str, str], sqlite_u
     assert written["expected_value"].tolist() == expected["expected_value"].tolist()
 
 
+@pytest.mark.slow  # a real `leadval` process, killed midway
 def test_killed_run_is_completed_by_the_next(registry: dict[str, str], sqlite_url: str) -> None:
     as_of = _crm(sqlite_url)
     env = registry | {"LEADVAL_DB": sqlite_url}
-    proc = subprocess.Popen([LEADVAL, "score", "leads", "--as-of", as_of, "--chunk-size", "20"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([LEADVAL, "score", "leads", "--as-of", as_of, "--chunk-size", "20"],
+                            env=os.environ | env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     engine = connect(sqlite_url)
     deadline = time.monotonic() + 180
     written = 0
@@ -126,7 +117,7 @@ def test_killed_run_is_completed_by_the_next(registry: dict[str, str], sqlite_ur
     assert crashed["status"] == "running" and pd.isna(crashed["finished_at"])
     assert _count(sqlite_url, schema.lead_scores) == _count(sqlite_url, schema.lead_score_history) < crashed["rows_total"]
 
-    result = last_json(leadval("score", "leads", "--as-of", as_of, "--json", env=env))
+    result = last_json(run_leadval("score", "leads", "--as-of", as_of, "--json", env=env))
     ledger = read_frame(engine, schema.scoring_runs)
     assert len(ledger) == 1 and ledger["status"].tolist() == ["succeeded"]
     assert _count(sqlite_url, schema.lead_scores) == result["total"] == _count(sqlite_url, schema.lead_score_history)
@@ -134,8 +125,8 @@ def test_killed_run_is_completed_by_the_next(registry: dict[str, str], sqlite_ur
 
 def test_dry_run_writes_nothing(registry: dict[str, str], sqlite_url: str) -> None:
     as_of = _crm(sqlite_url)
-    out = last_json(leadval("score", "leads", "--as-of", as_of, "--dry-run", "--json",
-                            env=registry | {"LEADVAL_DB": sqlite_url}))
+    out = last_json(run_leadval("score", "leads", "--as-of", as_of, "--dry-run", "--json",
+                                env=registry | {"LEADVAL_DB": sqlite_url}))
     assert out["dry_run"] and out["scored"] > 0
     assert _count(sqlite_url, schema.lead_scores) == 0 == _count(sqlite_url, schema.scoring_runs)
 
@@ -144,11 +135,13 @@ def test_missing_model_or_database_is_a_clear_error_and_writes_nothing(registry:
                                                                        sqlite_url: str) -> None:
     as_of = _crm(sqlite_url)
     env = registry | {"LEADVAL_DB": sqlite_url}
-    bad_model = leadval("score", "leads", "--as-of", as_of, "--model", "models:/nope@champion", env=env, check=False)
+    bad_model = run_leadval("score", "leads", "--as-of", as_of, "--model", "models:/nope@champion", env=env,
+                            check=False)
     assert bad_model.returncode == 1 and "models:/nope@champion" in bad_model.stderr
     assert "Traceback" not in bad_model.stderr
     assert _count(sqlite_url, schema.lead_scores) == 0 == _count(sqlite_url, schema.scoring_runs)
-    no_db = leadval("score", "customers", "--db", "postgresql+psycopg://x@127.0.0.1:1/none", env=env, check=False)
+    no_db = run_leadval("score", "customers", "--db", "postgresql+psycopg://x@127.0.0.1:1/none", env=env,
+                        check=False)
     assert no_db.returncode == 1 and no_db.stderr.startswith("error: cannot reach database")
 
 
@@ -159,21 +152,22 @@ def test_customers_file_mode_scores_like_the_crm_job(registry: dict[str, str], s
     orders = read_frame(connect(sqlite_url), schema.orders)
     orders.rename(columns={"customer_id": "client", "ordered_at": "day", "amount": "value"}).to_csv(
         tmp_path / "orders.csv", index=False)
-    out = last_json(leadval("score", "customers", "--table", str(tmp_path / "orders.csv"), "--out",
-                            str(tmp_path / "scores.parquet"), "--customer-col", "client", "--date-col", "day",
-                            "--amount-col", "value", "--as-of", as_of, "--json", env=registry))
-    leadval("score", "customers", "--as-of", as_of, env=env)
+    out = last_json(run_leadval("score", "customers", "--table", str(tmp_path / "orders.csv"), "--out",
+                                str(tmp_path / "scores.parquet"), "--customer-col", "client", "--date-col", "day",
+                                "--amount-col", "value", "--as-of", as_of, "--json", env=registry))
+    run_leadval("score", "customers", "--as-of", as_of, env=env)
     from_file = pd.read_parquet(tmp_path / "scores.parquet").set_index("customer_id").sort_index()
     from_crm = read_frame(connect(sqlite_url), schema.customer_scores).set_index("customer_id").sort_index()
     assert out["scored"] == len(from_file) == len(from_crm) > 100
     columns = ["expected_purchases", "p_alive", "expected_order_value", "clv", "segment", "horizon_days"]
     pd.testing.assert_frame_equal(from_file[columns], from_crm[columns], check_dtype=False)
 
-    early = leadval("score", "customers", "--table", str(tmp_path / "orders.csv"), "--out", str(tmp_path / "x.csv"),
-                    "--customer-col", "client", "--date-col", "day", "--amount-col", "value", "--as-of",
-                    "2024-02-01", env=registry, check=False)
-    assert early.returncode == 1 and "day: row(s)" in early.stderr and "--as-of to score" in early.stderr
+    early = run_leadval("score", "customers", "--table", str(tmp_path / "orders.csv"), "--out",
+                        str(tmp_path / "x.csv"), "--customer-col", "client", "--date-col", "day", "--amount-col",
+                        "value", "--as-of", "2024-02-01", env=registry, check=False)
+    assert early.returncode == 1 and "--as-of to score" in early.stderr
+    assert "  - day: expected an order on or before the observation end" in early.stderr
     assert not (tmp_path / "x.csv").exists()
-    wrong = leadval("score", "customers", "--table", str(tmp_path / "orders.csv"), "--out", str(tmp_path / "x.txt"),
-                    env=registry, check=False)
+    wrong = run_leadval("score", "customers", "--table", str(tmp_path / "orders.csv"), "--out",
+                        str(tmp_path / "x.txt"), env=registry, check=False)
     assert wrong.returncode == 1 and "expected a .csv or .parquet file name" in wrong.stderr

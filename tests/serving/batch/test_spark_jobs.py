@@ -1,15 +1,11 @@
 """The Spark engine of the nightly jobs on a real local Spark (local[2]), reading SQLite and PostgreSQL over JDBC.
 
-Parity is exact: the Spark engine writes the same rows as the pandas engine, column for column.
+Parity is exact: the Spark engine writes the same rows as the pandas engine, column for column. The tests that
+start Spark are marked slow; they share the test session's Spark (``spark``, tests/serving/conftest.py).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -22,20 +18,13 @@ from features.crm.store import connect, read_frame
 from features.simulate.config import SimulationConfig
 from serving.batch.jobs import score_customers, score_open_leads
 from serving.batch.spark_jobs import score_customers_spark, score_open_leads_spark
-from serving.batch.spark_source import jdbc_options, load_spark_settings, spark_session, time_slices
+from serving.batch.spark_source import jdbc_options, load_spark_settings, time_slices
+from tests.leadval_cli import last_json, run_leadval
 from tests.serving.conftest import TrainedStore, simulated_crm
 from training.tracking import use_tracking
 
-LEADVAL = str(Path(sys.executable).with_name("leadval"))
 SCORE_TABLES = (schema.lead_score_history, schema.lead_scores, schema.customer_score_history,
                 schema.customer_scores, schema.scoring_runs)
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[object]:
-    session = spark_session(load_spark_settings(master="local[2]"))
-    yield session
-    session.stop()
 
 
 def _crm(url: str) -> str:
@@ -63,6 +52,7 @@ def _count(url: str, table) -> int:
         return conn.execute(select(func.count()).select_from(table)).scalar_one()
 
 
+@pytest.mark.slow  # starts Spark
 def test_spark_engine_writes_exactly_the_pandas_engine_rows(trained_store: TrainedStore, db_url: str,
                                                            spark: object) -> None:
     as_of = _crm(db_url)
@@ -88,6 +78,7 @@ def test_spark_engine_writes_exactly_the_pandas_engine_rows(trained_store: Train
     assert (ledger["rows_scored"] == ledger["rows_total"]).all()
 
 
+@pytest.mark.slow  # starts Spark
 def test_spark_engine_completes_a_run_that_failed_midway(trained_store: TrainedStore, sqlite_url: str,
                                                         spark: object) -> None:
     as_of = _crm(sqlite_url)
@@ -115,6 +106,7 @@ def test_spark_engine_completes_a_run_that_failed_midway(trained_store: TrainedS
     assert ledger["status"].tolist() == ["succeeded"] and ledger["rows_scored"].tolist() == [result.total]
 
 
+@pytest.mark.slow  # starts Spark
 def test_spark_engine_reads_parquet_exports(trained_store: TrainedStore, sqlite_url: str, spark: object,
                                             tmp_path: Path) -> None:
     as_of = _crm(sqlite_url)
@@ -131,14 +123,15 @@ def test_spark_engine_reads_parquet_exports(trained_store: TrainedStore, sqlite_
     pd.testing.assert_frame_equal(_scores(sqlite_url)["lead_scores"], expected, check_exact=True)
 
 
-def test_cli_spark_dry_run_writes_nothing(trained_store: TrainedStore, sqlite_url: str) -> None:
+@pytest.mark.slow  # starts Spark
+def test_cli_spark_dry_run_writes_nothing(trained_store: TrainedStore, sqlite_url: str, spark: object) -> None:
+    """The command in this process: it finds the session's Spark running (``spark``) and stops it when done."""
     as_of = _crm(sqlite_url)
     env = {"MLFLOW_TRACKING_URI": trained_store.tracking_uri, "LEADVAL_DB": sqlite_url}
-    result = subprocess.run([LEADVAL, "score", "leads", "--engine", "spark", "--as-of", as_of, "--dry-run",
-                             "--json"], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, **env})
+    result = run_leadval("score", "leads", "--engine", "spark", "--as-of", as_of, "--dry-run", "--json", env=env,
+                         check=False)
     assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = last_json(result)
     assert out["dry_run"] and out["scored"] == out["total"] > 300
     assert all(_count(sqlite_url, table) == 0 for table in SCORE_TABLES)
 
@@ -151,8 +144,8 @@ def test_cli_spark_dry_run_writes_nothing(trained_store: TrainedStore, sqlite_ur
 ])
 def test_spark_flags_are_checked_before_anything_runs(trained_store: TrainedStore, sqlite_url: str,
                                                       args: list[str], message: str) -> None:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": trained_store.tracking_uri, "LEADVAL_DB": sqlite_url}
-    result = subprocess.run([LEADVAL, "score", "leads", *args], capture_output=True, text=True, timeout=120, env=env)
+    env = {"MLFLOW_TRACKING_URI": trained_store.tracking_uri, "LEADVAL_DB": sqlite_url}
+    result = run_leadval("score", "leads", *args, env=env, check=False)
     assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
 
 

@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from features.crm import schema
 from features.crm.store import connect, create_schema, insert_frame
 from features.errors import InvalidInput
-from features.kpi.metrics import kpi_table
 from features.kpi.definitions import METRICS
+from features.kpi.metrics import kpi_table
 from features.kpi.tables import kpi_tables, report_window
 from features.kpi.targets import Target
 from serving.cli import report as report_cli

@@ -10,8 +10,8 @@ from lifetimes import BetaGeoFitter, GammaGammaFitter
 
 from features.errors import InvalidInput
 from features.rfm import calibration_and_holdout, rfm_summary
-from features.simulate.orders import simulate_orders
 from features.simulate.config import OrderValue, PurchaseProcess
+from features.simulate.orders import simulate_orders
 from tests.conftest import REPO_ROOT
 from training.clv.fit import (
     GammaGammaAssumptionWarning,

@@ -13,14 +13,14 @@ import typer
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
+from features.crm.schema import customers, orders
 from features.crm.store import connect, create_schema, insert_frame
 from features.errors import InvalidInput
 from features.rfm import rfm_summary
-from features.crm.schema import customers, orders
-from tests.training.clv.test_fit import simulated_transactions
 from serving.cli.train import train_clv
-from training.clv.predict import SEGMENTS, predict_clv, rfm_in_days
+from tests.training.clv.test_fit import simulated_transactions
 from training.clv.job import CLVTrainingResult, default_dates, train_from_crm
+from training.clv.predict import SEGMENTS, predict_clv, rfm_in_days
 from training.registry import champion_uri, load_registered
 
 END = "2024-12-31"
@@ -134,7 +134,7 @@ def test_bad_transactions_file_names_rows(tmp_path: Path, store: dict[str, str])
                         "--amount-col", "value", "--calibration-end", "2024-01-15", "--observation-end", "2024-03-01",
                         "--tracking-uri", store["tracking_uri"])
     assert code != 0
-    assert isinstance(exc, InvalidInput) and "value: row(s) 2 are negative" in str(exc)
+    assert isinstance(exc, InvalidInput) and "  - value: expected a number >= 0; 1 row: line 3 '-5'" in str(exc)
 
 
 def test_file_mode_needs_its_options(store: dict[str, str]) -> None:

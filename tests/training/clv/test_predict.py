@@ -17,7 +17,6 @@ from features.errors import InvalidInput
 from features.rfm import calibration_and_holdout
 from tests.training.clv.test_fit import cdnow_transactions
 from training.clv.fit import fit_bgnbd, fit_gamma_gamma, validate_rfm
-from training.clv.pyfunc import load_parameters, parameters_from_dict, parameters_to_dict, save_parameters
 from training.clv.predict import (
     SEGMENTS,
     CLVParameters,
@@ -27,6 +26,7 @@ from training.clv.predict import (
     rfm_in_days,
     validate_customers,
 )
+from training.clv.pyfunc import load_parameters, parameters_from_dict, parameters_to_dict, save_parameters
 
 
 @pytest.fixture(scope="module")

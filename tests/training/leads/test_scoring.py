@@ -22,11 +22,11 @@ from features.crm.frames import load_crm_frames
 from features.crm.store import connect, create_schema
 from features.lead_features import lead_features
 from features.lead_labels import open_leads
-from features.simulate.config import ConversionModel
+from features.simulate.config import ConversionModel, SimulationConfig
 from features.simulate.generate import generate_crm
-from features.simulate.config import SimulationConfig
+from serving.cli.train import train_leads
 from training.leads.evaluation import calibration_table
-from training.leads.pyfunc import score_leads, score_rows, scorer_of
+from training.leads.fit import LeadModelConfig
 from training.leads.job import (
     CrmTrainingConfig,
     LeadTrainingResult,
@@ -34,10 +34,9 @@ from training.leads.job import (
     crm_splits,
     train_and_register,
 )
-from training.leads.fit import LeadModelConfig
-from serving.cli.train import train_leads
-from training.tracking import use_tracking
+from training.leads.pyfunc import score_leads, score_rows, scorer_of
 from training.registry import champion_version, load_registered, register_and_gate
+from training.tracking import use_tracking
 
 INTERACTIONS = ConversionModel(senior_large_company=1.6, c_level_small_company=1.4, demo_business_email=1.6)
 MODEL = "lead-scoring-test"

@@ -12,10 +12,10 @@ import typer
 from typer.testing import CliRunner
 
 from features.errors import InvalidInput
-from tests.conftest import REPO_ROOT
-from training.leads.job import TableTrainingConfig, read_lead_table, table_outcome, table_splits
 from serving.cli.score import score_leads_command
 from serving.cli.train import train_leads
+from tests.conftest import REPO_ROOT
+from training.leads.job import TableTrainingConfig, read_lead_table, table_outcome, table_splits
 
 BANK = REPO_ROOT / "datasets" / "bank-marketing" / "bank-additional-full.csv.gz"
 
