@@ -33,7 +33,7 @@ import psutil  # noqa: E402
 from sqlalchemy import delete, func, select  # noqa: E402
 
 from features.crm import schema  # noqa: E402
-from features.crm.frames import crm_period  # noqa: E402
+from features.lead_history import crm_period  # noqa: E402
 from features.crm.store import connect, create_schema  # noqa: E402
 from features.simulate.config import SimulationConfig  # noqa: E402
 from features.simulate.generate import generate_crm  # noqa: E402

@@ -200,7 +200,7 @@ def prepare_store(workdir: Path, leads: int = 5_000, customers: int = 1_000) -> 
 
 def lead_requests(db: str, count: int) -> tuple[list[dict], object, object, object]:
     """``count`` open leads of the CRM as request items, with the frames and as-of the batch job would use."""
-    from features.crm.frames import crm_period, load_crm_frames
+    from features.lead_history import crm_period, load_crm_frames
     from features.crm.store import connect
     from features.lead_features import PROFILE_FEATURES
 

@@ -27,11 +27,12 @@ def test_package_resolves_inside_repo(package: str) -> None:
 
 
 def test_import_layers_hold() -> None:
-    """serving -> training -> features, and features never imports mlflow or bentoml."""
+    """serving -> training -> features, the layers inside each, and features never imports mlflow or bentoml."""
+    contracts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
     lint = Path(sys.executable).with_name("lint-imports")
     result = subprocess.run([str(lint)], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Contracts: 3 kept, 0 broken" in result.stdout
+    assert f"Contracts: {len(contracts)} kept, 0 broken" in result.stdout
 
 
 def test_importing_does_not_touch_disk(tmp_path: Path) -> None:

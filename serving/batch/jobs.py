@@ -15,7 +15,7 @@ import pandas as pd
 from sqlalchemy import Engine, and_, or_, select
 
 from features.crm import schema
-from features.crm.frames import LEAD_COLUMNS
+from features.lead_history import LEAD_COLUMNS
 from features.crm.store import create_schema, read_frame
 from features.errors import InvalidInput
 from features.lead_features import (

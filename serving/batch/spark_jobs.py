@@ -20,7 +20,7 @@ import pandas as pd
 from sqlalchemy import Engine, func, select
 
 from features.crm import schema
-from features.crm.frames import LEAD_COLUMNS
+from features.lead_history import LEAD_COLUMNS
 from features.crm.store import create_schema
 from features.errors import InvalidInput
 from features.lead_features import ACTIVITY_INPUT_COLUMNS, LEAD_INPUT_COLUMNS, as_of_timestamp, lead_features

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from features.crm.frames import crm_period
+from features.lead_history import crm_period
 from features.crm.store import connect, safe_url
 from features.settings import load_settings
 

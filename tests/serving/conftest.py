@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from features.crm.frames import crm_period
+from features.lead_history import crm_period
 from features.crm.store import connect, create_schema
 from features.simulate.config import SimulationConfig
 from features.simulate.generate import generate_crm

@@ -30,7 +30,7 @@ from mlflow.exceptions import MlflowException
 from sklearn.model_selection import train_test_split
 from sqlalchemy import Engine
 
-from features.crm.frames import crm_period, load_crm_frames
+from features.lead_history import crm_period, load_crm_frames
 from features.crm.imports import read_export
 from features.errors import InvalidInput, LeadvalError
 from features.json_ready import json_ready

@@ -11,7 +11,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from features.crm.frames import load_crm_frames
+from features.lead_history import load_crm_frames
 from features.crm.store import connect
 from features.lead_features import PROFILE_FEATURES, lead_features
 from serving.api.champions import load_champions

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import func, select
 
 from features.crm import schema
-from features.crm.frames import load_crm_frames
+from features.lead_history import load_crm_frames
 from features.crm.store import connect, read_frame
 from features.simulate.config import SimulationConfig
 from serving.batch.jobs import score_lead_chunk

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from features.crm.frames import load_crm_frames
+from features.lead_history import load_crm_frames
 from features.crm.store import connect, create_schema
 from features.lead_features import lead_features
 from features.lead_labels import open_leads

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from features.crm import schema
-from features.crm.frames import crm_period, load_crm_frames
+from features.lead_history import crm_period, load_crm_frames
 from features.crm.store import connect, create_schema, insert_frame
 from features.errors import InvalidInput
 
