@@ -4,7 +4,7 @@ Metrics (:func:`lead_metrics`): ROC AUC, PR AUC (average precision), log loss, B
 calibration error (ECE over 10 equal-count bins of predicted probability, weighted by bin size), and
 lift and capture at the top 10% and 20% (lift: conversion rate among the top-scored leads over the
 overall rate; capture: share of all conversions found there). The gains table splits leads into
-deciles by score, best first.
+deciles by probability (the score's order), best first.
 """
 
 from __future__ import annotations

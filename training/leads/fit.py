@@ -2,9 +2,10 @@
 
 :func:`fit_lead_model` trains a binary LightGBM booster on the training split with early stopping on
 the (later) validation split, weighting converters up for class imbalance; then fits the calibration
-(Platt or isotonic, on the validation split's raw margins) and fixes the band thresholds on the
-validation split's calibrated probabilities. :func:`fit_baseline` is the logistic regression it is
-compared with.
+(Platt or isotonic, on the validation split's raw margins) and keeps the validation split's calibrated
+probabilities as the reference leads of the score (:class:`~training.leads.scorer.ScoreScale`: score =
+their percentile, 1-99; bands A-D = score ranges holding ``band_shares`` of them, e.g. A = 91-99 = the
+top 10%). :func:`fit_baseline` is the logistic regression it is compared with.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from features.errors import InvalidInput
 from training.leads.reasons import FeatureWording
-from training.leads.scorer import Calibrator, LeadScorer
+from training.leads.scorer import Calibrator, LeadScorer, ScoreScale
 from training.leads.spec import FeatureSpec
 
 
@@ -34,7 +35,9 @@ class LeadModelConfig:
 
     ``imbalance``: ``sqrt`` weights converters by sqrt(negatives/positives), ``balanced`` by the full
     ratio, ``none`` not at all (calibration undoes the weighting's effect on probabilities).
-    ``band_shares``: shares of validation leads in bands A, B and C (D is the rest), best first.
+    ``band_shares``: shares of validation leads in bands A, B and C (D is the rest), best first, in whole
+    percents (rounded; bands are score ranges and a score is a percentile): A at least 2% (score 99 holds
+    the top 2%), B and C at least 1%, D at least 1%. The default: A = top 10%, B = next 20%, C = next 30%.
     Shallow trees by default: on CRM-sized data they generalise as well as deeper ones, and reason codes
     come from exact SHAP tables only for trees of at most 10 splits (:mod:`training.leads.tree_shap`).
     ``num_threads`` 1 by default: on a shared 2-core machine OpenMP threads competing with other work
@@ -70,8 +73,10 @@ class LeadModelConfig:
             raise InvalidInput(f"imbalance: must be sqrt, balanced or none, got {self.imbalance!r}")
         if self.calibration not in ("platt", "isotonic"):
             raise InvalidInput(f"calibration: must be platt or isotonic, got {self.calibration!r}")
-        if len(self.band_shares) != 3 or min(self.band_shares) <= 0 or sum(self.band_shares) >= 1:
-            raise InvalidInput(f"band_shares: three positive shares (A, B, C) summing below 1, got {self.band_shares}")
+        if (len(self.band_shares) != 3 or self.band_shares[0] < 0.02 or min(self.band_shares) < 0.01
+                or sum(self.band_shares) > 0.99):
+            raise InvalidInput(f"band_shares: three shares (A, B, C), A at least 0.02, B and C at least 0.01, summing "
+                               f"to at most 0.99, got {self.band_shares}")
 
 
 def fit_lead_model(
@@ -82,8 +87,12 @@ def fit_lead_model(
     config: LeadModelConfig,
     label: str,
     horizon_days: int | None = None,
+    data_end: pd.Timestamp | None = None,
 ) -> LeadScorer:
-    """Train, calibrate and band a :class:`LeadScorer` (``label`` holds 0/1 outcomes in both frames)."""
+    """Train, calibrate and band a :class:`LeadScorer` (``label`` holds 0/1 outcomes in both frames).
+
+    ``data_end``: the end instant of the training data (the CRM as-of), kept in ``info["data_end"]`` (ISO).
+    """
     y_train, y_valid = _outcomes(train, label, "training"), _outcomes(valid, label, "validation")
     x_train, x_valid = spec.matrix(train), spec.matrix(valid)
     params = booster_params(config, y_train)
@@ -98,11 +107,14 @@ def fit_lead_model(
     booster = lgb.Booster(model_str=trained.model_to_string(num_iteration=best))
     margin = booster.predict(x_valid, raw_score=True, num_threads=config.num_threads)
     calibrator = Calibrator.fit(margin, y_valid, config.calibration)
-    thresholds = band_thresholds(calibrator(margin), config.band_shares)
+    scale = ScoreScale.fit(calibrator(margin), config.band_shares)
     info = {"best_iteration": int(best), "train_rows": int(len(y_train)), "valid_rows": int(len(y_valid)),
             "train_positive_rate": float(y_train.mean()), "valid_positive_rate": float(y_valid.mean()),
             "scale_pos_weight": float(params["scale_pos_weight"])}
-    return LeadScorer(spec, booster, calibrator, thresholds, wording, horizon_days, config.num_threads, info)
+    if data_end is not None:
+        info["data_end"] = pd.Timestamp(data_end).isoformat()
+    return LeadScorer(spec, booster, calibrator, scale.band_probabilities(), wording, horizon_days,
+                      config.num_threads, info, scale)
 
 
 def booster_params(config: LeadModelConfig, outcomes: np.ndarray) -> dict:
@@ -129,12 +141,6 @@ def booster_params(config: LeadModelConfig, outcomes: np.ndarray) -> dict:
         "force_col_wise": True,
         "verbosity": -1,
     }
-
-
-def band_thresholds(probability: np.ndarray, shares: tuple[float, float, float]) -> tuple[float, float, float]:
-    """Probabilities at which bands A, B and C start, so that ``shares`` of these leads fall in each."""
-    cumulative = np.cumsum(shares)
-    return tuple(float(q) for q in np.quantile(probability, 1 - cumulative))
 
 
 def _outcomes(frame: pd.DataFrame, label: str, split: str) -> np.ndarray:

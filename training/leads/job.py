@@ -10,7 +10,8 @@ Two sources give the same kind of model:
 
 :func:`train_and_register` fits the LightGBM scorer (early stopping and calibration on validation) and
 the logistic-regression baseline on the training split, evaluates both on the test split, logs config,
-data fingerprint, git commit, metrics, tables, plots, a model card and the pyfunc to the
+data fingerprint, git commit, the data's end instant (tag ``data_end``, CRM only), metrics, tables, plots,
+a model card (what the score, bands and reasons mean) and the pyfunc to the
 ``lead-scoring`` experiment, registers the model and promotes it to ``@champion`` per ``promote``
 (auto: only when its test ROC AUC is at least the champion's on the same test rows).
 """
@@ -30,16 +31,17 @@ from mlflow.exceptions import MlflowException
 from sklearn.model_selection import train_test_split
 from sqlalchemy import Engine
 
-from features.lead_history import crm_period, load_crm_frames
 from features.crm.imports import read_export
+from features.crm.schema import SCORE_BANDS
 from features.errors import InvalidInput, LeadvalError
 from features.json_ready import json_ready
+from features.lead_history import crm_period, load_crm_frames
 from features.lead_features import BEHAVIOUR_FEATURES, PROFILE_FEATURES, as_of_timestamp
 from features.lead_labels import LABEL_COLUMN, snapshot_plan, training_snapshots
 from training.leads.evaluation import calibration_table, evaluation_plots, gains_table, lead_metrics
 from training.leads.fit import LeadModelConfig, fit_baseline, fit_lead_model
 from training.leads.pyfunc import log_lead_model, scorer_of
-from training.leads.reasons import FeatureWording, column_wording, crm_wording
+from training.leads.reasons import FRESH_DAYS, FeatureWording, column_wording, crm_wording
 from training.leads.scorer import LeadScorer
 from training.leads.spec import FeatureSpec
 from training.registry import LEAD_MODEL_NAME, Promote, load_registered, register_and_gate
@@ -288,7 +290,7 @@ def train_and_register(
     promote = Promote.parse(promote)
     started = time.perf_counter()
     scorer = fit_lead_model(splits.train, splits.valid, splits.spec, splits.wording, config.model, LABEL_COLUMN,
-                            splits.horizon_days)
+                            splits.horizon_days, splits.source.get("cutoff"))
     fit_seconds = time.perf_counter() - started
     baseline = fit_baseline(splits.train, splits.spec, LABEL_COLUMN)
     outcome = splits.test[LABEL_COLUMN].to_numpy()
@@ -304,7 +306,8 @@ def train_and_register(
     use_experiment(EXPERIMENT_NAME, artifact_root)
     with mlflow.start_run() as run:
         log_run_facts(config, splits.all_rows)
-        mlflow.set_tags({"source": splits.source["source"], "model_name": model_name})
+        mlflow.set_tags({"source": splits.source["source"], "model_name": model_name,
+                         **({"data_end": scorer.info["data_end"]} if "data_end" in scorer.info else {})})
         mlflow.log_dict(json_ready(splits.source), "data_source.json")
         mlflow.log_metrics({**metrics, **{f"baseline_{k}": v for k, v in baseline_metrics.items()},
                             "best_iteration": scorer.info["best_iteration"], "fit_seconds": fit_seconds})
@@ -369,22 +372,54 @@ def model_card(scorer: LeadScorer, splits: LeadSplits, metrics: dict[str, float]
     rows = "\n".join(f"| {name} | {metrics[name]:.4f} | {baseline[name]:.4f} |"
                      for name in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top10", "capture_top10",
                                   "lift_top20", "capture_top20"))
-    a, b, c = scorer.band_thresholds
+    scale = scorer.scale
+    if scale is None:
+        a, b, c = scorer.band_thresholds
+        score_text = "a score 0-100 (probability x 100)"
+        bands = f"Bands from validation probabilities: A >= {a:.4f}, B >= {b:.4f}, C >= {c:.4f}, else D."
+    else:
+        score_text = "a score 1-99 (the percentile of the probability among validation leads)"
+        starts = dict(zip(SCORE_BANDS, [*scorer.band_thresholds, 0.0], strict=True))
+        ranges = "\n".join(f"| {band} | {low}-{high} | {share:.0%} | {starts[band]:.4f} |"
+                           for band, low, high, share in scale.band_ranges())
+        bands = f"""Score = the percentile of the lead's probability among the {scale.reference_leads:,} validation rows
+(their calibrated probabilities are stored with the model): min(99, max(1, ceil(100 x F(p)))), F(p) = the
+share of validation rows with a lower probability (ties counted half, linear between stored points). It
+never puts a likelier lead below a less likely one (monotone in the probability) and reads the same at
+any base rate: each score from 2 to 98 holds 1% of validation rows, 1 the bottom 1%, 99 the top 2%. It
+is a rank, not a likelihood: the probability says how likely.
+
+Bands are score ranges, so no score is in two bands:
+
+| band | score | share of validation rows (best first) | probability above |
+|---|---|---|---|
+{ranges}"""
+    data_end = f" Data end: {scorer.info['data_end']}." if "data_end" in scorer.info else ""
     return f"""# Model card: {model_name}
 
 ## What it predicts
-{target}, as a calibrated probability, a score 0-100 (probability x 100), a band and reason codes.
+{target}, as a calibrated probability, {score_text}, a band and reason codes.
 
 ## Data
-{data}
+{data}{data_end}
 
 ## Method
 LightGBM binary classifier with native categoricals ({len(splits.spec.categorical)} categorical,
 {len(splits.spec.numeric)} numeric features), early stopping on the validation split
 ({scorer.info['best_iteration']} trees), converters weighted x{scorer.info['scale_pos_weight']:.2f} for class
-imbalance, {scorer.calibrator.method} calibration on the validation split. Bands from validation
-probabilities: A >= {a:.4f}, B >= {b:.4f}, C >= {c:.4f}, else D. Reasons: top 3 factors up and down from
-LightGBM SHAP contributions grouped by original feature.
+imbalance, {scorer.calibrator.method} calibration on the validation split.
+
+## Score and bands
+{bands}
+
+## Reasons
+Top 3 factors up and down from LightGBM SHAP contributions grouped by original feature (they add up to
+the model's log-odds), each worded from the member feature that contributed most. An up reason states
+evidence present on the lead (an activity, its recency, a profile attribute, its age): a factor worded as
+an absence ("no ... yet", "not known", a zero count or rate) is not shown as raising the score, and a
+down reason never states a fresh intent signal (a pricing-page visit, demo request, webinar registration or
+attendance, or form within {FRESH_DAYS} days, or any count of them); the next factor in the same direction
+takes such a factor's place.
 
 ## Holdout (test split, never used for fitting, stopping, calibration or bands)
 | metric | LightGBM | logistic baseline |

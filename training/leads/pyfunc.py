@@ -8,8 +8,11 @@ rows). The API, the nightly batch job, the notebook and the pyfunc's ``predict``
 Pyfunc input: one row per lead with the id column (``lead_id`` for CRM models; a flat file model's
 ``--id-col``, or none) and every feature column: categoricals as strings, numbers as doubles, missing
 values allowed, unseen categories scored as missing. Output: the id column (``row`` = 1-based input
-row number for models without one), ``score`` (int 0-100), ``probability`` (calibrated), ``band``
-(A-D), ``reasons`` (JSON string ``{"up": [...], "down": [...]}``, see :mod:`training.leads.reasons`).
+row number for models without one), ``score`` (int 1-99: the percentile of the probability among the
+model's validation leads, see :class:`training.leads.scorer.ScoreScale`; models saved in scorer format 1
+give probability x 100, 0-100), ``probability`` (calibrated), ``band`` (A-D, score ranges: by default
+A = 91-99 = the top 10% of validation leads), ``reasons`` (JSON string ``{"up": [...], "down": [...]}``,
+see :mod:`training.leads.reasons`).
 Predict param ``reasons`` (default true): false skips the reason codes (null), which is much faster.
 
 The stock ``mlflow.lightgbm`` flavour is not used: its signature records category columns as strings
@@ -89,7 +92,8 @@ def score_leads(
 
 
 def model_signature(scorer: LeadScorer, id_dtype: str = "string") -> ModelSignature:
-    """Input: id (``id_dtype``), categoricals as strings, numerics as doubles. Output: the score columns."""
+    """Input: id (``id_dtype``), categoricals as strings, numerics as doubles. Output: the score columns
+    (``score`` a long 1-99, see the module docstring)."""
     spec = scorer.spec
     inputs = [ColSpec(id_dtype, spec.id_column)] if spec.id_column else []
     inputs += [ColSpec("string", c) for c in spec.categorical] + [ColSpec("double", c) for c in spec.numeric]
@@ -125,5 +129,17 @@ def log_lead_model(scorer: LeadScorer, id_dtype: str = "string", metadata: dict 
             input_example=input_example(scorer, id_dtype),
             pip_requirements=model_requirements(),
             metadata={"id_column": scorer.spec.id_column, "horizon_days": scorer.horizon_days,
-                      "band_thresholds": list(scorer.band_thresholds), **(metadata or {})},
+                      "scorer_format": scorer.format_version, "score": _score_meaning(scorer),
+                      "band_thresholds": list(scorer.band_thresholds),
+                      **({"band_scores": list(scorer.scale.band_scores)} if scorer.scale else {}),
+                      **({"data_end": scorer.info["data_end"]} if "data_end" in scorer.info else {}),
+                      **(metadata or {})},
         )
+
+
+def _score_meaning(scorer: LeadScorer) -> str:
+    """What ``score`` is, in words (the pyfunc's metadata)."""
+    if scorer.scale is None:
+        return "int 0-100: calibrated probability x 100"
+    return ("int 1-99: percentile of the calibrated probability among the model's validation leads; "
+            + ", ".join(f"{band} = {low}-{high}" for band, low, high, _ in scorer.scale.band_ranges()))

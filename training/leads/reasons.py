@@ -7,6 +7,19 @@ the factors with the largest positive and negative sums become the reasons, each
 member feature that contributed most, e.g. "4 pricing-page visits in the last 7 days",
 "source: paid social", "no demo request yet". "Up" and "down" are relative to the average lead.
 
+Reasons a salesperson can believe (``ReasonCoder(evidence=True)``, every model saved since scorer format
+2): an up reason states evidence present on the lead (an activity, its recency, a profile attribute,
+the lead's age); a factor whose wording states an absence (:func:`states_absence`: a zero count, no
+event yet, a value not known or recorded as "unknown"/"none", a 0% rate, no engagement time, not
+active) is not shown as raising the score, even
+where the model's contribution is positive (the model learned that the *average* lead is worse off,
+which no salesperson reads into "no website visit yet"). Likewise a down reason never states a fresh
+intent signal (:func:`states_fresh_intent`: any count of, or a last event within :data:`FRESH_DAYS`
+days of, an :data:`INTENT_ACTIVITIES` activity). Such a factor is dropped and the next factor in the
+same direction that passes takes its place, so a lead keeps up to 3 reasons each way. Contributions
+themselves are untouched (they still add up to the margin); only what is worded is chosen.
+Models saved in format 1 keep their reasons as they were (``evidence=False``).
+
 Output per lead: up to 3 phrases up and 3 down, strongest first (:class:`ReasonPhrases`), as lists for
 the API or as the JSON string ``{"up": [...], "down": [...]}`` the CRM stores; factors moving the log-odds
 by less than :data:`MIN_IMPACT` are left out.
@@ -29,8 +42,18 @@ from features.lead_features import PROFILE_FEATURES, WINDOWS_DAYS
 TOP_REASONS = 3
 MIN_IMPACT = 0.01
 """Smallest absolute log-odds contribution worth telling a salesperson about."""
-SMALL_CHOICE = 60
-"""Up to this many (lead, factor) reasons are worded in plain Python rather than numpy (same phrases)."""
+SMALL_ROWS = 48
+"""Up to this many rows reasons are chosen and worded in plain Python rather than numpy (same phrases; numpy's
+fixed costs, ~0.6 ms, outweigh Python's ~20 us a row below ~70 rows)."""
+INTENT_ACTIVITIES: tuple[str, ...] = ("pricing_page_view", "demo_request", "webinar_register", "webinar_attend",
+                                      "form_submit")
+"""Activities that show buying intent (the lead raised a hand): never worded as lowering a score."""
+FRESH_DAYS = 30
+"""An intent event at most this many days ago is fresh (the longest count window a salesperson calls recent)."""
+ABSENT_CATEGORIES = frozenset({"unknown", "none", "nonexistent", "not known", "not specified", "unspecified",
+                               "missing", "n/a", "null", "nan", ""})
+"""Category values that record an absence (compared lower-cased, ``_`` read as a space): "job: unknown" is no
+evidence."""
 
 ACTIVITY_NOUNS: dict[str, tuple[str, str]] = {
     "web_session": ("website visit", "website visits"),
@@ -63,6 +86,7 @@ class FeatureWording:
 
     ``kind`` is one of: category, count, recency, age, minutes, rate, active_days, number.
     ``label`` is the category label, the verb of a rate or the singular noun of an event.
+    ``intent``: a count or recency of an intent activity (:data:`INTENT_ACTIVITIES`).
     """
 
     feature: str
@@ -71,6 +95,7 @@ class FeatureWording:
     label: str
     plural: str = ""
     window: int = 0
+    intent: bool = False
 
 
 def crm_wording(features: Sequence[str]) -> tuple[FeatureWording, ...]:
@@ -80,11 +105,12 @@ def crm_wording(features: Sequence[str]) -> tuple[FeatureWording, ...]:
     }
     for activity in ACTIVITY_TYPES:
         singular, plural = ACTIVITY_NOUNS[activity]
+        intent = activity in INTENT_ACTIVITIES
         for window in WINDOWS_DAYS:
             name = f"{activity}_{window}d"
-            known[name] = FeatureWording(name, activity, "count", singular, plural, window)
+            known[name] = FeatureWording(name, activity, "count", singular, plural, window, intent)
         name = f"days_since_last_{activity}"
-        known[name] = FeatureWording(name, activity, "recency", singular)
+        known[name] = FeatureWording(name, activity, "recency", singular, intent=intent)
     for window in WINDOWS_DAYS:
         name = f"engagement_minutes_{window}d"
         known[name] = FeatureWording(name, "engagement_time", "minutes", "engagement", window=window)
@@ -150,6 +176,56 @@ def phrase(wording: FeatureWording, value: float, categories: Sequence[str] = ()
     raise ValueError(f"unknown wording kind {kind!r} of feature {wording.feature!r}")
 
 
+_MISSING, _ZERO, _ZERO_RATE, _NEVER = range(4)
+_ABSENCE_RULE = {"category": _MISSING, "number": _MISSING, "recency": _MISSING,
+                 "count": _ZERO, "minutes": _ZERO, "active_days": _ZERO,
+                 "rate": _ZERO_RATE, "age": _NEVER}
+"""When :func:`phrase` words an absence, by kind: when missing ("not known", "no ... yet"), when missing or
+rounding to 0 ("no ... in the last 7 days", "no engagement time", "not active"), when missing or 0%
+("no emails received yet", "opened 0% of emails received"), never (a lead's age)."""
+
+
+def absent_category(category: object) -> bool:
+    """Whether a category value records an absence (:data:`ABSENT_CATEGORIES`)."""
+    return str(category).strip().lower().replace("_", " ") in ABSENT_CATEGORIES
+
+
+def states_absence(wording: FeatureWording, value: float, categories: Sequence[str] = ()) -> bool:
+    """Whether :func:`phrase` words this value as an absence (nothing recorded, not known, "unknown", zero, 0%)."""
+    rule = _ABSENCE_RULE.get(wording.kind, _NEVER)
+    missing = value is None or math.isnan(value)
+    if wording.kind == "category" and not missing:
+        return absent_category(categories[int(value)])
+    if rule == _MISSING or missing:
+        return missing and rule != _NEVER
+    if rule == _ZERO:
+        return abs(value) <= 0.5  # rounds to 0, as phrase() rounds it (half to even)
+    return rule == _ZERO_RATE and abs(100 * value) <= 0.5
+
+
+def states_fresh_intent(wording: FeatureWording, value: float) -> bool:
+    """Whether :func:`phrase` words a fresh intent signal: any count of an intent activity, or its last event
+    at most :data:`FRESH_DAYS` days ago as worded (days are truncated: "30 days ago" is under 31)."""
+    if not wording.intent or value is None or math.isnan(value):
+        return False
+    if wording.kind == "count":
+        return value > 0.5  # rounds to 1 or more
+    return wording.kind == "recency" and value < FRESH_DAYS + 1  # worded "30 days ago" up to 31 days
+
+
+def _display_key(kind: str, value: np.ndarray) -> np.ndarray:
+    """Per value, a number :func:`phrase` reads alone (equal keys, equal phrases; missing values share NaN or
+    their zero): the rounding ``phrase`` applies, done once in numpy."""
+    if kind in ("recency", "age"):
+        days = np.where(np.isnan(value), 0.0 if kind == "age" else np.nan, value)
+        return np.where(days < 1, -1.0, np.where(days < 60, np.trunc(days), 1_000 + np.round(days / 30.44)))
+    if kind in ("count", "minutes", "active_days"):
+        return np.round(np.nan_to_num(value, nan=0.0))
+    if kind == "rate":
+        return np.round(100 * value)
+    return value
+
+
 _quoted = json.encoder.encode_basestring
 """A phrase as a JSON string, exactly as ``json.dumps(text, ensure_ascii=False)`` writes it, without its
 per-call set-up (a 1,000-lead batch has ~2,400 distinct phrases)."""
@@ -184,11 +260,14 @@ class ReasonCoder:
     """Turns a model's ``pred_contrib`` output into grouped contributions and worded reasons.
 
     ``wording`` is in the model's feature order; ``categories`` maps categorical features to their
-    categories, indexed by the codes the model sees.
+    categories, indexed by the codes the model sees. ``evidence``: up reasons only state evidence present
+    on the lead and down reasons never a fresh intent signal (see the module docstring); False words the
+    top factors whatever they say (models saved in scorer format 1).
     """
 
     wording: tuple[FeatureWording, ...]
     categories: dict[str, tuple[str, ...]]
+    evidence: bool = True
 
     @cached_property
     def groups(self) -> tuple[str, ...]:
@@ -204,73 +283,160 @@ class ReasonCoder:
         return tuple(np.array(m) for m in members)
 
     @cached_property
+    def _member_lists(self) -> tuple[list[int], ...]:
+        return tuple(m.tolist() for m in self._members)
+
+    @cached_property
+    def _padded_members(self) -> np.ndarray:
+        """(factors x most members) feature indexes, short rows padded with their first member (which
+        changes no first arg-max: the copy comes after the original)."""
+        width = max(len(m) for m in self._member_lists)
+        return np.array([m + [m[0]] * (width - len(m)) for m in self._member_lists], dtype="int64")
+
+    @cached_property
     def _indicator(self) -> np.ndarray:
         indicator = np.zeros((len(self.wording), len(self.groups)))
         for g, members in enumerate(self._members):
             indicator[members, g] = 1.0
         return indicator
 
+    @cached_property
+    def _rules(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per feature: its absence rule, whether it is an intent count, whether it is an intent recency, and
+        where its categories start in the last array (-1: not a category), which says per category whether it
+        records an absence."""
+        rule = np.array([_ABSENCE_RULE.get(w.kind, _NEVER) for w in self.wording], dtype="int64")
+        count = np.array([w.intent and w.kind == "count" for w in self.wording], dtype=bool)
+        recency = np.array([w.intent and w.kind == "recency" for w in self.wording], dtype=bool)
+        categories = [self.categories.get(w.feature, ()) if w.kind == "category" else () for w in self.wording]
+        start = np.cumsum([0] + [len(c) for c in categories[:-1]]).astype("int64")
+        start[[w.kind != "category" for w in self.wording]] = -1
+        absent = np.array([absent_category(c) for c in chain.from_iterable(categories)], dtype=bool)
+        return rule, count, recency, start, absent
+
     def grouped(self, contributions: np.ndarray) -> np.ndarray:
         """(rows x factors) sums of the per-feature contributions (bias column, if present, dropped)."""
         return contributions[:, : len(self.wording)] @ self._indicator
 
     def phrases(self, contributions: np.ndarray, values: np.ndarray, top: int = TOP_REASONS) -> ReasonPhrases:
-        """The reasons of each row (``contributions`` as ``pred_contrib`` gives them, ``values`` the model's input)."""
+        """The reasons of each row (``contributions`` as ``pred_contrib`` gives them, ``values`` the model's input).
+
+        Per row and direction, factors in order of their summed contribution (above :data:`MIN_IMPACT`), each
+        worded by its member feature pushing hardest that way; with ``evidence``, a factor whose wording
+        states an absence (up) or a fresh intent (down) is passed over for the next one.
+        """
         n = len(values)
         contributions = contributions[:, : len(self.wording)]
         grouped = contributions @ self._indicator
         k = min(top, grouped.shape[1])
-        up_groups = np.argsort(-grouped, axis=1, kind="stable")[:, :k]
-        down_groups = np.argsort(grouped, axis=1, kind="stable")[:, :k]
-        up_ok = np.take_along_axis(grouped, up_groups, axis=1) > MIN_IMPACT
-        down_ok = np.take_along_axis(grouped, down_groups, axis=1) < -MIN_IMPACT
-        rows = np.concatenate([np.nonzero(up_ok)[0], np.nonzero(down_ok)[0]])
-        groups = np.concatenate([up_groups[up_ok], down_groups[down_ok]])
-        direction = np.concatenate([np.ones(up_ok.sum()), -np.ones(down_ok.sum())])
-        texts = self._phrases(contributions, values, rows, groups, direction)
+        if n <= SMALL_ROWS:
+            return self._few_phrases(contributions, values, grouped, k)
+        up_feature = self._choose(contributions, values, grouped, 1.0, k)
+        down_feature = self._choose(contributions, values, -grouped, -1.0, k)
+        up_rows, up_columns = np.nonzero(up_feature >= 0)
+        down_rows, down_columns = np.nonzero(down_feature >= 0)
+        texts = self._word(values, np.concatenate([up_rows, down_rows]),
+                           np.concatenate([up_feature[up_rows, up_columns], down_feature[down_rows, down_columns]]))
         up = np.full((n, k), "", dtype=object)
         down = np.full((n, k), "", dtype=object)
-        up[up_ok] = texts[: up_ok.sum()]
-        down[down_ok] = texts[up_ok.sum():]
+        up[up_rows, up_columns] = texts[: len(up_rows)]
+        down[down_rows, down_columns] = texts[len(up_rows):]
         return ReasonPhrases(up, down)
 
-    def _phrases(self, contributions: np.ndarray, values: np.ndarray, rows: np.ndarray, groups: np.ndarray,
-                 direction: np.ndarray) -> np.ndarray:
-        """The phrase of each chosen (row, factor), from the member feature pushing hardest in the
-        factor's direction; each distinct value is worded once."""
-        if len(rows) <= SMALL_CHOICE:
-            return self._few_phrases(contributions, values, rows, groups, direction)
-        feature = np.empty(len(rows), dtype="int64")
-        for g in np.unique(groups):
-            chosen = np.flatnonzero(groups == g)
-            members = self._members[g]
-            push = contributions[rows[chosen][:, None], members[None, :]] * direction[chosen, None]
-            feature[chosen] = members[np.argmax(push, axis=1)]
+    def _choose(self, contributions: np.ndarray, values: np.ndarray, strength: np.ndarray, sign: float,
+                k: int) -> np.ndarray:
+        """(rows x k) the features worded as reasons in one direction, strongest first, -1 where none.
+
+        ``strength`` is the factors' contributions in that direction (``sign`` x grouped). The top ``k``
+        factors of every row are checked at once; rows that lost a factor to the evidence check then take
+        one more factor per round until they have ``k`` or none is left above :data:`MIN_IMPACT`.
+        """
+        n, width = strength.shape
+        order = np.argsort(-strength, axis=1, kind="stable")
+        groups = order[:, :k]
+        live = np.take_along_axis(strength, groups, axis=1) > MIN_IMPACT
+        rows = np.repeat(np.arange(n), k)
+        feature = self._lead_members(contributions, rows, groups.ravel(), sign).reshape(n, k)
+        ok = live & self._admissible(values, rows, feature.ravel(), sign).reshape(n, k)
+        chosen = np.full((n, k), -1, dtype="int64")
+        found = ok.sum(axis=1)
+        chosen[np.nonzero(ok)[0], (np.cumsum(ok, axis=1) - 1)[ok]] = feature[ok]
+        if not self.evidence:
+            return chosen
+        rows = np.flatnonzero(live[:, -1] & (found < k))
+        for position in range(k, width):
+            if not len(rows):
+                break
+            group = order[rows, position]
+            live = strength[rows, group] > MIN_IMPACT
+            rows, group = rows[live], group[live]
+            feature = self._lead_members(contributions, rows, group, sign)
+            ok = self._admissible(values, rows, feature, sign)
+            chosen[rows[ok], found[rows[ok]]] = feature[ok]
+            found[rows[ok]] += 1
+            rows = rows[found[rows] < k]
+        return chosen
+
+    def _lead_members(self, contributions: np.ndarray, rows: np.ndarray, groups: np.ndarray,
+                      sign: float) -> np.ndarray:
+        """The member feature of each (row, factor) pushing hardest in the ``sign`` direction (first on ties)."""
+        members = self._padded_members[groups]
+        push = contributions[rows[:, None], members] * sign
+        return members[np.arange(len(rows)), np.argmax(push, axis=1)]
+
+    def _admissible(self, values: np.ndarray, rows: np.ndarray, features: np.ndarray, sign: float) -> np.ndarray:
+        """:func:`states_absence` (up) or :func:`states_fresh_intent` (down) negated, for many values at once."""
+        if not self.evidence:
+            return np.ones(len(rows), dtype=bool)
+        value = values[rows, features]
+        rule, count, recency, start, absent_categories = self._rules
+        if sign > 0:
+            rule = rule[features]
+            missing = np.isnan(value)
+            absent = ((missing & (rule != _NEVER)) | ((rule == _ZERO) & (np.abs(value) <= 0.5))
+                      | ((rule == _ZERO_RATE) & (np.abs(100 * value) <= 0.5)))
+            category = (start[features] >= 0) & ~missing
+            if category.any():
+                absent[category] = absent_categories[start[features[category]] + value[category].astype("int64")]
+            return ~absent
+        return ~((count[features] & (value > 0.5)) | (recency[features] & (value < FRESH_DAYS + 1)))
+
+    def _word(self, values: np.ndarray, rows: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """The phrase of each chosen (row, feature); each distinct phrase is worded once (values that read
+        the same, e.g. 3.2 and 3.9 days ago, share a :func:`_display_key`)."""
         texts = np.empty(len(rows), dtype=object)
-        for f in np.unique(feature):
-            chosen = np.flatnonzero(feature == f)
+        for f in np.unique(features).tolist():
+            chosen = np.flatnonzero(features == f)
             wording = self.wording[f]
             categories = self.categories.get(wording.feature, ())
-            distinct, position = np.unique(values[rows[chosen], f], return_inverse=True)
-            worded = np.array([phrase(wording, v, categories) for v in distinct.tolist()], dtype=object)
+            value = values[rows[chosen], f]
+            _, first, position = np.unique(_display_key(wording.kind, value), return_index=True, return_inverse=True)
+            worded = np.array([phrase(wording, v, categories) for v in value[first].tolist()], dtype=object)
             texts[chosen] = worded[position]
         return texts
 
-    @cached_property
-    def _member_lists(self) -> tuple[list[int], ...]:
-        return tuple(m.tolist() for m in self._members)
-
-    def _few_phrases(self, contributions: np.ndarray, values: np.ndarray, rows: np.ndarray, groups: np.ndarray,
-                     direction: np.ndarray) -> np.ndarray:
-        """:meth:`_phrases` for a few choices, in plain Python (numpy's per-call costs dominate there)."""
-        texts = np.empty(len(rows), dtype=object)
-        row_cache: dict[int, tuple[list[float], list[float]]] = {}
-        for i, (row, group, sign) in enumerate(zip(rows.tolist(), groups.tolist(), direction.tolist(), strict=True)):
-            if row not in row_cache:
-                row_cache[row] = (contributions[row].tolist(), values[row].tolist())
-            pushes, row_values = row_cache[row]
-            members = self._member_lists[group]
-            feature = max(members, key=lambda m: pushes[m] * sign)
-            wording = self.wording[feature]
-            texts[i] = phrase(wording, row_values[feature], self.categories.get(wording.feature, ()))
-        return texts
+    def _few_phrases(self, contributions: np.ndarray, values: np.ndarray, grouped: np.ndarray,
+                     k: int) -> ReasonPhrases:
+        """:meth:`phrases` for a few rows, in plain Python (numpy's per-call costs dominate there): the same
+        order (a stable sort), the same member (first strongest) and the same checks, scalar."""
+        n = len(values)
+        up = np.full((n, k), "", dtype=object)
+        down = np.full((n, k), "", dtype=object)
+        for row, (pushes, row_values, sums) in enumerate(zip(contributions.tolist(), values.tolist(),
+                                                              grouped.tolist(), strict=True)):
+            for sign, out in ((1.0, up), (-1.0, down)):
+                column = 0
+                for group in sorted(range(len(sums)), key=lambda g: -(sums[g] * sign)):
+                    if sums[group] * sign <= MIN_IMPACT:
+                        break
+                    feature = max(self._member_lists[group], key=lambda m: pushes[m] * sign)
+                    wording = self.wording[feature]
+                    categories = self.categories.get(wording.feature, ())
+                    if self.evidence and (states_absence(wording, row_values[feature], categories) if sign > 0
+                                          else states_fresh_intent(wording, row_values[feature])):
+                        continue
+                    out[row, column] = phrase(wording, row_values[feature], categories)
+                    column += 1
+                    if column == k:
+                        break
+        return ReasonPhrases(up, down)
