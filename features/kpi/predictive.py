@@ -1,7 +1,9 @@
 """Predictive KPIs from the score tables: how the lead scores and the CLV model see the pipeline and the base.
 
 Inputs are the ``lead_scores`` and ``customer_scores`` rows the scoring jobs wrote, joined to ``leads``,
-``customers`` and ``orders``. The scores are today's view: these KPIs are not cut to the report window.
+``customers`` and ``orders``. The scores are today's view (as of :func:`scores_as_of`): these KPIs are not cut to
+the report window. Conversion by band is not judged on them (today's open leads have not had time to convert) but
+on a backtest's rows (:func:`backtest_calibration`): the leads open at past dates against what they then did.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from features.errors import InvalidInput
 SEGMENT_ORDER: tuple[str, ...] = ("champions", "loyal", "promising", "at_risk", "lost")
 """Display order of the CLV model's segments (others follow alphabetically)."""
 
-SCORE_BINS: tuple[int, ...] = tuple(range(0, 101, 10))
-"""Edges of the score histogram: 0-9, 10-19, ..., 90-100."""
+SCORE_BINS: tuple[int, ...] = (*range(1, 92, 10), 100)
+"""Edges of the score histogram for scores 1-99: 1-10, 11-20, ..., 81-90, 91-99 (each bin from its edge up to the
+next one, excluded). Scores outside 1-99 (0 and 100 from models scored 0-100) count in the end bins."""
 
 
 def _with_channel(leads: pd.DataFrame, lead_scores: pd.DataFrame) -> pd.DataFrame:
@@ -30,13 +33,30 @@ def _with_channel(leads: pd.DataFrame, lead_scores: pd.DataFrame) -> pd.DataFram
     return joined
 
 
+def score_bin_labels() -> list[str]:
+    """The score histogram's bins as people read them: ``1-10``, ``11-20``, ..., ``91-99``."""
+    return [f"{lo}-{hi - 1}" for lo, hi in zip(SCORE_BINS[:-1], SCORE_BINS[1:])]
+
+
+def scores_as_of(lead_scores: pd.DataFrame) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+    """The first and last point in time the lead scores are as of (``as_of``, else ``scored_at``); None, None
+    without scores. The two are equal when every lead was scored as of the same instant."""
+    column = "as_of" if "as_of" in lead_scores.columns else "scored_at"
+    stamps = pd.to_datetime(lead_scores[column]) if column in lead_scores.columns else pd.Series(dtype="datetime64[ns]")
+    if column == "as_of" and "scored_at" in lead_scores.columns:
+        stamps = stamps.fillna(pd.to_datetime(lead_scores["scored_at"]))
+    stamps = stamps.dropna()
+    if stamps.empty:
+        return None, None
+    return stamps.min(), stamps.max()
+
+
 def score_distribution(leads: pd.DataFrame, lead_scores: pd.DataFrame) -> pd.DataFrame:
-    """Scored leads per channel and score bin (``0-9`` ... ``90-100``): columns channel, score_bin, leads."""
+    """Scored leads per channel and score bin (``1-10`` ... ``91-99``): columns channel, score_bin, leads."""
     joined = _with_channel(leads, lead_scores)
-    labels = [f"{lo}-{hi - 1}" if hi < 100 else f"{lo}-100" for lo, hi in zip(SCORE_BINS[:-1], SCORE_BINS[1:])]
-    bins = pd.cut(joined["score"].astype("float64"), bins=list(SCORE_BINS), labels=labels, right=False,
-                  include_lowest=True)
-    bins = bins.where(joined["score"] < 100, labels[-1])
+    labels = score_bin_labels()
+    score = joined["score"].astype("float64").clip(SCORE_BINS[0], SCORE_BINS[-1] - 1)
+    bins = pd.cut(score, bins=list(SCORE_BINS), labels=labels, right=False)
     counts = (
         pd.DataFrame({"channel": joined["source_channel"], "score_bin": bins.astype("object")})
         .groupby(["channel", "score_bin"]).size()
@@ -62,30 +82,35 @@ def score_summary(leads: pd.DataFrame, lead_scores: pd.DataFrame) -> pd.DataFram
     return table.reset_index().sort_values("scored_leads", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def conversion_by_band(leads: pd.DataFrame, lead_scores: pd.DataFrame) -> pd.DataFrame:
-    """Actual conversion rate by score band next to the mean predicted probability: the model's calibration.
+BACKTEST_BAND_COLUMNS: tuple[str, ...] = ("band", "leads", "conversions", "predicted_rate", "actual_rate", "as_ofs")
 
-    A lead counts as converted if it became a customer after the point in time it was scored at (``as_of``,
-    else ``scored_at``); leads that had converted before that are left out.
+
+def backtest_calibration(bands: pd.DataFrame) -> pd.DataFrame:
+    """Predicted against actual conversion per band, pooled over a backtest's as-of dates: the model's calibration.
+
+    ``bands`` holds one row per as-of date and band (``as_of, band, leads, conversions, predicted_rate``, as in
+    ``lead_backtest_bands``). Pooled per band: ``leads`` and ``conversions`` summed, ``predicted_rate`` the mean
+    probability over all those leads, ``actual_rate`` the share of them that converted within the horizon, and
+    ``as_ofs`` the dates the band had leads at. Every band A-D gets a row; an empty one has rates missing.
     """
-    joined = _with_channel(leads, lead_scores)
-    scored_at = joined["as_of"].fillna(joined["scored_at"]) if "as_of" in joined else joined["scored_at"]
-    converted_before = joined["converted_at"].notna() & scored_at.notna() & (joined["converted_at"] <= scored_at)
-    judged = joined[~converted_before]
-    converted = judged["converted_at"].notna().astype("float64")
-    grouped = pd.DataFrame({"band": judged["band"], "converted": converted,
-                            "probability": judged["probability"].astype("float64")}).groupby("band")
+    if bands.empty:
+        return pd.DataFrame(columns=list(BACKTEST_BAND_COLUMNS))
+    leads = bands["leads"].astype("float64")
+    weighted = pd.DataFrame({
+        "band": bands["band"], "leads": leads, "conversions": bands["conversions"].astype("float64"),
+        "expected": (bands["predicted_rate"].astype("float64") * leads).where(leads > 0, 0.0),
+        "dated": (leads > 0).astype("int64"),
+    }).groupby("band").sum().reindex(list(SCORE_BANDS)).fillna(0.0)
+    den = weighted["leads"].where(weighted["leads"] > 0)
     table = pd.DataFrame({
-        "scored_leads": grouped.size().astype("float64"),
-        "converted": grouped["converted"].sum(),
-        "mean_probability": grouped["probability"].mean(),
-    }).reindex(list(SCORE_BANDS))
-    table["scored_leads"] = table["scored_leads"].fillna(0.0)
-    table["converted"] = table["converted"].fillna(0.0)
-    den = table["scored_leads"].where(table["scored_leads"] > 0)
-    table["actual_rate"] = table["converted"] / den
+        "leads": weighted["leads"].astype("int64"),
+        "conversions": weighted["conversions"].astype("int64"),
+        "predicted_rate": weighted["expected"] / den,
+        "actual_rate": weighted["conversions"] / den,
+        "as_ofs": weighted["dated"].astype("int64"),
+    })
     table.index.name = "band"
-    return table.reset_index()[["band", "scored_leads", "converted", "actual_rate", "mean_probability"]]
+    return table.reset_index()[list(BACKTEST_BAND_COLUMNS)]
 
 
 def _segment_rank(segment: pd.Series) -> pd.Series:

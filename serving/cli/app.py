@@ -8,7 +8,7 @@ import sys
 import typer
 
 from features.errors import LeadvalError
-from serving.cli import data, report, score, serve, train
+from serving.cli import backtest, data, report, score, serve, train
 
 app = typer.Typer(
     name="leadval",
@@ -21,9 +21,12 @@ app = typer.Typer(
 train_app = typer.Typer(rich_markup_mode=None, help="Train, evaluate and register a model in MLflow.", no_args_is_help=True)
 score_app = typer.Typer(rich_markup_mode=None, help="Score leads or customers and write the scores back.", no_args_is_help=True)
 leads_app = typer.Typer(rich_markup_mode=None, help="Lists of leads for sales.", no_args_is_help=True)
+backtest_app = typer.Typer(rich_markup_mode=None, help="Backtest a model on past dates against what happened.",
+                           no_args_is_help=True)
 app.add_typer(train_app, name="train")
 app.add_typer(score_app, name="score")
 app.add_typer(leads_app, name="leads")
+app.add_typer(backtest_app, name="backtest")
 
 app.command("generate")(data.generate)
 app.command("import")(data.import_table)
@@ -37,6 +40,7 @@ app.command("serve")(serve.serve)
 app.command("report")(report.report)
 app.command("segments")(report.segments_export)
 leads_app.command("top")(report.leads_top)
+backtest_app.command("leads")(backtest.backtest_leads)
 
 
 @app.command("demo")

@@ -2,6 +2,8 @@
 
 Plain typer-annotated functions; ``serving.cli.app`` mounts them. Reading the CRM happens here, at the edge;
 every figure is computed by the pure functions of ``features.kpi`` (metrics, attribution, targets, predictive).
+Conversion by band comes from the latest stored backtest (``leadval backtest leads``); the report and the top leads
+say when the lead scores are as of.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from features.kpi.tables import KpiTables
-    from serving.report.data import KPIReport
+    from serving.report.data import KPIReport, StoredBacktest
 
 DEFAULT_REPORT = Path("reports/kpi_report.html")
 EXPORT_FORMATS = (".csv", ".parquet")
@@ -64,6 +66,15 @@ def read_crm(engine: Engine) -> KpiTables:
     return kpi_tables(**{table.name: read_frame(engine, table, cols) for table, cols in columns.items()})
 
 
+def read_backtest(engine: Engine) -> StoredBacktest | None:
+    """The latest stored backtest of the lead model, or None when there is none."""
+    from serving.report.data import StoredBacktest
+    from training.leads.backtest import latest_backtest
+
+    found = latest_backtest(engine)
+    return None if found is None else StoredBacktest(*found)
+
+
 def _day(value: str | None, flag: str) -> date | None:
     if value is None:
         return None
@@ -98,9 +109,10 @@ def report(
                                "customer_scores", "customer_score_history"))
     with progress_bar(total=3, desc="KPI report", unit="steps") as bar:
         crm = read_crm(engine)
+        backtest = read_backtest(engine)
         bar.update()
         window = report_window(crm, start, end)
-        built = build_report(crm, window, goals)
+        built = build_report(crm, window, goals, backtest=backtest)
         bar.update()
         page = render_html(built)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +124,7 @@ def report(
 
 
 def _summary(built: KPIReport, out: Path, seconds: float) -> str:
-    from serving.report.page import fmt
+    from serving.report.page import fmt, scores_as_of_text
 
     t = built.totals
     lines = [
@@ -121,10 +133,23 @@ def _summary(built: KPIReport, out: Path, seconds: float) -> str:
         f"{fmt(t['conversion_rate'], 'percent')}; {fmt(t['new_customers'], 'count')} new customers; spend "
         f"{fmt(t['spend'], 'money')}; CAC {fmt(t['cac'], 'money')}; ROI {fmt(t['roi'], 'percent')}",
     ]
+    lines.append(f"  lead scores {scores_as_of_text(built.scores_as_of)}; " + _bands_line(built))
     if not built.targets.empty:
         counts = built.targets["status"].value_counts()
         lines.append("  targets: " + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items()))
     return "\n".join(lines)
+
+
+def _bands_line(built: KPIReport) -> str:
+    from serving.report.page import fmt
+
+    if built.backtest is None:
+        return "conversion by band: no backtest yet: run leadval backtest leads"
+    about = built.backtest.summary()
+    rates = ", ".join(f"{row['band']} {fmt(row['actual_rate'], 'small_percent')} (predicted "
+                      f"{fmt(row['predicted_rate'], 'small_percent')})" for row in built.calibration.to_dict("records"))
+    return (f"conversion by band from backtest {about['backtest_id']} ({about['model']}, "
+            f"{fmt(about['as_of_from'], 'date')} to {fmt(about['as_of_to'], 'date')}): {rates}")
 
 
 def segments_export(
@@ -168,27 +193,32 @@ def leads_top(
     """Print the best open leads for a salesperson: score, band, expected value and the reasons."""
     from features.crm import schema
     from features.crm.store import read_frame, safe_url
-    from features.kpi.predictive import LEAD_ORDER, top_open_leads
+    from features.json_ready import json_ready
+    from features.kpi.predictive import LEAD_ORDER, scores_as_of, top_open_leads
     from serving.report.data import records
+    from serving.report.page import scores_as_of_text
 
     if by not in LEAD_ORDER:
         raise InvalidInput(f"--by {by!r} is unknown; expected score or value")
     engine, url = _engine(db, ("leads", "lead_scores"))
     scores = read_frame(engine, schema.lead_scores, ["lead_id", "score", "probability", "band", "reasons",
-                                                      "expected_value"])
+                                                      "expected_value", "as_of", "scored_at"])
     if scores.empty:
         raise InvalidInput(f"no lead scores in {safe_url(url)} yet; run `leadval score leads` first")
     leads = read_frame(engine, schema.leads, ["lead_id", "source_channel", "campaign", "created_at",
                                               "converted_at"])
     table = top_open_leads(leads, scores, n, by)
-    print_result({"leads": records(table), "n": len(table), "by": by}, _lead_lines(table), as_json)
+    first, last = scores_as_of(scores)
+    result = {"leads": records(table), "n": len(table), "by": by,
+              "scores_as_of": {"from": json_ready(first), "to": json_ready(last)}}
+    print_result(result, _lead_lines(table, scores_as_of_text((first, last))), as_json)
 
 
-def _lead_lines(table: pd.DataFrame) -> str:
+def _lead_lines(table: pd.DataFrame, as_of: str) -> str:
     import pandas as pd
 
     if table.empty:
-        return "No open scored leads."
+        return f"No open scored leads (scores {as_of})."
     header = f"{'#':>3}  {'lead':<14} {'score':>5} {'band':<4} {'value':>10}  {'channel':<16} reasons"
     lines = [header]
     for rank, row in enumerate(table.to_dict("records"), start=1):
@@ -196,4 +226,5 @@ def _lead_lines(table: pd.DataFrame) -> str:
         reasons = row["reasons"] if len(row["reasons"]) <= 90 else row["reasons"][:89] + "\u2026"
         lines.append(f"{rank:>3}  {str(row['lead_id']):<14} {int(row['score']):>5} {str(row['band']):<4} "
                      f"{value:>10}  {str(row['channel']):<16} {reasons}")
+    lines.append(f"Scores {as_of}.")
     return "\n".join(lines)

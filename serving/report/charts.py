@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import rc_context
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from features.kpi.attribution import METHODS
 
@@ -252,24 +253,36 @@ def chart_score_heatmap(distribution: pd.DataFrame) -> str:
     image = ax.imshow(shares.to_numpy(), aspect="auto", cmap="Blues", vmin=0)
     ax.set_xticks(range(shares.shape[1]), shares.columns, fontsize=8)
     ax.set_yticks(range(shares.shape[0]), shares.index, fontsize=8)
-    ax.set_xlabel("Lead score (0-100)")
+    ax.set_xlabel("Lead score (1-99)")
     ax.set_title("Lead score distribution per source channel", fontsize=11, loc="left")
     fig.colorbar(image, ax=ax, label="Share of the channel's scored leads (%)", shrink=0.9)
     return _svg(fig, "Lead score distribution per source channel")
 
 
 def chart_calibration(calibration: pd.DataFrame) -> str:
-    """Actual conversion rate by score band next to the mean predicted probability (%)."""
-    data = calibration[calibration["scored_leads"] > 0]
-    if data.empty:
+    """Actual conversion rate by score band next to the predicted rate (mean probability), from a backtest (%).
+
+    Log scale: band A's rate is often a hundred times band D's; each bar is labelled with its value.
+    """
+    if calibration.empty or not (calibration["leads"] > 0).any():
         return ""
+    data = calibration[calibration["leads"] > 0]
     fig = _figure(5.6, 3.0)
     ax = fig.subplots()
     x = np.arange(len(data))
-    ax.bar(x - 0.2, 100 * data["mean_probability"], 0.4, color="#9dbbe0", label="Predicted (mean probability)")
-    ax.bar(x + 0.2, 100 * data["actual_rate"].fillna(0), 0.4, color="#2f6db5", label="Actual conversion rate")
+    predicted = 100 * data["predicted_rate"].to_numpy(dtype="float64")
+    actual = 100 * data["actual_rate"].fillna(0).to_numpy(dtype="float64")
+    shown = np.concatenate([predicted, actual])
+    floor = max(float(shown[shown > 0].min()) / 3 if (shown > 0).any() else 0.01, 1e-3)
+    for offset, values, color, label in ((-0.2, predicted, "#9dbbe0", "Predicted (mean probability)"),
+                                         (0.2, actual, "#2f6db5", "Actual conversion rate")):
+        bars = ax.bar(x + offset, np.maximum(values, floor), 0.4, bottom=0, color=color, label=label)
+        ax.bar_label(bars, labels=[f"{v:.1f}" if v >= 1 else f"{v:.2f}" for v in values], fontsize=7, padding=1)
+    ax.set_yscale("log")
+    ax.set_ylim(floor, max(float(shown.max()), floor) * 3)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.set_xticks(x, [f"Band {b}" for b in data["band"]])
-    _style(ax, "Predicted and actual conversion by score band", "Leads converting (%)")
+    _style(ax, "Predicted and actual conversion by score band", "Leads converting (%, log scale)")
     ax.legend(loc="upper right", fontsize=8, frameon=False)
     return _svg(fig, "Predicted and actual conversion by score band")
 

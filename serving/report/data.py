@@ -1,7 +1,8 @@
 """The KPI report's figures: every KPI of a window gathered once from the CRM and score tables, and as JSON.
 
 The page (``serving.report.page``) and ``leadval report --json`` both show this one ``KPIReport``, so they always
-agree; every figure comes from the pure functions of ``features.kpi``.
+agree; every figure comes from the pure functions of ``features.kpi``. Conversion by band comes from the latest
+stored backtest (``leadval backtest leads``), never from today's open leads, which have not had time to convert.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from features.json_ready import json_ready
 from features.kpi.attribution import attribution_table, touchpoints
 from features.kpi.metrics import content_influence, kpi_table, kpi_totals
 from features.kpi.predictive import (
-    conversion_by_band,
+    backtest_calibration,
     lead_pipeline,
     score_distribution,
     score_summary,
+    scores_as_of,
     segment_summary,
     top_customers,
 )
@@ -30,6 +32,34 @@ from features.kpi.targets import Target, evaluate_targets, status_frame
 TOP_CONTENT = 15
 TOP_CUSTOMERS = 15
 SCATTER_POINTS = 1_500
+BAND_KEYS = ("band", "leads", "predicted_rate", "actual_rate", "as_of")
+"""The keys of each item of ``--json`` ``bands``: one per as-of date and band of the latest backtest."""
+
+
+@dataclass(frozen=True)
+class StoredBacktest:
+    """A backtest as stored: its ``lead_backtests`` rows (one per as-of date) and ``lead_backtest_bands`` rows."""
+
+    runs: pd.DataFrame
+    bands: pd.DataFrame
+
+    @property
+    def first(self) -> Mapping[str, Any]:
+        """What every as-of row shares: id, model, recipe, horizon, creation time."""
+        return self.runs.iloc[0].to_dict()
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-ready description: id, when, model, recipe, horizon, the as-of dates and their metrics."""
+        first = self.first
+        metrics = ["as_of", "leads", "conversions", "base_rate", "mean_probability", "roc_auc", "pr_auc", "lift_top10",
+                   "trained_to"]
+        return {
+            "backtest_id": first["backtest_id"], "created_at": json_ready(first["created_at"]),
+            "model": first["model"], "model_version": first["model_version"], "recipe": json_ready(first["recipe"]),
+            "horizon_days": int(first["horizon_days"]),
+            "as_of_from": json_ready(self.runs["as_of"].min()), "as_of_to": json_ready(self.runs["as_of"].max()),
+            "as_ofs": records(self.runs[metrics]),
+        }
 
 
 @dataclass(frozen=True)
@@ -48,6 +78,8 @@ class KPIReport:
     content: pd.DataFrame
     score_summary: pd.DataFrame
     score_distribution: pd.DataFrame
+    scores_as_of: tuple[pd.Timestamp | None, pd.Timestamp | None]
+    backtest: StoredBacktest | None
     calibration: pd.DataFrame
     segments: pd.DataFrame
     segment_points: pd.DataFrame
@@ -62,8 +94,12 @@ def build_report(
     targets: Sequence[Target] = (),
     grain: str | None = None,
     generated_at: datetime | None = None,
+    backtest: StoredBacktest | None = None,
 ) -> KPIReport:
-    """Compute every KPI, attribution, predictive KPI and target status of the report for ``window``."""
+    """Compute every KPI, attribution, predictive KPI and target status of the report for ``window``.
+
+    ``backtest``: the latest stored backtest, the source of conversion by band (None: there is none yet).
+    """
     grain = grain or default_grain(window)
     paths = touchpoints(crm.leads, crm.activities, window.start, window.end)
     scores = crm.customer_scores
@@ -88,7 +124,9 @@ def build_report(
         content=content_influence(crm, window).head(TOP_CONTENT),
         score_summary=score_summary(crm.leads, crm.lead_scores),
         score_distribution=score_distribution(crm.leads, crm.lead_scores),
-        calibration=conversion_by_band(crm.leads, crm.lead_scores),
+        scores_as_of=scores_as_of(crm.lead_scores),
+        backtest=backtest,
+        calibration=backtest_calibration(backtest.bands if backtest is not None else pd.DataFrame()),
         segments=segment_summary(scores),
         segment_points=points,
         top_customers=top_customers(scores, crm.customers, crm.orders, TOP_CUSTOMERS),
@@ -102,12 +140,23 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [{str(column): json_ready(value) for column, value in row.items()} for row in frame.to_dict("records")]
 
 
+def band_records(backtest: StoredBacktest | None) -> list[dict[str, Any]]:
+    """The backtest's per as-of date and band rows as ``{band, leads, predicted_rate, actual_rate, as_of}``."""
+    if backtest is None:
+        return []
+    return records(backtest.bands[list(BAND_KEYS)])
+
+
 def report_json(report: KPIReport) -> dict[str, Any]:
-    """The report's KPIs as one JSON-ready object (``channels``, ``trend``, ``targets``, ...)."""
+    """The report's KPIs as one JSON-ready object (``channels``, ``trend``, ``targets``, ``bands``, ...)."""
+    first, last = report.scores_as_of
     return {
         "window": {"from": report.window.start.date().isoformat(), "to": report.window.last_day.isoformat(),
                    "period": report.grain},
         "generated_at": report.generated_at.isoformat(),
+        "scores_as_of": {"from": json_ready(first), "to": json_ready(last)},
+        "bands": band_records(report.backtest),
+        "backtest": report.backtest.summary() if report.backtest is not None else None,
         "rows": dict(report.rows),
         "totals": json_ready(report.totals),
         "channels": records(report.channels),

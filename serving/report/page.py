@@ -77,6 +77,8 @@ def fmt(value: Any, unit: str) -> str:
         return f"{number:,.0f}" if abs(number) >= 1000 else f"{number:,.2f}"
     if unit == "percent":
         return f"{100 * number:,.1f}%"
+    if unit == "small_percent":
+        return f"{100 * number:,.2f}%"
     if unit == "ratio":
         return f"{number:,.2f}\u00d7"
     if unit in ("rate", "probability"):
@@ -241,10 +243,6 @@ def _lead_scores(report: KPIReport) -> dict[str, Any] | None:
     summary = [("channel", "Channel", "text"), ("scored_leads", "Scored leads", "count"),
                ("mean_score", "Mean score", "decimal"), ("median_score", "Median score", "decimal"),
                *((f"share_{b}", f"Band {b}", "percent") for b in BAND_COLORS)]
-    calibration = [("band", "Band", "text"), ("scored_leads", "Scored leads", "count"),
-                   ("converted", "Converted since scored", "count"),
-                   ("actual_rate", "Actual conversion rate", "percent"),
-                   ("mean_probability", "Mean predicted probability", "percent")]
     pipeline = [("channel", "Channel", "text"), ("open_leads", "Open scored leads", "count"),
                 ("expected_conversions", "Expected conversions", "decimal"),
                 ("pipeline_value", "Pipeline value", "money"), ("mean_score", "Mean score", "decimal"),
@@ -253,10 +251,55 @@ def _lead_scores(report: KPIReport) -> dict[str, Any] | None:
         "heatmap_chart": _safe_svg(chart_score_heatmap(report.score_distribution)),
         "bands_chart": _safe_svg(chart_score_bands(report.score_summary)),
         "table": _table(report.score_summary, summary),
-        "calibration_chart": _safe_svg(chart_calibration(report.calibration)),
-        "calibration": _table(report.calibration, calibration),
         "pipeline_chart": _safe_svg(chart_pipeline(report.pipeline)),
         "pipeline": _table(report.pipeline, pipeline),
+    }
+
+
+def scores_as_of_text(scores_as_of: tuple[Any, Any]) -> str:
+    """When the lead scores are as of, as people read it: one instant, or the range when runs differ."""
+    first, last = scores_as_of
+    if first is None:
+        return "none yet"
+    first, last = (f"{pd.Timestamp(t):%Y-%m-%d %H:%M}" for t in (first, last))
+    return f"as of {first} UTC" if first == last else f"as of {first} to {last} UTC"
+
+
+MODEL_WORDS: Mapping[str, str] = {
+    "retrain": "a model trained at each date by the champion's recipe on the data before that date",
+    "current": "the current champion (optimistic: it was trained on data overlapping these dates)",
+}
+
+
+def _calibration(report: KPIReport) -> dict[str, Any] | None:
+    """Conversion by score band from the latest backtest, pooled over its as-of dates; None without a backtest."""
+    if report.backtest is None:
+        return None
+    about = report.backtest.summary()
+    recipe = about["recipe"] or {}
+    version = f"v{about['model_version']}" if about["model_version"] else "none registered"
+    pooled = [("band", "Band", "text"), ("leads", "Leads open at the dates", "count"),
+              ("conversions", "Converted within the horizon", "count"),
+              ("predicted_rate", "Predicted (mean probability)", "small_percent"),
+              ("actual_rate", "Actual conversion rate", "small_percent")]
+    per_date = [("as_of", "As of", "date"), ("leads", "Open leads", "count"), ("conversions", "Converted", "count"),
+                ("base_rate", "Base rate", "percent"), ("mean_probability", "Mean probability", "percent"),
+                ("roc_auc", "ROC AUC", "rate"), ("pr_auc", "PR AUC", "rate"), ("lift_top10", "Lift at top 10%", "ratio"),
+                ("trained_to", "Model trained to", "date")]
+    return {
+        "backtest_id": about["backtest_id"],
+        "created_at": fmt(about["created_at"], "text").replace("T", " "),
+        "dates": report.backtest.runs["as_of"].size,
+        "first": fmt(about["as_of_from"], "date"),
+        "last": fmt(about["as_of_to"], "date"),
+        "horizon": about["horizon_days"],
+        "model": MODEL_WORDS.get(about["model"], about["model"]),
+        "optimistic": about["model"] == "current",
+        "champion": version,
+        "recipe": recipe.get("source", "unknown"),
+        "chart": _safe_svg(chart_calibration(report.calibration)),
+        "table": _table(report.calibration, pooled),
+        "per_date": _table(report.backtest.runs, per_date),
     }
 
 
@@ -333,6 +376,8 @@ def render_html(report: KPIReport) -> str:
         attribution=_attribution(report),
         engagement=_engagement(report),
         lead_scores=_lead_scores(report),
+        scores_as_of=scores_as_of_text(report.scores_as_of),
+        calibration=_calibration(report),
         customers=_customers(report),
         targets=_targets(report),
         metrics=[(metric.label, metric.definition) for metric in METRICS.values()],

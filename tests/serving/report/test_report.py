@@ -70,7 +70,29 @@ def _lead_scores() -> pd.DataFrame:
     return frame.assign(model_name="lead-scoring", scored_at=frame["as_of"] + pd.Timedelta(hours=3))
 
 
-def _write_crm(url: str, scores: bool = True) -> None:
+BACKTEST_BANDS = [  # as_of, band, leads, conversions, predicted_rate, actual_rate
+    (T("2024-11-01"), "A", 10, 3, 0.30, 0.3), (T("2024-11-01"), "B", 20, 2, 0.08, 0.1),
+    (T("2024-11-01"), "C", 30, 0, 0.02, 0.0), (T("2024-11-01"), "D", 40, 1, 0.01, 0.025),
+    (T("2024-12-01"), "A", 30, 6, 0.20, 0.2), (T("2024-12-01"), "B", 20, 2, 0.08, 0.1),
+    (T("2024-12-01"), "C", 0, 0, None, None), (T("2024-12-01"), "D", 50, 0, 0.01, 0.0),
+]
+
+
+def _backtest(backtest_id: str, created_at: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows of a stored backtest at two as-of dates, as `leadval backtest leads` writes them."""
+    bands = pd.DataFrame(BACKTEST_BANDS, columns=["as_of", "band", "leads", "conversions", "predicted_rate",
+                                                  "actual_rate"]).assign(backtest_id=backtest_id)
+    runs = pd.DataFrame({"as_of": [T("2024-11-01"), T("2024-12-01")], "leads": [100, 100], "conversions": [6, 8],
+                         "base_rate": [0.06, 0.08], "mean_probability": [0.05, 0.07], "roc_auc": [0.81, 0.83],
+                         "pr_auc": [0.3, 0.35], "lift_top10": [3.0, 2.5],
+                         "trained_to": [T("2024-07-04"), T("2024-08-03")]})
+    runs = runs.assign(backtest_id=backtest_id, model="retrain", model_version="4", horizon_days=90,
+                       recipe=[{"source": "config.json of the champion's training run r1", "config": {}}] * 2,
+                       created_at=created_at)
+    return runs, bands
+
+
+def _write_crm(url: str, scores: bool = True, backtest: bool = True) -> None:
     engine = connect(url)
     create_schema(engine)
     frames = hand_made_frames()
@@ -81,6 +103,12 @@ def _write_crm(url: str, scores: bool = True) -> None:
         if scores:
             insert_frame(conn, schema.lead_scores, _lead_scores())
             insert_frame(conn, schema.customer_scores, customer_scores)
+        if backtest:  # an older backtest, then the latest: the report shows the latest
+            for backtest_id, created in (("bt-older", T("2025-03-01 08:00")), ("bt-latest", T("2025-03-02 08:00"))):
+                runs, bands = _backtest(backtest_id, created)
+                insert_frame(conn, schema.lead_backtests, runs)
+                insert_frame(conn, schema.lead_backtest_bands, bands.assign(
+                    conversions=bands["conversions"] * (backtest_id == "bt-latest")))
     engine.dispose()
 
 
@@ -129,8 +157,22 @@ def test_report_json_has_channels_and_targets(written: tuple[Path, dict]) -> Non
     # CAC has one complete week with spend (Feb 1st: 150 for C3): above 50 by the deadline, missed.
     statuses = {t["metric"]: (t["status"], t["projected"]) for t in result["targets"]}
     assert statuses == {"conversion_rate": ("on_track", 1.0), "cac": ("missed", 150.0)}
+    # Conversion by band: the latest backtest, pooled over its two dates; never today's scores.
     bands = {b["band"]: b for b in result["predictive"]["conversion_by_band"]}
-    assert bands["A"]["scored_leads"] == 3 and bands["A"]["actual_rate"] == pytest.approx(1 / 3)
+    assert (bands["A"]["leads"], bands["A"]["conversions"], bands["A"]["as_ofs"]) == (40, 9, 2)
+    assert bands["A"]["predicted_rate"] == pytest.approx((10 * 0.3 + 30 * 0.2) / 40)
+    assert bands["A"]["actual_rate"] == pytest.approx(9 / 40)
+    assert bands["C"]["leads"] == 30 and bands["C"]["predicted_rate"] == pytest.approx(0.02)
+    assert result["bands"][0] == {"band": "A", "leads": 10, "predicted_rate": 0.3, "actual_rate": 0.3,
+                                  "as_of": "2024-11-01T00:00:00"}
+    assert [(b["as_of"][:10], b["band"]) for b in result["bands"]] == [
+        (d, b) for d in ("2024-11-01", "2024-12-01") for b in "ABCD"]
+    backtest = result["backtest"]
+    assert (backtest["backtest_id"], backtest["model"], backtest["model_version"], backtest["horizon_days"]) == (
+        "bt-latest", "retrain", "4", 90)
+    assert (backtest["as_of_from"], backtest["as_of_to"]) == ("2024-11-01T00:00:00", "2024-12-01T00:00:00")
+    assert backtest["as_ofs"][1]["roc_auc"] == 0.83 and backtest["recipe"]["source"].startswith("config.json")
+    assert result["scores_as_of"] == {"from": "2025-01-15T00:00:00", "to": "2025-02-28T00:00:00"}
     assert result["predictive"]["top_customers"][0]["customer_id"] == "C1"
     assert sum(a["markov"] for a in result["attribution"]) == pytest.approx(3)
 
@@ -155,6 +197,10 @@ def test_page_is_self_contained_with_every_section_and_definition(written: tuple
     for metric in METRICS.values():
         assert f"<dt>{metric.label}</dt>" in page.replace("&#x27;", "'")
     assert page.count("<svg") >= 8
+    assert "lead scores as of 2025-01-15 00:00 to 2025-02-28 00:00 UTC" in page
+    text = re.sub(r"\s+", " ", page)
+    assert "From backtest bt-latest" in text and "2 past dates, 2024-11-01 to 2024-12-01" in text
+    assert "No backtest yet" not in page
 
 
 def _chromium() -> str:
@@ -175,6 +221,7 @@ window.addEventListener("load", () => {
 </script>"""
 
 
+@pytest.mark.slow  # a real headless Chromium process
 def test_page_renders_in_headless_chromium_with_visible_plots(written: tuple[Path, dict], tmp_path: Path) -> None:
     out = written[0]
     # A copy with a probe that records what the browser loaded and the size each chart is drawn at.
@@ -203,13 +250,17 @@ def test_page_renders_in_headless_chromium_with_visible_plots(written: tuple[Pat
 
 
 def test_report_without_scores_or_data_in_the_window_still_renders(sqlite_url: str, tmp_path: Path) -> None:
-    _write_crm(sqlite_url, scores=False)
+    _write_crm(sqlite_url, scores=False, backtest=False)
     out = tmp_path / "empty.html"
-    _, result = _invoke("report", "--db", sqlite_url, "--out", str(out), "--from", "2030-01-01", "--to",
-                        "2030-01-31", "--json")
+    stdout, result = _invoke("report", "--db", sqlite_url, "--out", str(out), "--from", "2030-01-01", "--to",
+                             "2030-01-31", "--json")
     page = out.read_text()
     assert "No lead scores yet" in page and "No customer scores yet" in page
+    assert "No backtest yet: run `leadval backtest leads`" in page and "lead scores none yet" in page
+    assert "conversion by band: no backtest yet: run leadval backtest leads" in stdout
     assert result["totals"]["leads"] == 0 and result["channels"] == []
+    assert result["bands"] == [] and result["backtest"] is None and result["predictive"]["conversion_by_band"] == []
+    assert result["scores_as_of"] == {"from": None, "to": None}
 
 
 @pytest.mark.parametrize(
@@ -258,6 +309,8 @@ def test_segment_export_csv_and_parquet(crm_url: str, tmp_path: Path) -> None:
 def test_top_leads_are_open_scored_leads_with_reasons(crm_url: str) -> None:
     stdout, result = _invoke("top", "--db", crm_url, "--n", "3", "--json")
     assert [lead["lead_id"] for lead in result["leads"]] == ["L2", "L6", "L3"]  # L1 converted: not open
+    assert result["scores_as_of"] == {"from": "2025-01-15T00:00:00", "to": "2025-02-28T00:00:00"}
+    assert "Scores as of 2025-01-15 00:00 to 2025-02-28 00:00 UTC." in stdout
     assert result["leads"][0]["reasons"] == "Visited pricing 3 times; Free email domain"
     assert result["leads"][2]["reasons"] == "up: Opened emails | down: Small company"
     assert "Visited pricing 3 times" in stdout and stdout.splitlines()[0].split()[:4] == ["#", "lead", "score", "band"]
