@@ -20,6 +20,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -186,14 +187,16 @@ scoring_runs = _table(
 lead_scores = _table(
     "lead_scores",
     _col("lead_id", String(64), "Scored lead.", primary_key=True),
-    _col("score", Integer, "Likelihood to convert as an integer 0-100 (calibrated probability x 100).", nullable=False,
+    _col("score", Integer, "Likelihood to convert as a rank 1-99: the percentile of the lead's probability among the "
+         "model's validation leads (models saved before scorer format 2: probability x 100).", nullable=False,
          minimum=0, maximum=100),
     _col("probability", Float, "Calibrated probability of converting within the model's horizon.", nullable=False),
-    _col("band", String(1), "Score band A (best) to D, thresholds fixed on validation data.", nullable=False,
-         allowed=SCORE_BANDS),
+    _col("band", String(1), "Score band A (best) to D: score ranges holding fixed shares of validation leads (by "
+         "default A 91-99 = the top 10%, B 71-90, C 41-70, D 1-40).", nullable=False, allowed=SCORE_BANDS),
     _col("reasons", JSON, "Top factors raising and lowering the score, worded for sales (JSON)."),
     _col("expected_value", Float, "Probability x predicted CLV of a new customer like this lead."),
-    _col("trend", String(8), "up, steady or down against the lead's previous score; new on its first."),
+    _col("trend", String(8), "up, steady or down against the lead's previous score by the same model "
+         "version; new on its first score by a model version."),
     _col("previous_score", Integer, "The lead's score before this one."),
     _col("model_name", String(128), "Registered model that scored it.", nullable=False),
     _col("model_version", String(32), "Its version."),
@@ -247,6 +250,49 @@ def _history(name: str, key: str, scores: Table) -> Table:
 lead_score_history = _history("lead_score_history", "lead_id", lead_scores)
 customer_score_history = _history("customer_score_history", "customer_id", customer_scores)
 
+BACKTEST_MODELS: tuple[str, ...] = ("retrain", "current")
+"""How a backtest scores past leads: a model retrained by the champion's recipe on data before each as-of date,
+or the current champion (optimistic: it was trained on data overlapping the backtest period)."""
+
+lead_backtests = _table(
+    "lead_backtests",
+    _col("backtest_id", String(64), "Identifier of one backtest; the same work gets the same id and a rerun "
+         "replaces its rows.", primary_key=True),
+    _col("as_of", DateTime(), "Past point in time the open leads were scored at (UTC).", primary_key=True),
+    _col("model", String(16), "retrain (a model trained by the champion's recipe on data before as_of) or current "
+         "(the champion itself: optimistic).", nullable=False),
+    _col("model_version", String(32), "Version of the champion whose recipe or model was used."),
+    _col("recipe", JSON, "Training config of the models and where it came from (JSON)."),
+    _col("horizon_days", Integer, "A lead counts as converted when it converted within this many days after as_of.",
+         nullable=False),
+    _col("trained_to", DateTime(), "End of the last label window the retrained model learned from (UTC), at or "
+         "before as_of; empty for the current champion."),
+    _col("leads", Integer, "Leads open at as_of (created by then, not converted by then).", nullable=False),
+    _col("conversions", Integer, "Of them, those that converted within the horizon.", nullable=False),
+    _col("base_rate", Float, "conversions / leads."),
+    _col("mean_probability", Float, "Mean calibrated probability the model gave them."),
+    _col("roc_auc", Float, "ROC AUC of the probabilities against the outcomes; empty without both outcomes."),
+    _col("pr_auc", Float, "PR AUC (average precision) of the probabilities; empty without both outcomes."),
+    _col("lift_top10", Float, "Conversion rate of the top 10% by probability over the base rate."),
+    _col("created_at", DateTime(), "When the backtest ran (UTC); the report shows the latest backtest.",
+         nullable=False),
+    Index("ix_lead_backtests_created_at", "created_at"),
+)
+
+lead_backtest_bands = _table(
+    "lead_backtest_bands",
+    _col("backtest_id", String(64), "Backtest the row belongs to.", primary_key=True),
+    _col("as_of", DateTime(), "Past point in time the open leads were scored at (UTC).", primary_key=True),
+    _col("band", String(1), "Score band A (best) to D the model gave at as_of.", primary_key=True),
+    _col("leads", Integer, "Open leads in the band at as_of.", nullable=False),
+    _col("conversions", Integer, "Of them, those that converted within the horizon.", nullable=False),
+    _col("predicted_rate", Float, "Mean calibrated probability of the band's leads; empty for an empty band."),
+    _col("actual_rate", Float, "Share of the band's leads that converted within the horizon; empty for an empty "
+         "band."),
+    ForeignKeyConstraint(["backtest_id", "as_of"], ["lead_backtests.backtest_id", "lead_backtests.as_of"],
+                         name="fk_lead_backtest_bands_as_of"),
+)
+
 CRM_TABLES: tuple[Table, ...] = (leads, activities, customers, orders, marketing_spend)
 """Tables a CRM export can be imported into, in dependency order."""
 
@@ -256,6 +302,8 @@ SCORE_TABLES: tuple[Table, ...] = (
     customer_scores,
     lead_score_history,
     customer_score_history,
+    lead_backtests,
+    lead_backtest_bands,
 )
 
 RFM_COLUMNS: tuple[str, ...] = ("customer_id", "frequency", "recency", "T", "monetary_value")

@@ -8,7 +8,11 @@ A targets file is TOML with one ``[[targets]]`` table per target::
     scope = "channel:paid_search"          # all, channel:NAME, campaign:NAME or segment:NAME
     target = 0.04                          # or "4%" for percentages
     direction = "at_least"                 # or at_most; default: the metric's better direction
-    deadline = 2026-03-31
+    deadline = 2026-03-31                  # or "+3 months": counted from the report's last day
+
+A relative deadline (``"+N days"``, ``"+N weeks"`` or ``"+N months"``) is resolved against the report
+window's last day, so a targets file can move with its data (the example file's deadlines move with the
+simulated CRM, which ends when it is generated).
 
 A target is judged on the metric's value per period (month, or week for short windows) in the report
 window: *current* is the latest complete period's value, *trend* the least-squares slope per period over
@@ -22,9 +26,10 @@ no data yet, e.g. segments before customers are scored). A segment's ``customers
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -40,18 +45,47 @@ from features.kpi.tables import KpiTables, Window, default_grain
 DIRECTIONS: tuple[str, ...] = ("at_least", "at_most")
 STATUSES: tuple[str, ...] = ("on_track", "at_risk", "met", "missed", "no_data")
 _FIELDS = ("name", "metric", "scope", "target", "direction", "deadline")
+_RELATIVE = re.compile(r"\+\s*(\d{1,4})\s*(day|week|month)s?", re.IGNORECASE)
+RELATIVE_EXPECTED = 'YYYY-MM-DD, or "+N days", "+N weeks" or "+N months" after the report\'s last day'
+
+
+@dataclass(frozen=True)
+class RelativeDeadline:
+    """A deadline counted from the report window's last day, e.g. ``+3 months``."""
+
+    count: int
+    unit: str
+    """``day``, ``week`` or ``month``."""
+
+    def after(self, day: date) -> date:
+        """The deadline of a report whose last day is ``day`` (months: the same day of the month, or the last)."""
+        if self.unit == "month":
+            return (pd.Timestamp(day) + pd.DateOffset(months=self.count)).date()
+        return (pd.Timestamp(day) + pd.Timedelta(days=self.count * (7 if self.unit == "week" else 1))).date()
+
+    def __str__(self) -> str:
+        return f"+{self.count} {self.unit}{'s' if self.count != 1 else ''}"
 
 
 @dataclass(frozen=True)
 class Target:
-    """One SMART target: the metric, for whom, how much, which way, and by when."""
+    """One SMART target: the metric, for whom, how much, which way, and by when.
+
+    ``deadline`` is a day, or a :class:`RelativeDeadline` until :meth:`on` resolves it for a report.
+    """
 
     metric: str
     scope: str
     target: float
     direction: str
-    deadline: date
+    deadline: date | RelativeDeadline
     name: str
+
+    def on(self, last_day: date) -> Target:
+        """This target in a report whose last day is ``last_day``: a relative deadline becomes a day."""
+        if isinstance(self.deadline, RelativeDeadline):
+            return replace(self, deadline=self.deadline.after(last_day))
+        return self
 
     @property
     def dimension(self) -> str:
@@ -114,7 +148,8 @@ def _target(entry: Mapping[str, Any], where: str) -> Target:
     if direction not in DIRECTIONS:
         raise InvalidInput(f"{where}: direction {direction!r} is unknown; expected at_least or at_most")
     name = str(entry.get("name") or f"{metric.label} ({scope}) {direction.replace('_', ' ')} {entry['target']}")
-    return Target(metric_name, scope, _number(entry["target"], where), direction, _date(entry["deadline"], where), name)
+    return Target(metric_name, scope, _number(entry["target"], where), direction, _deadline(entry["deadline"], where),
+                  name)
 
 
 def _scope(scope: str, where: str) -> str:
@@ -142,15 +177,18 @@ def _number(value: Any, where: str) -> float:
     return number
 
 
-def _date(value: Any, where: str) -> date:
+def _deadline(value: Any, where: str) -> date | RelativeDeadline:
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
         return value
+    relative = _RELATIVE.fullmatch(str(value).strip())
+    if relative:
+        return RelativeDeadline(int(relative[1]), relative[2].lower())
     try:
         return date.fromisoformat(str(value))
     except ValueError:
-        raise InvalidInput(f"{where}: deadline {value!r} is not a date; expected YYYY-MM-DD") from None
+        raise InvalidInput(f"{where}: deadline {value!r} is not a date; expected {RELATIVE_EXPECTED}") from None
 
 
 def check_scopes(targets: tuple[Target, ...], known: Mapping[str, set[str]]) -> None:
@@ -181,8 +219,10 @@ class TargetStatus:
 def assess(target: Target, series: pd.DataFrame, as_of: date) -> TargetStatus:
     """Judge ``target`` on ``series`` (``period`` start, ``value``, ``complete``) as of the day ``as_of``.
 
-    See the module docstring for the rules. Projections are clipped to the metric's possible range.
+    See the module docstring for the rules; a relative deadline counts from ``as_of``. Projections are clipped
+    to the metric's possible range.
     """
+    target = target.on(as_of)
     points = series.dropna(subset=["value"]).sort_values("period")
     complete = points[points["complete"].astype(bool)]
     used = complete if not complete.empty else points

@@ -12,8 +12,9 @@ Fader, P. S., & Hardie, B. G. S. (2013). The Gamma-Gamma Model of Monetary Value
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 
 from features.errors import InvalidInput
 
@@ -171,18 +172,27 @@ DEFAULT_CHANNELS: tuple[Channel, ...] = _channels()
 """paid_search, paid_social, organic_search, email, referral, events, direct, partner."""
 
 
+def current_end() -> datetime:
+    """Now in UTC, naive and to the whole second: the end of a simulated CRM unless one is given."""
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
 @dataclass(frozen=True)
 class SimulationConfig:
     """A simulated CRM: its size, seed, timeline and true parameters.
 
-    Same ``seed`` and same ``chunk_leads`` give a bit-identical CRM (random streams are drawn per chunk).
-    ``n_customers`` counts customers not from tracked leads; converted leads become customers too.
+    The timeline ends at ``end`` (naive UTC; default: now, to the second, see :func:`current_end`): it
+    covers the ``days`` calendar days before ``end``'s day and that day up to ``end``, so a CRM written
+    now has its latest events minutes before now. Nothing happens at or after ``end``. Same ``seed``, same
+    ``end`` and same ``chunk_leads`` give a bit-identical CRM (random streams are drawn per chunk); pass a
+    fixed ``end`` wherever the CRM must be the same tomorrow. ``n_customers`` counts customers not from
+    tracked leads; converted leads become customers too.
     """
 
     n_leads: int = 5_000
     n_customers: int = 1_000
     seed: int = 0
-    start: date = date(2024, 1, 1)
+    end: datetime = field(default_factory=current_end)
     days: int = 730
     chunk_leads: int = 50_000
     channels: tuple[Channel, ...] = DEFAULT_CHANNELS
@@ -193,10 +203,40 @@ class SimulationConfig:
 
     @property
     def starts_at(self) -> datetime:
-        """Start of the timeline: midnight (naive UTC) of ``start``; it ends ``days`` later."""
-        return datetime(self.start.year, self.start.month, self.start.day)
+        """Start of the timeline: midnight (naive UTC) ``days`` days before the day of ``end``."""
+        return datetime.combine(self.end.date(), time()) - timedelta(days=self.days)
+
+    @property
+    def start(self) -> date:
+        """The timeline's first day."""
+        return self.starts_at.date()
+
+    @property
+    def span_seconds(self) -> float:
+        """Length of the timeline in seconds: ``days`` whole days, then ``end``'s day up to ``end``."""
+        return (self.end - self.starts_at).total_seconds()
+
+    @property
+    def timeline_days(self) -> int:
+        """Calendar days the timeline touches: ``days``, plus ``end``'s day unless ``end`` is its midnight."""
+        return math.ceil(self.span_seconds / 86_400)
+
+    @property
+    def last_day_fraction(self) -> float:
+        """How much of the timeline's last calendar day lies before ``end`` (1.0 when ``end`` is a midnight)."""
+        return self.span_seconds / 86_400 - (self.timeline_days - 1)
 
     def __post_init__(self) -> None:
+        end = self.end
+        if isinstance(end, datetime):
+            if end.tzinfo is not None:
+                end = end.astimezone(UTC)
+            end = datetime.combine(end.date(), end.time())  # a plain naive datetime (also from a pd.Timestamp)
+        elif isinstance(end, date):
+            end = datetime.combine(end, time())
+        else:
+            raise InvalidInput(f"end must be a date or datetime, got {end!r}")
+        object.__setattr__(self, "end", end)
         for name in ("n_leads", "n_customers", "seed"):
             if getattr(self, name) < 0:
                 raise InvalidInput(f"{name} must be >= 0, got {getattr(self, name)}")

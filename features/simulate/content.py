@@ -49,13 +49,13 @@ class ContentCatalog:
 def content_catalog(config: SimulationConfig) -> ContentCatalog:
     """Pages, assets, forms, nurture mails, monthly newsletters (first Tuesday 10:00), monthly webinars
     (third Thursday 16:00, one past the end so late registrations have one) and weekly social posts."""
-    start = pd.Timestamp(config.start)
-    months = pd.date_range(start.replace(day=1), start + pd.Timedelta(days=config.days + 31), freq="MS")
+    start, end = pd.Timestamp(config.starts_at), pd.Timestamp(config.end)
+    months = pd.date_range(start.replace(day=1), end + pd.Timedelta(days=31), freq="MS")
     first_tuesday = months + pd.to_timedelta((1 - months.dayofweek) % 7, unit="D") + pd.Timedelta(hours=10)
     third_thursday = months + pd.to_timedelta((3 - months.dayofweek) % 7 + 14, unit="D") + pd.Timedelta(hours=16)
-    newsletters = first_tuesday[(first_tuesday >= start) & (first_tuesday < start + pd.Timedelta(days=config.days))]
+    newsletters = first_tuesday[(first_tuesday >= start) & (first_tuesday < end)]
     webinars = third_thursday[third_thursday >= start]
-    weeks = config.days // 7 + 1
+    weeks = config.timeline_days // 7 + 1
     content = [
         *(page for page, _ in PAGES), "/pricing", *ASSETS, *FORM_IDS,
         *(f"nurture-{k}" for k in range(1, len(NURTURE_DAYS) + 1)),

@@ -13,7 +13,7 @@ import pandas as pd
 
 from features.simulate.config import SimulationConfig
 from features.simulate.leads import COUNTRIES, DAY, format_ids, id_width, to_timestamps
-from features.simulate.marketing import demand_curve
+from features.simulate.marketing import day_lengths, demand_curve
 from features.simulate.orders import customer_orders
 
 ORDER_ID_WIDTH = 10
@@ -33,7 +33,7 @@ def customers_from_leads(leads: pd.DataFrame) -> pd.DataFrame:
 
 def plan_customers(config: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
     """Cumulative count, per day, of the customers not from tracked leads created up to that day."""
-    demand = demand_curve(config.start, config.days, config.lead_growth)
+    demand = demand_curve(config)
     return np.cumsum(rng.multinomial(config.n_customers, demand / demand.sum()))
 
 
@@ -44,7 +44,7 @@ def other_customers(
     their ids continue after the leads' numbers (``C`` + n_leads + number + 1)."""
     n = stop - first
     day = np.searchsorted(cumulative, np.arange(first, stop), side="right")
-    created = np.sort(np.floor(day * DAY + rng.random(n) * DAY))
+    created = np.sort(np.floor(day * DAY + rng.random(n) * day_lengths(config)[day] * DAY))
     shares = np.array([c.customer_share for c in config.channels])
     channel = rng.choice(len(shares), size=n, p=shares / shares.sum())
     weights = np.array([w for _, w in COUNTRIES])
@@ -65,7 +65,7 @@ def orders_of(
     start = config.starts_at
     created = (customers["created_at"] - pd.Timestamp(start)).dt.total_seconds().to_numpy()
     channel = customers["acquisition_channel"].to_numpy()
-    orders, truth = customer_orders((config.days * DAY - created) / DAY, channel, config, rng)
+    orders, truth = customer_orders((config.span_seconds - created) / DAY, channel, config, rng)
     owner = orders["customer"].to_numpy()
     order_rows = pd.DataFrame({
         "order_id": format_ids("O", first_order + 1 + np.arange(len(orders)), ORDER_ID_WIDTH),

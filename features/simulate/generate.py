@@ -1,14 +1,14 @@
 """``leadval generate``: write a simulated CRM with known ground truth.
 
-About two years of leads across channels and campaigns with daily marketing spend
-(``simulated_marketing``), their profiles, behaviour and conversion (``simulated_leads``), customers from
-converted leads and from outside the tracked leads (``simulated_customers``) and their orders from a true
-BG/NBD + Gamma-Gamma process (``simulated_orders``). The true parameters (``simulation_config``) and
-every lead's and customer's latent values go to the ``truth_*`` tables defined here, on their own
-MetaData: nothing in the product reads them.
+About two years of leads, up to the simulation's end (default: now), across channels and campaigns with
+daily marketing spend (``simulated_marketing``), their profiles, behaviour and conversion
+(``simulated_leads``), customers from converted leads and from outside the tracked leads
+(``simulated_customers``) and their orders from a true BG/NBD + Gamma-Gamma process
+(``simulated_orders``). The true parameters (``simulation_config``) and every lead's and customer's latent
+values go to the ``truth_*`` tables defined here, on their own MetaData: nothing in the product reads them.
 
 Determinism: random numbers are drawn from one stream per chunk (``np.random.SeedSequence(seed,
-spawn_key=(stream, chunk))``), so the same ``seed`` and the same ``chunk_leads`` give a bit-identical
+spawn_key=(stream, chunk))``), so the same ``seed``, ``end`` and ``chunk_leads`` give a bit-identical
 CRM. Memory is bounded by the chunk size: each chunk of leads (with its activities, customers and
 orders) is simulated and written in its own transaction.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import date
+from datetime import date, datetime
 from itertools import chain
 
 import numpy as np
@@ -288,7 +288,11 @@ def true_parameters(config: SimulationConfig) -> pd.DataFrame:
     rows: list[tuple[str, float, str]] = [
         ("simulation_start", float((config.start - date(1970, 1, 1)).days),
          f"First day of the timeline, {config.start.isoformat()} (days since 1970-01-01)."),
-        ("simulation_days", float(config.days), "Length of the timeline in days; nothing happens at or after its end."),
+        ("simulation_end", (config.end - datetime(1970, 1, 1)).total_seconds() / 86_400,
+         f"End of the timeline, {config.end.isoformat()} UTC (days since 1970-01-01); nothing happens at or "
+         "after it."),
+        ("simulation_days", float(config.days), "Whole days before the day of the end; the timeline starts at the "
+                                                "midnight this many days before it."),
         ("seed", float(config.seed), "Random seed."),
         ("chunk_leads", float(config.chunk_leads), "Leads per chunk (with the seed, fixes the CRM)."),
         ("n_leads", float(config.n_leads), "Simulated leads."),

@@ -25,7 +25,7 @@ from scipy.special import expit, gammainc
 from features.crm.schema import ACTIVITY_TYPES
 from features.simulate.config import SimulationConfig
 from features.simulate.content import ASSETS, NURTURE_DAYS, PAGES, ContentCatalog
-from features.simulate.marketing import LeadPlan
+from features.simulate.marketing import LeadPlan, day_lengths
 
 DAY = 86_400.0
 ACTIVITY_ID_WIDTH = 10
@@ -169,7 +169,7 @@ def _profiles(config: SimulationConfig, plan: LeadPlan, first: int, stop: int, r
     day, source = plan.locate(first, stop)
     business_hours = (8 + 10 * rng.beta(2, 2, n)) * 3600
     time_of_day = np.where(rng.random(n) < 0.8, business_hours, rng.random(n) * DAY)
-    created = np.floor(day * DAY + time_of_day)
+    created = np.floor(day * DAY + time_of_day * day_lengths(config)[day])
     order = np.argsort(created, kind="stable")
     created, source = created[order], source[order]
     channel = np.array([names.index(s.channel) for s in plan.sources])[source]
@@ -221,7 +221,7 @@ def _behaviour(config: SimulationConfig, leads: _Leads, catalog: ContentCatalog,
     _email(events, leads, catalog, rng)
 
     columns = events.columns()
-    inside = columns["time"] < config.days * DAY
+    inside = columns["time"] < config.span_seconds
     return {k: v[inside] for k, v in columns.items()}
 
 
@@ -297,7 +297,7 @@ def _convert(config: SimulationConfig, leads: _Leads, events: dict[str, np.ndarr
     earliest conversion before the end wins. Also the true chance of converting before the end."""
     model = config.conversion
     n = len(leads.created)
-    end = config.days * DAY
+    end = config.span_seconds
     noise = rng.normal(0, model.noise_sd, n)
     lead_logit = (
         model.intercept

@@ -1,15 +1,16 @@
 """When simulated leads arrive, through which channel and campaign, and what the marketing cost.
 
 Lead volume per day follows one demand curve (growth over the timeline, weekday/weekend, a summer and a
-year-end dip) switched on and off by each campaign's active windows. The expected leads of every
-(day, source) cell drive both the realised lead counts (one multinomial draw over all cells) and the
-day's spend (``cost_per_lead`` x expected leads), impressions and clicks, so spend and leads agree.
+year-end dip, and the last day only up to the simulation's end) switched on and off by each campaign's
+active windows. The expected leads of every (day, source) cell drive both the realised lead counts (one
+multinomial draw over all cells) and the day's spend (``cost_per_lead`` x expected leads), impressions
+and clicks, so spend and leads agree.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
@@ -42,16 +43,26 @@ class LeadPlan:
         return cell // len(self.sources), cell % len(self.sources)
 
 
-def demand_curve(start: date, days: int, growth: float) -> np.ndarray:
-    """Relative lead demand per day: linear growth, quieter weekends, August and year-end dips."""
-    calendar = pd.date_range(start, periods=days, freq="D")
-    trend = 1.0 + growth * np.arange(days) / days
+def day_lengths(config: SimulationConfig) -> np.ndarray:
+    """Each timeline day's share of a whole day: 1.0, except the day of ``end`` (up to ``end``) when it is
+    not a midnight. Events of a day fall in its first ``length x 24`` hours."""
+    lengths = np.ones(config.timeline_days)
+    lengths[-1] = config.last_day_fraction
+    return lengths
+
+
+def demand_curve(config: SimulationConfig) -> np.ndarray:
+    """Relative lead demand per day: linear growth, quieter weekends, August and year-end dips; the day of
+    ``end`` in proportion to its part before ``end``."""
+    days = config.timeline_days
+    calendar = pd.date_range(config.start, periods=days, freq="D")
+    trend = 1.0 + config.lead_growth * np.arange(days) / days
     weekday = np.where(calendar.dayofweek >= 5, 0.35, 1.0)
     season = 1.0 + 0.1 * np.cos(2 * np.pi * (calendar.dayofyear.to_numpy() - 60) / 365.25)
     summer = np.where(calendar.month == 8, 0.8, 1.0)
     holidays = np.where(((calendar.month == 12) & (calendar.day >= 22)) | ((calendar.month == 1) & (calendar.day <= 2)),
                         0.5, 1.0)
-    return trend * weekday * season * summer * holidays
+    return trend * weekday * season * summer * holidays * day_lengths(config)
 
 
 def _active_days(windows: tuple[tuple[float, float], ...], days: int) -> np.ndarray:
@@ -64,7 +75,7 @@ def _active_days(windows: tuple[tuple[float, float], ...], days: int) -> np.ndar
 
 def lead_sources(config: SimulationConfig) -> tuple[tuple[LeadSource, ...], np.ndarray]:
     """Every lead source with its expected share of leads per day (columns sum to the channel shares)."""
-    demand = demand_curve(config.start, config.days, config.lead_growth)
+    demand = demand_curve(config)
     total_share = sum(c.lead_share for c in config.channels)
     sources: list[LeadSource] = []
     columns: list[np.ndarray] = []
@@ -76,9 +87,9 @@ def lead_sources(config: SimulationConfig) -> tuple[tuple[LeadSource, ...], np.n
             continue
         weights = sum(k.weight for k in channel.campaigns)
         for campaign in channel.campaigns:
-            shape = demand * _active_days(campaign.active, config.days)
+            shape = demand * _active_days(campaign.active, config.timeline_days)
             if shape.sum() == 0:  # a window shorter than a day still runs on its nearest day
-                shape[min(int(campaign.active[0][0] * config.days), config.days - 1)] = 1.0
+                shape[min(int(campaign.active[0][0] * config.timeline_days), config.timeline_days - 1)] = 1.0
             sources.append(LeadSource(channel.name, campaign.name))
             columns.append(share * campaign.weight / weights * shape / shape.sum())
     return tuple(sources), np.column_stack(columns)
@@ -99,7 +110,7 @@ def marketing_spend(config: SimulationConfig, plan: LeadPlan, rng: np.random.Gen
     impressions ~ clicks / click-through rate. Channels with no cost per lead (direct) have no rows.
     """
     channels = {c.name: c for c in config.channels}
-    days = np.array([config.start + timedelta(days=d) for d in range(config.days)], dtype=object)
+    days = np.array([config.start + timedelta(days=d) for d in range(config.timeline_days)], dtype=object)
     frames = []
     for column, source in enumerate(plan.sources):
         channel = channels[source.channel]

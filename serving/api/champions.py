@@ -26,7 +26,12 @@ class NothingToServe(LeadvalError):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A champion model ready to score, with the registry and run facts ``GET /models`` reports."""
+    """A champion model ready to score, with the registry and run facts ``GET /models`` reports.
+
+    ``data_end`` is the end of the data the model was trained on (naive UTC), when the model or its run
+    records it (models trained before it was recorded do not): the service warns when a request's as-of
+    is long after it.
+    """
 
     name: str
     uri: str
@@ -35,6 +40,7 @@ class LoadedModel:
     trained_at: datetime | None
     metrics: dict[str, float]
     python_model: Any = field(repr=False)
+    data_end: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -99,19 +105,43 @@ def _trained_at(run: Any) -> datetime | None:
     return datetime.fromtimestamp(millis / 1000, tz=timezone.utc).replace(tzinfo=None) if millis else None
 
 
+def instant(value: Any) -> datetime | None:
+    """An ISO 8601 instant (text or datetime) as naive UTC; None when missing or unreadable."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo is not None else value
+
+
+def training_data_end(python_model: Any, tags: dict[str, str]) -> datetime | None:
+    """When the model's training data ends: the lead scorer's ``info["data_end"]``, else the run's ``data_end``
+    tag; None for models that record neither."""
+    scorer = getattr(python_model, "scorer", None)
+    info = getattr(scorer, "info", None)
+    recorded = info.get("data_end") if isinstance(info, dict) else None
+    return instant(recorded) or instant(tags.get("data_end"))
+
+
 def _load(client: Any, name: str, version: Any) -> LoadedModel:
     import mlflow.pyfunc
 
     pyfunc = mlflow.pyfunc.load_model(client.get_model_version_download_uri(name, version.version),
                                      suppress_warnings=True)
+    python_model = pyfunc.unwrap_python_model()
     run_id = version.run_id or None
-    trained_at, metrics = None, {}
+    trained_at, metrics, tags = None, {}, {}
     if run_id:
         run = client.get_run(run_id)
         trained_at = _trained_at(run)
         metrics = {k: float(v) for k, v in sorted(run.data.metrics.items()) if math.isfinite(v)}
+        tags = dict(run.data.tags)
     return LoadedModel(name=name, uri=champion_uri(name), version=str(version.version), run_id=run_id,
-                       trained_at=trained_at, metrics=metrics, python_model=pyfunc.unwrap_python_model())
+                       trained_at=trained_at, metrics=metrics, python_model=python_model,
+                       data_end=training_data_end(python_model, tags))
 
 
 def load_champions(tracking_uri: str) -> ServedModels:

@@ -4,9 +4,17 @@ Every field is typed strictly (a number sent as a string is a wrong type, not a 
 where it enters: NaN and Infinity are refused, counts and amounts must be >= 0, recency cannot
 exceed age, lists cannot be empty or longer than :data:`MAX_BATCH`. A bad request gets a 400 whose
 ``detail`` gives, per problem, its location (``["leads", 3, "created_at"]``: field and item index)
-and a message. Category values (channels, industries, activity types, ...) are free text: values
-the model has not seen are scored, not refused. Times are ISO 8601 strings (``2024-05-01`` or
-``2024-05-01T09:30:00Z``); offsets are converted to UTC and times without one are taken as UTC.
+and a message. Profile categories (channels, industries, ...) are free text: values the model has not
+seen are scored, not refused. ``activity_type`` is one of the CRM's activity types
+(:data:`features.crm.schema.ACTIVITY_TYPES`, as the import requires); like the activity times, the types
+are checked all at once when the request is scored (:func:`serving.api.service.request_features`), where
+one pass costs microseconds and a per-value validator here milliseconds. Times are ISO 8601 strings
+(``2024-05-01`` or ``2024-05-01T09:30:00Z``); offsets are converted to UTC and times without one are taken
+as UTC.
+
+Unknown fields (a misspelt ``industy``) are a 400 naming where they are and the fields expected there,
+unless the request says ``"lenient": true``: then they are ignored and listed in the response's
+``warnings`` (:mod:`serving.api.unknown_fields`; ``lenient`` stays each request's first field).
 """
 
 from __future__ import annotations
@@ -25,11 +33,20 @@ from pydantic import (
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    PrivateAttr,
     model_validator,
     with_config,
 )
 from pydantic_core import PydanticCustomError, core_schema
 from typing_extensions import Required, TypedDict
+
+from serving.api.unknown_fields import (
+    LenientFlag,
+    end_of_request,
+    ignored_fields_warnings,
+    is_lenient,
+    unknown_field,
+)
 
 MAX_BATCH = 10_000
 """Most leads or customers in one request."""
@@ -41,8 +58,24 @@ LATEST = datetime(2200, 1, 1)
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([Tt ].*)?")
 TIME_EXPECTED = "an ISO 8601 date or date-time between 1970-01-01 and 2200-01-01, such as 2024-05-01T09:30:00Z"
 
-STRICT = ConfigDict(strict=True, allow_inf_nan=False, hide_input_in_errors=True, extra="ignore")
-"""No type coercion, no NaN/Infinity, and request values never copied into error messages or logs."""
+STRICT = ConfigDict(strict=True, allow_inf_nan=False, hide_input_in_errors=True, extra="allow",
+                    json_schema_extra={"additionalProperties": False})
+"""No type coercion, no NaN/Infinity, and request values never copied into error messages or logs (except an
+unknown activity type, an event name the client needs to see: see :mod:`serving.api.service`). Unknown
+fields go to each object's ``extra_items`` / ``__pydantic_extra__`` validator (:func:`unknown_field`), which
+refuses them unless the request is lenient; their names are in the error's location, as pydantic reports them."""
+
+LEAD_FIELDS: tuple[str, ...] = ("lead_id", "created_at", "source_channel", "campaign", "country", "industry",
+                                "company_size", "job_seniority", "email_domain_type", "activities")
+ACTIVITY_FIELDS: tuple[str, ...] = ("activity_type", "occurred_at", "channel", "content_id", "duration_seconds")
+ORDER_FIELDS: tuple[str, ...] = ("ordered_at", "amount")
+CUSTOMER_FIELDS: tuple[str, ...] = ("customer_id", "frequency", "recency_days", "age_days", "monetary_value", "orders")
+SCORE_LEADS_FIELDS: tuple[str, ...] = ("lenient", "leads", "as_of")
+PREDICT_CLV_FIELDS: tuple[str, ...] = ("lenient", "customers", "horizon_days", "discount_rate", "as_of")
+ScoreLeadsExtra = unknown_field("the request", SCORE_LEADS_FIELDS)
+PredictCLVExtra = unknown_field("the request", PREDICT_CLV_FIELDS)
+CustomerExtra = unknown_field("a customer", CUSTOMER_FIELDS)
+OrderExtra = unknown_field("an order", ORDER_FIELDS)
 
 
 def _iso_text(value: Any) -> Any:
@@ -87,12 +120,19 @@ def _first_repeat(ids: list[str]) -> tuple[int, int] | None:
     return None
 
 
+def _activity_types_enum(schema: dict[str, Any]) -> None:
+    from features.crm.schema import ACTIVITY_TYPES  # sqlalchemy: not at import (BentoML's supervisor imports us)
+
+    schema["enum"] = list(ACTIVITY_TYPES)
+
+
 @with_config(STRICT)
-class Activity(TypedDict, total=False):
+class Activity(TypedDict, total=False, extra_items=unknown_field("an activity", ACTIVITY_FIELDS)):
     """One behaviour event of a lead, as in the CRM's ``activities`` table."""
 
-    activity_type: Required[Annotated[str, Field(min_length=1, max_length=32,
-                                                 description="e.g. page_view, email_click, demo_request.")]]
+    activity_type: Required[Annotated[str, Field(min_length=1, max_length=32, json_schema_extra=_activity_types_enum,
+                                                 description="One of the CRM's activity types, e.g. page_view, "
+                                                             "email_click, demo_request.")]]
     occurred_at: Required[IsoTime]
     channel: Name | None
     content_id: Annotated[str, Field(max_length=128)] | None
@@ -107,12 +147,14 @@ class LeadActivities:
     then turned into columns at once, while its objects are still in the CPU's cache. A 1,000-lead
     request carries ~45,000 activities: each later pass over their mappings cost 5-8 ms, most of it cache
     misses, and freeing them at the end of the request another ~3 ms. ``channel`` and ``content_id`` are
-    checked but not kept: the lead features do not use them (nor does the batch job).
+    checked but not kept: the lead features do not use them (nor does the batch job). ``ignored`` lists
+    the (position, field) of unknown fields a lenient request sent (always empty otherwise: they are a 400).
     """
 
     activity_type: list[str]
     occurred_at: list[str]
     duration_seconds: list[float | None]
+    ignored: tuple[tuple[int, str], ...] = ()
 
     def __len__(self) -> int:
         return len(self.occurred_at)
@@ -120,9 +162,14 @@ class LeadActivities:
     @classmethod
     def from_mappings(cls, activities: list[Activity]) -> LeadActivities:
         """Columns of validated activity mappings."""
+        ignored = ()
+        if is_lenient():
+            known = frozenset(ACTIVITY_FIELDS)
+            ignored = tuple((position, name) for position, activity in enumerate(activities)
+                            for name in activity.keys() - known)
         return cls(list(map(itemgetter("activity_type"), activities)),
                    list(map(itemgetter("occurred_at"), activities)),
-                   list(map(dict.get, activities, repeat("duration_seconds"))))
+                   list(map(dict.get, activities, repeat("duration_seconds"))), ignored)
 
     def mappings(self) -> list[dict[str, Any]]:
         """The activities as mappings of the fields kept (how a request is written back out)."""
@@ -141,7 +188,7 @@ NO_ACTIVITIES = LeadActivities([], [], [])
 
 
 @with_config(STRICT)
-class Lead(TypedDict, total=False):
+class Lead(TypedDict, total=False, extra_items=unknown_field("a lead", LEAD_FIELDS)):
     """A lead as the CRM holds it (the ``leads`` columns a model may use) with its activities."""
 
     lead_id: Required[Id]
@@ -161,24 +208,50 @@ class ScoreLeadsRequest(BaseModel):
 
     Leads are plain mappings (validated, not turned into objects) and each lead's activities become
     :class:`LeadActivities` columns: a 1,000-lead request carries tens of thousands of activities.
-    Their times are checked for syntax here and parsed, all at once, when the request is scored
-    (see :data:`IsoTime`).
+    Their times and types are checked for syntax here and parsed or looked up, all at once, when the
+    request is scored (see :data:`IsoTime`). ``lenient`` must stay the first field
+    (:mod:`serving.api.unknown_fields`).
     """
 
     model_config = STRICT
 
+    lenient: LenientFlag = False
     leads: Annotated[list[Lead], Field(min_length=1, max_length=MAX_BATCH)]
     as_of: UtcTime | None = None
+    __pydantic_extra__: dict[str, ScoreLeadsExtra]
+    _ignored: list[str] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> ScoreLeadsRequest:
+        end_of_request()
         repeated = _first_repeat([lead["lead_id"] for lead in self.leads])
         if repeated is not None:
             raise PydanticCustomError("duplicate_id", "leads[{second}].lead_id repeats leads[{first}].lead_id; "
                                       "send each lead once", {"first": repeated[0], "second": repeated[1]})
         if self.as_of is None:
             self.as_of = datetime.now(timezone.utc).replace(tzinfo=None)
+        if self.lenient:
+            self._ignored = ignored_fields_warnings(self._drop_unknown_fields())
         return self
+
+    def _drop_unknown_fields(self) -> list[tuple[str, str, str]]:
+        """Remove the unknown fields a lenient request sent; returns them as (kind, path, name)."""
+        found = [("request", "", name) for name in self.__pydantic_extra__ or {}]
+        self.__pydantic_extra__ = {}
+        known = frozenset(LEAD_FIELDS)
+        for index, lead in enumerate(self.leads):
+            for name in lead.keys() - known:
+                del lead[name]
+                found.append(("lead", f"leads[{index}]", name))
+            activities = lead.get("activities")
+            for position, name in activities.ignored if activities is not None else ():
+                found.append(("activity", f"leads[{index}].activities[{position}]", name))
+        return found
+
+    @property
+    def ignored_fields(self) -> list[str]:
+        """Warnings naming the unknown fields a lenient request sent (ignored); empty otherwise."""
+        return self._ignored
 
 
 class Reasons(BaseModel):
@@ -192,7 +265,8 @@ class LeadScore(BaseModel):
     """The score of one lead; ``expected_value`` = probability x predicted value of a new customer from its channel."""
 
     lead_id: str
-    score: int = Field(description="Likelihood to convert, 0-100 (calibrated probability x 100).")
+    score: int = Field(description="Likelihood to convert as a percentile, 1-99: the share of the model's reference "
+                                   "leads less likely to convert (see the README, Lead scoring).")
     probability: float = Field(description="Calibrated probability of converting within the model's horizon.")
     band: str = Field(description="A (best) to D.")
     reasons: Reasons
@@ -203,10 +277,13 @@ class LeadScore(BaseModel):
 
 
 class ScoreLeadsResponse(BaseModel):
-    """Scores in the order the leads were sent."""
+    """Scores in the order the leads were sent, and what may mislead about them."""
 
     as_of: UtcTimeOut
     scores: list[LeadScore]
+    warnings: list[str] = Field(default_factory=list, description=(
+        "What may make the scores mislead: an as_of long after the end of the model's training data, unknown "
+        "fields ignored in a lenient request. Empty when there is nothing to say."))
 
 
 class Order(BaseModel):
@@ -216,6 +293,7 @@ class Order(BaseModel):
 
     ordered_at: UtcTime
     amount: Amount
+    __pydantic_extra__: dict[str, OrderExtra]
 
 
 class Customer(BaseModel):
@@ -233,6 +311,7 @@ class Customer(BaseModel):
     age_days: Amount | None = None
     monetary_value: Amount | None = None
     orders: Annotated[list[Order], Field(min_length=1, max_length=MAX_ORDERS_PER_CUSTOMER)] | None = None
+    __pydantic_extra__: dict[str, CustomerExtra]
 
     @model_validator(mode="after")
     def _summary_or_orders(self) -> Customer:
@@ -259,17 +338,42 @@ class PredictCLVRequest(BaseModel):
     """Customers to value over ``horizon_days`` at an annual ``discount_rate`` (both default to the model's).
 
     ``as_of`` is the observation end for customers sent as orders (default: when the request arrives).
+    ``lenient`` must stay the first field (:mod:`serving.api.unknown_fields`).
     """
 
     model_config = STRICT
 
+    lenient: LenientFlag = False
     customers: Annotated[list[Customer], Field(min_length=1, max_length=MAX_BATCH)]
     horizon_days: Annotated[float, Field(ge=1, le=MAX_HORIZON_DAYS)] | None = None
     discount_rate: Annotated[float, Field(ge=0, le=1, description="Annual rate, e.g. 0.1.")] | None = None
     as_of: UtcTime | None = None
+    __pydantic_extra__: dict[str, PredictCLVExtra]
+    _ignored: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def ignored_fields(self) -> list[str]:
+        """Warnings naming the unknown fields a lenient request sent (ignored); empty otherwise."""
+        return self._ignored
+
+    def _drop_unknown_fields(self) -> list[tuple[str, str, str]]:
+        """Remove the unknown fields a lenient request sent; returns them as (kind, path, name)."""
+        found = [("request", "", name) for name in self.__pydantic_extra__ or {}]
+        self.__pydantic_extra__ = {}
+        for index, customer in enumerate(self.customers):
+            found += [("customer", f"customers[{index}]", name) for name in customer.__pydantic_extra__ or {}]
+            customer.__pydantic_extra__ = {}
+            for position, order in enumerate(customer.orders or ()):
+                found += [("order", f"customers[{index}].orders[{position}]", name)
+                          for name in order.__pydantic_extra__ or {}]
+                order.__pydantic_extra__ = {}
+        return found
 
     @model_validator(mode="after")
     def _consistent(self) -> PredictCLVRequest:
+        end_of_request()
+        if self.lenient:
+            self._ignored = ignored_fields_warnings(self._drop_unknown_fields())
         repeat = _first_repeat([customer.customer_id for customer in self.customers])
         if repeat is not None:
             raise PydanticCustomError("duplicate_id", "customers[{second}].customer_id repeats "
@@ -304,6 +408,8 @@ class PredictCLVResponse(BaseModel):
     horizon_days: float
     discount_rate: float
     customers: list[CustomerValue]
+    warnings: list[str] = Field(default_factory=list, description=(
+        "Unknown fields ignored in a lenient request. Empty when there is nothing to say."))
 
 
 class ModelFacts(BaseModel):

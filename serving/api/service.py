@@ -6,8 +6,8 @@ Endpoints
     Leads as the CRM holds them, each with its activities. Features are computed by the same
     ``features`` code as in training, as of ``as_of`` (default: when the request arrives), and the
     leads are scored by the nightly batch job's own function (:func:`serving.batch.jobs.lead_values`).
-    Per lead: ``score`` (0-100), ``probability``, ``band``, ``reasons``, ``expected_value``,
-    ``model_version``.
+    Per lead: ``score`` (1-99), ``probability``, ``band``, ``reasons``, ``expected_value``,
+    ``model_version``; per response, ``warnings`` (:func:`lead_scores`).
 ``POST /predict_clv``
     Customers as an RFM summary in days, or as their raw orders (summarised by
     :func:`features.rfm.rfm_summary` as of ``as_of``). Per customer: ``expected_purchases``,
@@ -30,8 +30,9 @@ loaded.
 
 Safety: bodies over ``LEADVAL_MAX_BODY_BYTES`` get 413 before they are read, requests without
 ``Authorization: Bearer $LEADVAL_API_KEY`` get 401 when that variable is set (probes excepted), bad
-input gets 400 naming the field and item index, and request bodies are never logged. The server
-binds 127.0.0.1 unless told otherwise.
+input gets 400 naming the field and item index (unknown fields and activity types too, see
+:mod:`serving.api.schemas`), and request bodies are never logged. The server binds 127.0.0.1 unless told
+otherwise.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from starlette.routing import Route
 
 from features.errors import InvalidInput
 from features.json_ready import json_ready
-from serving.api.champions import ServedModels, load_champions
+from serving.api.champions import LoadedModel, ServedModels, load_champions
 from serving.api.limits import RequestLimits
 from serving.api.schemas import (
     EARLIEST,
@@ -70,6 +71,8 @@ from serving.api.schemas import (
 from training.registry import CLV_MODEL_NAME, LEAD_MODEL_NAME, champion_uri
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import numpy as np
     import pandas as pd
 
@@ -78,6 +81,9 @@ if TYPE_CHECKING:
 # pandas, numpy and the models' modules are imported where they are used: BentoML's supervisor process
 # imports this module only to read the service definition, and every second of imports there delays
 # start-up.
+
+STALE_MODEL_DAYS = 90
+"""A request whose as-of is more than this many days after the end of the model's training data gets a warning."""
 
 
 def _problem(title: str, location: tuple[str | int, ...], message: str) -> ValidationError:
@@ -173,12 +179,35 @@ def utc_times(texts: list[str]) -> tuple[np.ndarray, int | None]:
     return stamps.astype("datetime64[ns]"), None
 
 
+def _activity_position(owner: np.ndarray, flat: int) -> tuple[int, int]:
+    """(lead index, position in its activities) of the request's ``flat``-th activity (``owner``: each one's lead)."""
+    import numpy as np
+
+    lead_index = int(owner[flat])
+    return lead_index, flat - int(np.searchsorted(owner, lead_index))
+
+
+def _unknown_activity_type(value: str) -> str:
+    """The 400 message for an activity type the CRM does not know: the value, the allowed ones, a near match.
+
+    The value is quoted (at most 32 characters, the schema's limit): an event name, which the client needs
+    to see to find its typo; no other request value is ever quoted.
+    """
+    import difflib
+
+    from features.crm.schema import ACTIVITY_TYPES
+
+    near = difflib.get_close_matches(value.lower(), ACTIVITY_TYPES, n=1, cutoff=0.75)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return f"unknown activity type {value!r}{hint}; expected one of: {', '.join(ACTIVITY_TYPES)}"
+
+
 def request_features(request: ScoreLeadsRequest) -> LeadFeatureArrays:
     """The request's leads' features as of ``request.as_of``, by the feature code the batch job uses.
 
-    No DataFrame is built: times are parsed in one go and the events go to
-    :func:`features.lead_features.behaviour_features` as arrays. An unreadable time, or a lead
-    created after ``as_of``, is a 400 naming the lead (and activity) index.
+    No DataFrame is built: times are parsed and activity types looked up in one go each, and the events
+    go to :func:`features.lead_features.behaviour_features` as arrays. An unreadable time, an activity type
+    the CRM does not know, or a lead created after ``as_of``, is a 400 naming the lead (and activity) index.
     """
     import numpy as np
 
@@ -198,10 +227,16 @@ def request_features(request: ScoreLeadsRequest) -> LeadFeatureArrays:
     if bad is not None and bad < len(leads):
         raise _problem("score_leads", ("leads", bad, "created_at"), "expected " + TIME_EXPECTED)
     if bad is not None:
-        lead_index = int(owner[bad - len(leads)])
-        position = bad - len(leads) - int(np.searchsorted(owner, lead_index))
+        lead_index, position = _activity_position(owner, bad - len(leads))
         raise _problem("score_leads", ("leads", lead_index, "activities", position, "occurred_at"),
                        "expected " + TIME_EXPECTED)
+    types = list(chain.from_iterable(map(attrgetter("activity_type"), activities)))
+    type_positions = activity_type_positions(types)
+    if len(type_positions) and type_positions.min() < 0:
+        flat = int(np.argmax(type_positions < 0))
+        lead_index, position = _activity_position(owner, flat)
+        raise _problem("score_leads", ("leads", lead_index, "activities", position, "activity_type"),
+                       _unknown_activity_type(types[flat]))
     at = as_of_timestamp(request.as_of).value
     created = stamps[: len(leads)].view("int64")
     late = created > at
@@ -215,15 +250,28 @@ def request_features(request: ScoreLeadsRequest) -> LeadFeatureArrays:
     return LeadFeatureArrays(
         lead_ids=np.array([lead["lead_id"] for lead in leads], dtype=object),
         profile=np.array([[lead.get(column) for column in PROFILE_FEATURES] for lead in leads], dtype=object),
-        behaviour=behaviour_features(at, created, owner,
-                                     activity_type_positions(list(chain.from_iterable(
-                                         map(attrgetter("activity_type"), activities)))),
-                                     stamps[len(leads):].view("int64"), duration),
+        behaviour=behaviour_features(at, created, owner, type_positions, stamps[len(leads):].view("int64"),
+                                     duration),
     )
 
 
+def stale_model_warnings(model: LoadedModel, as_of: datetime) -> list[str]:
+    """A warning when ``as_of`` is more than :data:`STALE_MODEL_DAYS` after the end of the model's training data
+    (none when the model does not record that end)."""
+    from datetime import timedelta
+
+    if model.data_end is None or as_of - model.data_end <= timedelta(days=STALE_MODEL_DAYS):
+        return []
+    days = (as_of - model.data_end).days
+    return [f"stale model: as_of ({as_of:%Y-%m-%d %H:%M}) is {days:,} days after the end of the data "
+            f"{model.name} v{model.version} was trained on ({model.data_end:%Y-%m-%d %H:%M}); leads and what "
+            "makes them convert may have changed since, so read the scores with care and retrain the model "
+            "(leadval train leads) on recent data"]
+
+
 def lead_scores(served: ServedModels, request: ScoreLeadsRequest) -> ScoreLeadsResponse:
-    """The scores of a validated request (the lead-scoring model must be loaded).
+    """The scores of a validated request (the lead-scoring model must be loaded), with its ``warnings``: a
+    stale model (:func:`stale_model_warnings`) and the unknown fields a lenient request sent.
 
     Scored by :func:`serving.batch.jobs.lead_values`, the nightly batch job's own function.
     """
@@ -237,11 +285,12 @@ def lead_scores(served: ServedModels, request: ScoreLeadsRequest) -> ScoreLeadsR
         raise _problem("score_leads", ("leads",), str(exc)) from None
     rows = zip(features.lead_ids.tolist(), scores.score.tolist(), scores.probability.tolist(),
                scores.band.tolist(), scores.reasons.lists(), values, strict=True)
+    warnings = stale_model_warnings(model, request.as_of) + request.ignored_fields
     return ScoreLeadsResponse.model_validate({"as_of": request.as_of, "scores": [
         {"lead_id": lead_id, "score": score, "probability": p, "band": band, "reasons": reasons,
          "expected_value": value, "model_version": model.version}
         for lead_id, score, p, band, reasons, value in rows
-    ]})
+    ], "warnings": warnings})
 
 
 def customer_values(served: ServedModels, request: PredictCLVRequest) -> PredictCLVResponse:
@@ -262,7 +311,7 @@ def customer_values(served: ServedModels, request: PredictCLVRequest) -> Predict
                       expected_order_value=json_ready(order_value), clv=json_ready(clv),
                       segment=segment, model_version=model.version)
         for cid, purchases, alive, order_value, clv, segment in columns
-    ])
+    ], warnings=request.ignored_fields)
 
 
 WARM_UP_LEADS = {

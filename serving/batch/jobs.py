@@ -2,17 +2,19 @@
 
 Both jobs read in chunks, score through the same functions as the service (:func:`lead_values`,
 :func:`training.clv.predict.predict_clv`), and write through
-:mod:`serving.batch.writeback`, which makes reruns idempotent and a killed run resumable.
+:mod:`serving.batch.writeback`, which makes reruns idempotent and a killed run resumable. Each result says
+what this invocation scored and wrote, what an earlier attempt of the same run had written, and warns when
+the as-of is more than :data:`STALE_AFTER_DAYS` after the CRM's last activity (leads) or order (customers).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pandas as pd
-from sqlalchemy import Engine, and_, or_, select
+from sqlalchemy import Column, Engine, and_, func, or_, select
 
 from features.crm import schema
 from features.lead_history import LEAD_COLUMNS
@@ -26,7 +28,7 @@ from features.lead_features import (
     lead_feature_arrays,
 )
 from features.rfm import rfm_summary
-from serving.batch.writeback import CUSTOMER_JOB, LEAD_JOB, ModelIdentity, run_batch, utc_now
+from serving.batch.writeback import CUSTOMER_JOB, LEAD_JOB, ModelIdentity, RunState, run_batch, utc_now
 from training.clv.predict import CLVParameters, predict_clv, rfm_in_days
 from training.leads.pyfunc import scorer_of
 from training.leads.scorer import LeadScores
@@ -34,9 +36,19 @@ from training.leads.value import expected_values
 from training.registry import CLV_MODEL_URI, LEAD_MODEL_URI, ModelNotFound, load_registered, registered_identity
 
 
+STALE_AFTER_DAYS = 14
+"""An as-of more than this many days after the CRM's last activity (or order) gets a warning."""
+
+
 @dataclass(frozen=True)
 class BatchResult:
-    """What a batch run did, for the summary line and ``--json``."""
+    """What a batch run did, for the summary line and ``--json``.
+
+    ``scored``: rows this invocation scored (a dry run scores but writes nothing); ``written``: rows it wrote;
+    ``already``: rows an earlier attempt of the same run had written (a resumed run, or a rerun of work
+    already done); ``total``: rows the run covers. ``already_finished_at`` is when an earlier attempt
+    finished the run, for a rerun that found it done (then nothing is scored or written).
+    """
 
     job: str
     scoring_run_id: str | None
@@ -47,6 +59,46 @@ class BatchResult:
     as_of: datetime
     dry_run: bool
     seconds: float
+    written: int = 0
+    already: int = 0
+    already_finished_at: datetime | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def written_result(job: str, run: RunState, written: int, total: int, identity: ModelIdentity, as_of: datetime,
+                   started: datetime, warnings: tuple[str, ...]) -> BatchResult:
+    """The result of a run that wrote back ``written`` of ``total`` rows (the rest an earlier attempt wrote)."""
+    return BatchResult(job, run.scoring_run_id, written, total, identity.name, identity.version, as_of, False,
+                       (utc_now() - started).total_seconds(), written=written, already=total - written,
+                       already_finished_at=run.previous_finished_at if run.already_finished and not written else None,
+                       warnings=warnings)
+
+
+def latest_time(engine: Engine, column: Column) -> datetime | None:
+    """The latest value of a CRM time column (e.g. the last activity), or None for an empty table."""
+    with engine.connect() as conn:
+        value = conn.execute(select(func.max(column))).scalar()
+    return None if value is None else pd.Timestamp(value).to_pydatetime()
+
+
+STALE_WORDS = {"leads": ("activity", "open lead is scored"), "customers": ("order", "customer is valued")}
+"""Per job: the CRM event its staleness is measured from, and what the warning says of each scored row."""
+
+
+def staleness_warnings(job: str, as_of: datetime, last: datetime | None) -> tuple[str, ...]:
+    """A warning when ``as_of`` is more than :data:`STALE_AFTER_DAYS` after the CRM's ``last`` activity (leads)
+    or order (customers).
+
+    Features and RFM are computed as of ``as_of``, so every lead (or customer) of a CRM that stopped being
+    updated looks silent since its last event: scores fall for no reason a salesperson could see.
+    """
+    if last is None or as_of - last <= timedelta(days=STALE_AFTER_DAYS):
+        return ()
+    event, scored = STALE_WORDS[job]
+    days = (as_of - last).days
+    return (f"stale CRM: the as-of ({as_of:%Y-%m-%d %H:%M}) is {days:,} days after its last {event} "
+            f"({last:%Y-%m-%d %H:%M}), so every {scored} as if nothing had happened since; check that the CRM is "
+            f"still being updated, or pass --as-of {last:%Y-%m-%dT%H:%M:%S} to score as of its last {event}",)
 
 
 def model_identity(uri: str) -> tuple[ModelIdentity, object]:
@@ -123,13 +175,15 @@ def score_open_leads(
 ) -> BatchResult:
     """Score every open lead as of ``as_of`` (default now, UTC) into ``lead_scores`` and its history.
 
-    ``expected_value`` needs the CLV model; without one it is left empty.
+    ``expected_value`` needs the CLV model; without one it is left empty. A rerun of work already done
+    scores and writes nothing (see :class:`BatchResult`).
     """
     started = utc_now()
     at = (as_of_timestamp(as_of) if as_of is not None else pd.Timestamp(started)).to_pydatetime()
     identity, model = model_identity(model_uri)
     clv_params = optional_clv_parameters(clv_model_uri)
     create_schema(engine)
+    warnings = staleness_warnings("leads", at, latest_time(engine, schema.activities.c.occurred_at))
     ids = open_lead_ids(engine, at)
 
     def score_chunk(chunk: list[str]) -> pd.DataFrame:
@@ -139,10 +193,9 @@ def score_open_leads(
     if dry_run:
         scored = sum(len(score_chunk(ids[i : i + chunk_size])) for i in range(0, len(ids), chunk_size))
         return BatchResult("leads", None, scored, len(ids), identity.name, identity.version, at, True,
-                           (utc_now() - started).total_seconds())
-    run, _ = run_batch(engine, LEAD_JOB, identity, at, ids, score_chunk, chunk_size, progress)
-    return BatchResult("leads", run.scoring_run_id, len(ids), len(ids), identity.name, identity.version, at, False,
-                       (utc_now() - started).total_seconds())
+                           (utc_now() - started).total_seconds(), warnings=warnings)
+    run, written = run_batch(engine, LEAD_JOB, identity, at, ids, score_chunk, chunk_size, progress)
+    return written_result("leads", run, written, len(ids), identity, at, started, warnings)
 
 
 def customer_rfm(engine: Engine, as_of: datetime) -> pd.DataFrame:
@@ -162,12 +215,16 @@ def score_customers(
     dry_run: bool = False,
     progress: Callable[[int], object] | None = None,
 ) -> BatchResult:
-    """Score every customer as of ``as_of`` (default now, UTC) into ``customer_scores`` and its history."""
+    """Score every customer as of ``as_of`` (default now, UTC) into ``customer_scores`` and its history.
+
+    A rerun of work already done scores and writes nothing (see :class:`BatchResult`).
+    """
     started = utc_now()
     at = (as_of_timestamp(as_of) if as_of is not None else pd.Timestamp(started)).to_pydatetime()
     identity, model = model_identity(model_uri)
     params = model.unwrap_python_model().params
     create_schema(engine)
+    warnings = staleness_warnings("customers", at, latest_time(engine, schema.orders.c.ordered_at))
     rfm = customer_rfm(engine, at).set_index("customer_id", drop=False)
     horizon = int(params.horizon_days)
 
@@ -179,7 +236,6 @@ def score_customers(
     if dry_run:
         scored = len(score_chunk(ids)) if ids else 0
         return BatchResult("customers", None, scored, len(ids), identity.name, identity.version, at, True,
-                           (utc_now() - started).total_seconds())
-    run, _ = run_batch(engine, CUSTOMER_JOB, identity, at, ids, score_chunk, chunk_size, progress)
-    return BatchResult("customers", run.scoring_run_id, len(ids), len(ids), identity.name, identity.version, at,
-                       False, (utc_now() - started).total_seconds())
+                           (utc_now() - started).total_seconds(), warnings=warnings)
+    run, written = run_batch(engine, CUSTOMER_JOB, identity, at, ids, score_chunk, chunk_size, progress)
+    return written_result("customers", run, written, len(ids), identity, at, started, warnings)

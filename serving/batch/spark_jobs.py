@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import pandas as pd
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Table, func, select
 
 from features.crm import schema
 from features.lead_history import LEAD_COLUMNS
@@ -25,7 +25,14 @@ from features.crm.store import create_schema
 from features.errors import InvalidInput
 from features.lead_features import ACTIVITY_INPUT_COLUMNS, LEAD_INPUT_COLUMNS, as_of_timestamp, lead_features
 from features.rfm import rfm_summary
-from serving.batch.jobs import BatchResult, model_identity, optional_clv_parameters
+from serving.batch.jobs import (
+    BatchResult,
+    latest_time,
+    model_identity,
+    optional_clv_parameters,
+    staleness_warnings,
+    written_result,
+)
 from serving.batch.spark_source import SparkSettings, read_crm_table, timestamp_literal
 from serving.batch.writeback import CUSTOMER_JOB, LEAD_JOB, ModelIdentity, utc_now, write_scored
 from training.clv.predict import rfm_in_days
@@ -124,10 +131,22 @@ def _udf_scores(spark: SparkSession, identity: ModelIdentity, frame: DataFrame, 
     return frame.select(*keep, udf(F.struct(*inputs)).alias("scored")).select(*keep, "scored.*")
 
 
-def _result(job: str, run_id: str | None, scored: int, total: int, identity: ModelIdentity, at: datetime,
-            dry_run: bool, started: datetime) -> BatchResult:
-    return BatchResult(job, run_id, scored, total, identity.name, identity.version, at, dry_run,
-                       (utc_now() - started).total_seconds())
+def _dry_result(job: str, scored: int, total: int, identity: ModelIdentity, at: datetime, started: datetime,
+                warnings: tuple[str, ...]) -> BatchResult:
+    return BatchResult(job, None, scored, total, identity.name, identity.version, at, True,
+                       (utc_now() - started).total_seconds(), warnings=warnings)
+
+
+def _last_time(engine: Engine, settings: SparkSettings, frame: DataFrame, table: Table, column: str
+               ) -> datetime | None:
+    """The latest ``column`` of the table the job reads: from the database, or from the Parquet export
+    (``frame``, before any filter) when the job reads one."""
+    if settings.parquet is None:
+        return latest_time(engine, table.c[column])
+    from pyspark.sql import functions as F
+
+    value = frame.agg(F.max(column)).first()[0]
+    return None if value is None else pd.Timestamp(value).to_pydatetime()
 
 
 def score_open_leads_spark(
@@ -161,6 +180,8 @@ def score_open_leads_spark(
     open_leads = open_leads.select(*LEAD_INPUT_COLUMNS)
     ids = sorted(open_leads.select("lead_id").toPandas()["lead_id"].tolist())
     activities = read_crm_table(spark, settings, db_url, schema.activities, ACTIVITY_INPUT_COLUMNS)
+    warnings = staleness_warnings("leads", at.to_pydatetime(),
+                                  _last_time(engine, settings, activities, schema.activities, "occurred_at"))
     activities = activities.where(F.col("occurred_at") <= cutoff)
     buckets = bucket_count(spark, settings, len(ids))
 
@@ -178,9 +199,9 @@ def score_open_leads_spark(
 
     if dry_run:
         count = scored(ids).count() if ids else 0
-        return _result("leads", None, count, len(ids), identity, at.to_pydatetime(), True, started)
-    run, _ = write_scored(engine, LEAD_JOB, identity, at.to_pydatetime(), ids, scored_chunks, progress)
-    return _result("leads", run.scoring_run_id, len(ids), len(ids), identity, at.to_pydatetime(), False, started)
+        return _dry_result("leads", count, len(ids), identity, at.to_pydatetime(), started, warnings)
+    run, written = write_scored(engine, LEAD_JOB, identity, at.to_pydatetime(), ids, scored_chunks, progress)
+    return written_result("leads", run, written, len(ids), identity, at.to_pydatetime(), started, warnings)
 
 
 def score_customers_spark(
@@ -203,6 +224,8 @@ def score_customers_spark(
     horizon = int(model.unwrap_python_model().params.horizon_days)
     create_schema(engine)
     orders = read_crm_table(spark, settings, db_url, schema.orders, ["customer_id", "ordered_at", "amount"])
+    warnings = staleness_warnings("customers", at.to_pydatetime(),
+                                  _last_time(engine, settings, orders, schema.orders, "ordered_at"))
     orders = orders.where(F.col("ordered_at") <= timestamp_literal(at))
     with engine.connect() as conn:
         customers = conn.execute(select(func.count()).select_from(schema.customers)).scalar_one()
@@ -224,10 +247,9 @@ def score_customers_spark(
 
     try:
         if dry_run:
-            return _result("customers", None, scored(ids).count(), len(ids), identity, at.to_pydatetime(), True,
-                           started)
-        run, _ = write_scored(engine, CUSTOMER_JOB, identity, at.to_pydatetime(), ids, scored_chunks, progress)
+            return _dry_result("customers", scored(ids).count(), len(ids), identity, at.to_pydatetime(), started,
+                               warnings)
+        run, written = write_scored(engine, CUSTOMER_JOB, identity, at.to_pydatetime(), ids, scored_chunks, progress)
     finally:
         rfm.unpersist()
-    return _result("customers", run.scoring_run_id, len(ids), len(ids), identity, at.to_pydatetime(), False,
-                   started)
+    return written_result("customers", run, written, len(ids), identity, at.to_pydatetime(), started, warnings)

@@ -2,8 +2,9 @@
 
 A run is identified by what it computes (job, model version, as-of), so rerunning the same work finds its
 ledger row and skips the ids it already wrote: a run killed at any point is completed by the next one,
-and a rerun of a finished run adds no rows. Each chunk's scores, history rows and ledger count are
-committed together, so every table stays consistent whatever moment the process dies.
+and a rerun of a finished run adds no rows and leaves its ledger row as it was (the caller says so). Each
+chunk's scores, history rows and ledger count are committed together, so every table stays consistent
+whatever moment the process dies.
 """
 
 from __future__ import annotations
@@ -49,11 +50,22 @@ class ModelIdentity:
 
 @dataclass(frozen=True)
 class RunState:
-    """An open run: its id, its start (the ``scored_at`` of every row it writes) and the ids already done."""
+    """An open run: its id, its start (the ``scored_at`` of every row it writes) and the ids already done.
+
+    ``previous_status`` and ``previous_finished_at`` are the ledger row's as this attempt found it (None: a new
+    run): ``running`` or ``failed`` for a run this attempt resumes, ``succeeded`` for work already done.
+    """
 
     scoring_run_id: str
     started_at: datetime
     done: frozenset[str]
+    previous_status: str | None = None
+    previous_finished_at: datetime | None = None
+
+    @property
+    def already_finished(self) -> bool:
+        """Whether an earlier attempt finished this run (a rerun of the same work)."""
+        return self.previous_status == "succeeded"
 
 
 def utc_now() -> datetime:
@@ -67,42 +79,56 @@ def scoring_run_id(job: Job, model: ModelIdentity, as_of: datetime) -> str:
     return f"{job.name}-{hashlib.sha256(ident.encode()).hexdigest()[:20]}"
 
 
-def open_run(engine: Engine, job: Job, model: ModelIdentity, as_of: datetime, rows_total: int) -> RunState:
-    """Start or resume the run for this work; returns which ids a previous attempt already wrote."""
+def open_run(engine: Engine, job: Job, model: ModelIdentity, as_of: datetime, ids: Sequence[str]) -> RunState:
+    """Start or resume the run for this work; returns which ids a previous attempt already wrote.
+
+    A run that already succeeded and has none of ``ids`` left to write is not touched: its ledger row keeps
+    its status and times.
+    """
     run_id = scoring_run_id(job, model, as_of)
     runs = schema.scoring_runs
     with engine.begin() as conn:
-        existing = conn.execute(select(runs.c.started_at).where(runs.c.scoring_run_id == run_id)).first()
-        started_at = existing.started_at if existing else utc_now()
+        existing = conn.execute(select(runs.c.started_at, runs.c.status, runs.c.finished_at)
+                                .where(runs.c.scoring_run_id == run_id)).first()
+        done = frozenset(conn.execute(
+            select(job.history.c[job.key]).where(job.history.c.scoring_run_id == run_id)
+        ).scalars().all())
+        if existing is None:
+            run = RunState(run_id, utc_now(), done)
+        else:
+            run = RunState(run_id, existing.started_at, done, existing.status, existing.finished_at)
+        if run.already_finished and not pending(ids, run):
+            return run
         row = {
             "scoring_run_id": run_id, "job": job.name, "model_name": model.name, "model_version": model.version,
-            "model_uri": model.uri, "as_of": as_of, "started_at": started_at, "finished_at": None,
-            "status": "running", "rows_total": rows_total, "error": None,
+            "model_uri": model.uri, "as_of": as_of, "started_at": run.started_at, "finished_at": None,
+            "status": "running", "rows_total": len(ids), "error": None,
         }
         if existing is None:
             row["rows_scored"] = 0
         upsert_frame(conn, runs, pd.DataFrame([row]))
-        done = conn.execute(
-            select(job.history.c[job.key]).where(job.history.c.scoring_run_id == run_id)
-        ).scalars().all()
-    return RunState(run_id, started_at, frozenset(done))
+    return run
 
 
 def with_trend(scores: pd.DataFrame, current: pd.DataFrame, run: RunState) -> pd.DataFrame:
     """Add ``previous_score`` and ``trend`` (up, steady, down or new) against each lead's previous score.
 
     ``current`` holds the lead_scores rows before this chunk is written; a row this same run wrote (a
-    resumed or repeated run) keeps the previous score it was compared with the first time.
+    resumed or repeated run) keeps the previous score it was compared with the first time. A previous
+    score by another model version is shown but not compared (trend ``new``): a retrained model ranks
+    leads afresh, and a change of model is not a change in the lead.
     """
     before = current.set_index("lead_id").reindex(scores["lead_id"])
     from_this_run = (before["scoring_run_id"] == run.scoring_run_id).to_numpy()
     previous = before["score"].where(~from_this_run, before["previous_score"]).astype("Float64").to_numpy()
     previous = pd.Series(previous, index=scores.index)
+    same_model = (before["model_name"].to_numpy() == scores["model_name"].to_numpy()) & (
+        before["model_version"].to_numpy() == scores["model_version"].to_numpy())
     delta = scores["score"] - previous
     trend = pd.Series("steady", index=scores.index, dtype=object)
     trend[delta >= TREND_STEADY_POINTS] = "up"
     trend[delta <= -TREND_STEADY_POINTS] = "down"
-    trend[previous.isna()] = "new"
+    trend[previous.isna().to_numpy() | ~same_model] = "new"
     return scores.assign(previous_score=previous.astype("Int64").to_numpy(), trend=trend.to_numpy())
 
 
@@ -117,7 +143,8 @@ def write_chunk(
     ids = stamped[job.key].tolist()
     with engine.begin() as conn:
         if job is LEAD_JOB:
-            current = read_frame(conn, job.scores, ["lead_id", "score", "previous_score", "scoring_run_id"],
+            current = read_frame(conn, job.scores, ["lead_id", "score", "previous_score", "scoring_run_id",
+                                                    "model_name", "model_version"],
                                  where=job.scores.c.lead_id.in_(ids))
             stamped = with_trend(stamped, current, run)
         upsert_frame(conn, job.scores, stamped)
@@ -182,12 +209,16 @@ def write_scored(
     """Write back the chunks ``scored_chunks`` yields for the ids not yet written; returns (run, rows written).
 
     ``scored_chunks`` gets the pending ids and may yield their scores in any order and chunking (the Spark
-    engine streams partitions); each chunk is one transaction. A failure marks the run failed.
+    engine streams partitions); each chunk is one transaction. A failure marks the run failed. When the run
+    already succeeded and nothing is pending, nothing is scored or written and the ledger is left as it was
+    (``run.already_finished``, 0 rows written).
     """
-    run = open_run(engine, job, model, as_of, rows_total=len(ids))
+    run = open_run(engine, job, model, as_of, ids)
     todo = pending(ids, run)
     if progress:
         progress(len(ids) - len(todo))
+    if run.already_finished and not todo:
+        return run, 0
     written = 0
     try:
         for scores in scored_chunks(todo):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from features.errors import InvalidInput
 from features.settings import load_settings
 from serving.cli.console import progress_bar, report
 from serving.cli.options import DbOption, JsonOption
@@ -18,25 +20,44 @@ def generate(
     customers: Annotated[
         int, typer.Option("--customers", min=0, help="Customers not from tracked leads, besides converted leads.")
     ] = 1_000,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same CRM.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed and --end, same CRM.")] = 0,
+    end: Annotated[
+        str | None, typer.Option("--end", help="When the CRM ends (UTC, e.g. 2025-12-31T00:00:00): its latest events "
+                                               "fall just before it [default: now, to the second].")
+    ] = None,
     replace: Annotated[
         bool, typer.Option("--replace", help="Delete the CRM's existing rows first (otherwise a non-empty CRM is an error).")
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Write a realistic simulated CRM, with its ground truth in separate truth_* tables."""
+    """Write a realistic simulated CRM ending now (or at --end), with its ground truth in separate truth_* tables."""
     from features.crm.store import connect, create_schema, safe_url
-    from features.simulate.config import SimulationConfig
+    from features.simulate.config import SimulationConfig, current_end
     from features.simulate.generate import generate_crm
 
     settings = load_settings(db=db)
+    ends_at = current_end() if end is None else _instant("--end", end)
     engine = connect(settings.db)
     create_schema(engine)
-    config = SimulationConfig(n_leads=leads, n_customers=customers, seed=seed)
+    config = SimulationConfig(n_leads=leads, n_customers=customers, seed=seed, end=ends_at)
     with progress_bar(total=leads, desc="simulating leads", unit="leads") as bar:
         counts = generate_crm(engine, config, progress=bar.update, replace=replace)
     lines = ", ".join(f"{n:,} {t}" for t, n in counts.items())
-    report({"db": safe_url(settings.db), "seed": seed, "rows": counts}, f"Generated {lines} in {safe_url(settings.db)}", as_json)
+    stamp = config.end.isoformat()
+    report({"db": safe_url(settings.db), "seed": seed, "end": stamp, "start": config.starts_at.isoformat(),
+            "rows": counts},
+           f"Generated {lines} in {safe_url(settings.db)}, from {config.starts_at:%Y-%m-%d} to {stamp} UTC "
+           f"(the same flags with --end {stamp} write the same CRM)", as_json)
+
+
+def _instant(flag: str, value: str) -> datetime:
+    """``value`` (ISO 8601; an offset is converted to UTC, none means UTC) as a naive UTC datetime."""
+    from features.lead_features import as_of_timestamp
+
+    try:
+        return as_of_timestamp(value).to_pydatetime()
+    except InvalidInput:
+        raise InvalidInput(f"{flag} {value!r}: not a date or time; expected e.g. 2025-12-31T00:00:00") from None
 
 
 def import_table(

@@ -7,6 +7,7 @@ With ``--db`` (the default) they score every open lead or customer of the CRM an
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime
@@ -63,14 +64,28 @@ PartitionsOption = Annotated[
 
 
 def _summary(result: BatchResult) -> str:
-    verb = "Would score" if result.dry_run else "Scored"
+    """The summary line: what this invocation scored and wrote, and what an earlier attempt of the run had."""
     version = f" v{result.model_version}" if result.model_version else ""
-    return (f"{verb} {result.scored:,} of {result.total:,} {result.job} as of {result.as_of:%Y-%m-%d %H:%M} "
-            f"with {result.model_name}{version} in {result.seconds:.1f} s"
-            + ("" if result.dry_run else f" (run {result.scoring_run_id})"))
+    what = f"{result.job} as of {result.as_of:%Y-%m-%d %H:%M}"
+    if result.already_finished_at is not None:
+        return (f"{result.total:,} {what} already scored by run {result.scoring_run_id} at "
+                f"{result.already_finished_at:%Y-%m-%d %H:%M:%S} UTC with {result.model_name}{version}; "
+                "nothing written")
+    verb = "Would score" if result.dry_run else "Scored"
+    line = (f"{verb} {result.scored:,} of {result.total:,} {what} with {result.model_name}{version} "
+            f"in {result.seconds:.1f} s")
+    if result.dry_run:
+        return line
+    if result.already:
+        return (line + f" (run {result.scoring_run_id}, resumed: {result.already:,} already written by an "
+                       "earlier attempt)")
+    return line + f" (run {result.scoring_run_id})"
 
 
 def _emit(result: BatchResult, as_json: bool) -> None:
+    """Warnings to stderr (and under ``warnings`` in the JSON), then the summary."""
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     fields = asdict(result) | {"run_id": result.scoring_run_id}
     report(fields, _summary(result), as_json)
 

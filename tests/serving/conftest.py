@@ -32,7 +32,8 @@ from training.leads.job import CrmTrainingConfig, crm_splits, train_and_register
 API_KEY = "test-key-5b1f0c"
 MAX_BODY_BYTES = 8 * 1024 * 1024
 READY_TIMEOUT_S = 120.0
-SIMULATION = SimulationConfig(n_leads=1_500, n_customers=400, seed=11)
+SIMULATION = SimulationConfig(n_leads=1_500, n_customers=400, seed=11, end=datetime(2025, 12, 31))
+"""The session's CRM: a fixed end, so every test day sees the same data (the demo's CRM ends now instead)."""
 
 
 @dataclass(frozen=True)

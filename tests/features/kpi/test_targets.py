@@ -15,6 +15,7 @@ from features.kpi.metrics import scope_values
 from features.kpi.tables import kpi_tables, report_window
 from features.kpi.targets import (
     STATUSES,
+    RelativeDeadline,
     Target,
     assess,
     check_scopes,
@@ -64,6 +65,8 @@ def test_direction_defaults_to_the_better_way_and_dates_may_be_text() -> None:
         ({"scope": '"segment:champions"'}, r"conversion_rate is not measured per segment"),
         ({"direction": '"more"'}, r"direction 'more' is unknown; expected at_least or at_most"),
         ({"deadline": '"2026-13-01"'}, r"deadline '2026-13-01' is not a date; expected YYYY-MM-DD"),
+        ({"deadline": '"3 months"'}, r"deadline '3 months' is not a date; expected YYYY-MM-DD, or \"\+N days\""),
+        ({"deadline": '"+3 fortnights"'}, r"deadline '\+3 fortnights' is not a date"),
         ({"target": '"lots"'}, r"target 'lots' is not a number"),
         ({"target": "nan"}, r"must be a finite number"),
         ({"deadline": "DROP"}, r"missing field\(s\) deadline"),
@@ -155,10 +158,37 @@ def test_targets_on_the_hand_made_crm() -> None:
     assert set(table["status"]) <= set(STATUSES)
 
 
+def test_relative_deadlines_count_from_the_reports_last_day() -> None:
+    text = _toml(deadline='"+3 months"') + _toml(deadline='"+90 days"') + _toml(deadline='"+ 2 weeks"')
+    months, days, weeks = parse_targets(text)
+    assert (months.deadline, days.deadline, weeks.deadline) == (
+        RelativeDeadline(3, "month"), RelativeDeadline(90, "day"), RelativeDeadline(2, "week"))
+    assert str(months.deadline) == "+3 months" and str(RelativeDeadline(1, "week")) == "+1 week"
+    assert months.on(date(2025, 11, 30)).deadline == date(2026, 2, 28)
+    assert days.on(date(2025, 12, 31)).deadline == date(2026, 3, 31)
+    assert weeks.on(date(2025, 12, 31)).deadline == date(2026, 1, 14)
+    fixed = _target(0.05, date(2025, 6, 1))
+    assert fixed.on(date(2030, 1, 1)) == fixed
+    # Judged like a fixed deadline on the day it resolves to.
+    series = _series([0.02, 0.03, 0.04])
+    relative = assess(Target("conversion_rate", "all", 0.05, "at_least", RelativeDeadline(76, "day"), "t"),
+                      series, as_of=date(2025, 3, 31))
+    assert relative.target.deadline == date(2025, 6, 15)
+    assert relative == assess(_target(0.05, date(2025, 6, 15)), series, as_of=date(2025, 3, 31))
+
+
+def test_relative_deadlines_move_with_the_report_window() -> None:
+    crm = hand_made_crm()
+    window = report_window(crm, *WINDOW_ARGS)
+    (row,) = evaluate_targets(parse_targets(_toml(deadline='"+1 month"')), crm, window).to_dict("records")
+    assert row["deadline"] == (pd.Timestamp(window.last_day) + pd.DateOffset(months=1)).date()
+
+
 def test_the_example_targets_file_parses() -> None:
     targets = read_targets(REPO_ROOT / "targets.example.toml")
     assert len(targets) >= 5
     assert {t.dimension for t in targets} == {"all", "channel", "campaign", "segment"}
+    assert all(isinstance(t.deadline, RelativeDeadline) for t in targets), "the demo's deadlines move with its CRM"
 
 
 @given(

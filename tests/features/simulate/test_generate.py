@@ -1,7 +1,8 @@
-"""The CRM simulator: determinism, integrity, a timeline without leaks, and its ground truth."""
+"""The CRM simulator: determinism, integrity, a timeline without leaks that ends at its end, and its ground truth."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from features.crm import schema
 from features.crm.schema import ACTIVITY_TYPES
 from features.crm.store import connect, create_schema, insert_frame, read_frame
 from features.errors import InvalidInput
+from features.lead_history import crm_period
 from features.simulate.config import OrderValue, PurchaseProcess, SimulationConfig
 from features.simulate.content import content_catalog
 from features.simulate.generate import TRUTH_TABLES, generate_crm
@@ -27,8 +29,10 @@ from features.simulate.orders import simulate_orders
 from tests.leadval_cli import last_json, run_leadval
 
 TABLES = (*schema.CRM_TABLES, *TRUTH_TABLES)
-TINY = SimulationConfig(n_leads=240, n_customers=40, seed=3, chunk_leads=100)
 END = pd.Timestamp("2025-12-31")
+TINY = SimulationConfig(n_leads=240, n_customers=40, seed=3, chunk_leads=100, end=END)
+AFTERNOON = datetime(2025, 6, 18, 14, 37, 12)
+"""An end that is not a midnight: the CRM's last day is cut short there."""
 
 
 def crm(url: str) -> dict[str, pd.DataFrame]:
@@ -63,8 +67,8 @@ def demo_crm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame
     finished: list[int] = []
     engine = connect(url)
     create_schema(engine)
-    counts = generate_crm(engine, SimulationConfig(n_leads=2_400, n_customers=400, seed=11, chunk_leads=800),
-                          progress=finished.append)
+    counts = generate_crm(engine, SimulationConfig(n_leads=2_400, n_customers=400, seed=11, chunk_leads=800,
+                                                   end=END), progress=finished.append)
     assert finished == [800, 800, 800]
     frames = crm(url)
     assert counts == {name: len(frames[name]) for name in counts}
@@ -82,7 +86,7 @@ def tiny_crm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame
 def test_same_seed_same_crm_and_another_seed_another(tiny_crm: dict[str, pd.DataFrame], tmp_path: Path) -> None:
     again, other = (f"sqlite:///{tmp_path / name}" for name in ("again.db", "other.db"))
     generate(again, TINY)
-    generate(other, SimulationConfig(n_leads=240, n_customers=40, seed=4, chunk_leads=100))
+    generate(other, SimulationConfig(n_leads=240, n_customers=40, seed=4, chunk_leads=100, end=END))
     assert_same_crm(crm(again), tiny_crm)
     different = crm(other)
     assert not different["leads"].equals(tiny_crm["leads"])
@@ -98,7 +102,7 @@ def test_postgresql_gets_the_same_crm_as_sqlite(tiny_crm: dict[str, pd.DataFrame
 def test_a_non_empty_crm_needs_replace_and_replace_starts_afresh(
     tiny_crm: dict[str, pd.DataFrame], db_url: str
 ) -> None:
-    generate(db_url, SimulationConfig(n_leads=120, n_customers=20, seed=9))
+    generate(db_url, SimulationConfig(n_leads=120, n_customers=20, seed=9, end=END))
     engine = connect(db_url)
     with engine.begin() as conn:
         insert_frame(conn, schema.scoring_runs, pd.DataFrame([{
@@ -267,19 +271,22 @@ def test_simulated_orders_keep_the_bgnbd_invariants(r, alpha, a, b, horizon, see
 
 
 @settings(max_examples=15, deadline=None)
-@given(n_leads=st.integers(1, 80), seed=st.integers(0, 2**32 - 1), first=st.integers(0, 40))
-def test_simulated_leads_never_act_outside_their_life(n_leads: int, seed: int, first: int) -> None:
-    config = SimulationConfig(n_leads=first + n_leads, n_customers=0, seed=seed, days=120)
+@given(n_leads=st.integers(1, 80), seed=st.integers(0, 2**32 - 1), first=st.integers(0, 40),
+       end=st.datetimes(datetime(2020, 1, 1), datetime(2030, 1, 1)))
+def test_simulated_leads_never_act_outside_their_life(n_leads: int, seed: int, first: int, end: datetime) -> None:
+    config = SimulationConfig(n_leads=first + n_leads, n_customers=0, seed=seed, days=120, end=end)
     rng = np.random.default_rng(seed)
     batch = simulate_leads(config, plan_leads(config, rng), content_catalog(config), first, first + n_leads, 7, rng)
     leads, activities = batch.leads, batch.activities
     assert leads["lead_id"].is_unique and len(leads) == n_leads
     assert activities["activity_id"].tolist() == [f"A{k:010d}" for k in range(8, 8 + len(activities))]
     joined = activities.merge(leads, on="lead_id")
-    end = pd.Timestamp("2024-01-01") + pd.Timedelta(days=120)
+    start = pd.Timestamp(end.date()) - pd.Timedelta(days=120)
+    assert (leads["created_at"] >= start).all() and (leads["created_at"] < end).all()
     assert (joined["occurred_at"] >= joined["created_at"]).all() and (joined["occurred_at"] < end).all()
     converted = leads["converted_at"].notna()
     assert (leads.loc[converted, "converted_at"] > leads.loc[converted, "created_at"]).all()
+    assert (leads.loc[converted, "converted_at"] < end).all()
     assert leads["customer_id"].notna().equals(converted)
     assert batch.truth["converted"].equals(converted.rename("converted"))
     assert batch.truth["conversion_probability"].between(0, 1).all()
@@ -290,14 +297,82 @@ def test_configuration_errors_name_the_field() -> None:
         SimulationConfig(days=0)
     with pytest.raises(InvalidInput, match="n_leads"):
         SimulationConfig(n_leads=-1)
+    with pytest.raises(InvalidInput, match="end must be a date or datetime"):
+        SimulationConfig(end="2025-12-31")
+
+
+def test_the_timeline_ends_at_end_which_defaults_to_now() -> None:
+    before = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    config = SimulationConfig()
+    assert before <= config.end <= datetime.now(UTC).replace(tzinfo=None) and config.end.microsecond == 0
+    at_midnight = SimulationConfig(end=END)
+    assert (at_midnight.starts_at, at_midnight.timeline_days, at_midnight.last_day_fraction) == (
+        datetime(2024, 1, 1), 730, 1.0)
+    afternoon = SimulationConfig(end=AFTERNOON)
+    assert afternoon.starts_at == datetime(2023, 6, 19) and afternoon.timeline_days == 731
+    assert afternoon.last_day_fraction == pytest.approx((14 * 3600 + 37 * 60 + 12) / 86_400)
+    aware = SimulationConfig(end=datetime(2025, 6, 18, 16, 37, 12, tzinfo=timezone(timedelta(hours=2))))
+    assert aware.end == AFTERNOON
+
+
+@pytest.fixture(scope="module")
+def afternoon_crm(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, pd.DataFrame]]:
+    """A CRM that ends at AFTERNOON, and its tables."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('afternoon') / 'crm.db'}"
+    generate(url, SimulationConfig(n_leads=1_500, n_customers=200, seed=21, chunk_leads=600, end=AFTERNOON))
+    return url, crm(url)
+
+
+def test_a_crm_ends_just_before_its_end(afternoon_crm: tuple[str, dict[str, pd.DataFrame]]) -> None:
+    url, tables = afternoon_crm
+    stamps = {"leads": ["created_at", "converted_at"], "activities": ["occurred_at"], "customers": ["created_at"],
+              "orders": ["ordered_at"], "truth_leads": ["trigger_occurred_at"], "truth_customers": ["dropout_at"]}
+    for table, columns in stamps.items():
+        for column in columns:
+            assert (tables[table][column].dropna() < AFTERNOON).all(), f"{table}.{column}"
+    assert tables["marketing_spend"]["date"].max() == AFTERNOON.date()
+    engine = connect(url)
+    start, end = crm_period(engine)
+    engine.dispose()
+    assert AFTERNOON - timedelta(hours=1) < end < AFTERNOON
+    assert start >= pd.Timestamp("2023-06-19") and start.date() <= datetime(2023, 6, 25).date()
+    latest_day = tables["leads"][tables["leads"]["created_at"] >= pd.Timestamp(AFTERNOON.date())]
+    assert len(latest_day) > 0, "leads arrive on the end's day too, up to the end"
+    params = tables["truth_parameters"].set_index("name")["value"]
+    assert params["simulation_end"] == pytest.approx((AFTERNOON - datetime(1970, 1, 1)).total_seconds() / 86_400)
+
+
+def test_same_seed_and_end_give_the_same_crm(afternoon_crm: tuple[str, dict[str, pd.DataFrame]],
+                                             tmp_path: Path) -> None:
+    _, first = afternoon_crm
+    again = f"sqlite:///{tmp_path / 'again.db'}"
+    generate(again, SimulationConfig(n_leads=1_500, n_customers=200, seed=21, chunk_leads=600, end=AFTERNOON))
+    assert_same_crm(crm(again), first)
+    later = f"sqlite:///{tmp_path / 'later.db'}"
+    generate(later, SimulationConfig(n_leads=1_500, n_customers=200, seed=21, chunk_leads=600,
+                                     end=AFTERNOON + timedelta(days=3)))
+    assert crm(later)["activities"]["occurred_at"].max() > first["activities"]["occurred_at"].max()
 
 
 def test_generate_command_writes_a_crm(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
-    result = run_leadval("generate", "--db", url, "--leads", "300", "--customers", "50", "--seed", "1", "--json",
-                         check=False)
+    result = run_leadval("generate", "--db", url, "--leads", "300", "--customers", "50", "--seed", "1",
+                         "--end", "2025-12-31T00:00:00", "--json", check=False)
     assert result.returncode == 0, result.stderr
-    rows = last_json(result)["rows"]
+    out = last_json(result)
+    rows = out["rows"]
     assert rows["leads"] == 300
     assert rows["customers"] >= 50 and rows["activities"] > 300 * 10 and rows["orders"] >= rows["customers"]
     assert rows == {name: len(frame) for name, frame in crm(url).items() if name in rows}
+    assert (out["start"], out["end"]) == ("2024-01-01T00:00:00", "2025-12-31T00:00:00")
+    assert "to 2025-12-31T00:00:00 UTC (the same flags with --end 2025-12-31T00:00:00 write the same CRM)" in (
+        result.stdout)
+    engine = connect(url)
+    assert crm_period(engine)[1].date().isoformat() == "2025-12-30"
+    engine.dispose()
+
+    offset = run_leadval("generate", "--db", f"sqlite:///{tmp_path / 'offset.db'}", "--leads", "10",
+                         "--customers", "0", "--end", "2025-12-31T02:00:00+02:00", "--json")
+    assert last_json(offset)["end"] == "2025-12-31T00:00:00"
+    bad = run_leadval("generate", "--db", f"sqlite:///{tmp_path / 'bad.db'}", "--end", "yesterday", check=False)
+    assert bad.returncode == 1 and "--end 'yesterday': not a date or time" in bad.stderr

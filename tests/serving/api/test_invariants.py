@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -11,11 +12,13 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from features.errors import InvalidInput
+from serving.api.champions import training_data_end
 from serving.api.limits import MAX_BODY_ENV, LimitsConfig
 from serving.api.schemas import ScoreLeadsRequest
-from serving.api.service import utc_times
+from serving.api.service import request_features, utc_times
 
 MOMENTS = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2199, 12, 30))
 OFFSETS = st.integers(min_value=-14 * 60, max_value=14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
@@ -53,7 +56,7 @@ def test_unreadable_or_out_of_range_times_are_pointed_at(text: str) -> None:
 
 
 ACTIVITY_ITEMS = st.fixed_dictionaries(
-    {"activity_type": st.sampled_from(["page_view", "demo_request", "hologram_call"]),
+    {"activity_type": st.sampled_from(["page_view", "demo_request", "webinar_attend"]),
      "occurred_at": st.dates().map(date.isoformat)},
     optional={"duration_seconds": st.none() | st.floats(min_value=0, max_value=1e6), "channel": st.none()},
 )
@@ -70,6 +73,46 @@ def test_activities_become_columns_in_the_order_sent(activities: list[dict]) -> 
     assert columns.occurred_at == [a["occurred_at"] for a in activities]
     assert columns.duration_seconds == [a.get("duration_seconds") for a in activities]
     assert ScoreLeadsRequest.model_validate_json(request.model_dump_json()).leads[0]["activities"] == columns
+
+
+def test_leniency_is_read_first_and_lasts_one_request() -> None:
+    lead = {"lead_id": "L1", "created_at": "2024-01-01", "source_channel": "email", "industy": "software",
+            "activities": [{"activity_type": "page_view", "occurred_at": "2024-01-02", "duration": 4}]}
+    lenient_last = '{"leads": [' + json.dumps(lead) + '], "lenient": true}'  # the flag after the leads it covers
+    request = ScoreLeadsRequest.model_validate_json(lenient_last)
+    assert request.ignored_fields == ["unknown field 'industy' ignored in 1 lead (first: leads[0])",
+                                      "unknown field 'duration' ignored in 1 activity (first: leads[0].activities[0])"]
+    assert "industy" not in request.leads[0] and request.leads[0]["activities"].ignored == ((0, "duration"),)
+    with pytest.raises(ValidationError) as strict:
+        ScoreLeadsRequest.model_validate_json(json.dumps({"leads": [lead]}))
+    assert sorted(e["loc"] for e in strict.value.errors()) == [("leads", 0, "activities", 0, "duration"),
+                                                               ("leads", 0, "industy")]
+    assert ScoreLeadsRequest.model_validate({"leads": [lead], "lenient": True}).lenient
+
+
+def test_unknown_activity_types_are_refused_when_the_request_is_scored() -> None:
+    leads = [{"lead_id": f"L{i}", "created_at": "2024-01-01", "source_channel": "email",
+              "activities": [{"activity_type": kind, "occurred_at": "2024-01-02"} for kind in kinds]}
+             for i, kinds in enumerate([["page_view"], [], ["demo_request", "email_open", "Email_Open"]])]
+    request = ScoreLeadsRequest.model_validate({"leads": leads, "as_of": "2024-02-01"})
+    with pytest.raises(ValidationError) as refused:
+        request_features(request)
+    (error,) = refused.value.errors()
+    assert error["loc"] == ("leads", 2, "activities", 2, "activity_type")
+    assert error["msg"].startswith("unknown activity type 'Email_Open' (did you mean 'email_open'?); expected one of: "
+                                   "web_session, page_view,")
+    long = ScoreLeadsRequest.model_validate({"leads": [leads[0] | {"activities": [
+        {"activity_type": "x" * 32, "occurred_at": "2024-01-02"}]}], "as_of": "2024-02-01"})
+    with pytest.raises(ValidationError, match="unknown activity type 'x{32}'; expected"):
+        request_features(long)
+
+
+def test_training_data_end_comes_from_the_scorer_or_the_run() -> None:
+    scorer = SimpleNamespace(info={"data_end": "2025-12-30T23:58:01"})
+    assert training_data_end(SimpleNamespace(scorer=scorer), {}) == datetime(2025, 12, 30, 23, 58, 1)
+    assert training_data_end(object(), {"data_end": "2025-12-31T01:00:00+01:00"}) == datetime(2025, 12, 31)
+    assert training_data_end(SimpleNamespace(scorer=SimpleNamespace(info={})), {"data_end": "soon"}) is None
+    assert training_data_end(object(), {}) is None
 
 
 def test_body_limit_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,7 +149,7 @@ def test_any_valid_customers_get_values_in_range(client: httpx.Client, customers
 
 
 ACTIVITY_TYPES = st.sampled_from(["page_view", "pricing_page_view", "email_sent", "email_open", "email_click",
-                                  "demo_request", "webinar_attend", "something_new"])
+                                  "demo_request", "webinar_attend", "social_engagement"])
 
 
 @st.composite
@@ -132,6 +175,10 @@ def test_any_valid_leads_get_consistent_scores(client: httpx.Client, batch: list
     assert [s["lead_id"] for s in scores] == [f"L{i}" for i in range(len(batch))]
     for score in scores:
         assert 0 <= score["probability"] <= 1
-        assert score["score"] == round(score["probability"] * 100)
+        assert 1 <= score["score"] <= 99
         assert score["band"] in {"A", "B", "C", "D"}
         assert score["expected_value"] >= 0
+    ranked = sorted(scores, key=lambda s: s["probability"])
+    assert [s["score"] for s in ranked] == sorted(s["score"] for s in ranked)  # monotone in probability
+    assert [s["band"] for s in sorted(scores, key=lambda s: s["score"])] == sorted(
+        (s["band"] for s in scores), reverse=True)  # bands are score ranges, D lowest

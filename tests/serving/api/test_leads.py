@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pandas as pd
 import pytest
 
+from features.crm.schema import ACTIVITY_TYPES
 from features.lead_history import load_crm_frames
 from features.crm.store import connect
 from features.lead_features import PROFILE_FEATURES, lead_features
 from serving.api.champions import load_champions
+from serving.api.schemas import LEAD_FIELDS, ScoreLeadsRequest
+from serving.api.service import STALE_MODEL_DAYS, lead_scores
 from serving.batch.jobs import score_lead_chunk
 from tests.serving.conftest import RunningServer, TrainedStore
 from training.clv.predict import new_customer_value
@@ -86,21 +91,112 @@ def test_service_scores_equal_batch_job_and_registry_scores(client: httpx.Client
     assert got["score"].between(0, 100).all() and set(got["band"]) <= {"A", "B", "C", "D"}
 
 
-def test_unknown_categories_and_activity_types_are_scored(client: httpx.Client) -> None:
-    lead = LEAD | {"source_channel": "carrier_pigeon", "industry": "time_travel", "company_size": "huge",
-                   "activities": [*LEAD["activities"], {"activity_type": "hologram_call",
-                                                        "occurred_at": "2024-03-03"}]}
+def test_unknown_categories_are_scored(client: httpx.Client) -> None:
+    lead = LEAD | {"source_channel": "carrier_pigeon", "industry": "time_travel", "company_size": "huge"}
     response = client.post("/score_leads", json={"leads": [lead], "as_of": "2024-04-01"})
     assert response.status_code == 200, response.text
     (score,) = response.json()["scores"]
     assert score["lead_id"] == "L-new" and 0 <= score["score"] <= 100
     assert set(score["reasons"]) == {"up", "down"}
     assert score["expected_value"] >= 0
+    assert response.json()["warnings"] == []
 
 
-def test_as_of_defaults_to_now_and_lead_without_activities_is_scored(client: httpx.Client) -> None:
+@pytest.mark.parametrize(("kind", "hint"), [("Demo_Request", " (did you mean 'demo_request'?)"),
+                                            ("demo_requested", " (did you mean 'demo_request'?)"),
+                                            ("hologram_call", "")])
+def test_unknown_activity_types_get_400_naming_the_activity_the_value_and_the_allowed_ones(
+        client: httpx.Client, kind: str, hint: str) -> None:
+    lead = LEAD | {"lead_id": "L-typo", "activities": [ACTIVITY, ACTIVITY | {"activity_type": kind}]}
+    for lenient in (False, True):
+        response = client.post("/score_leads", json={"leads": [LEAD, lead], "as_of": "2024-04-01",
+                                                     "lenient": lenient})
+        assert response.status_code == 400, response.text
+        assert response.json() == {"error": "1 validation error for score_leads", "detail": [{
+            "type": "invalid_input", "loc": ["leads", 1, "activities", 1, "activity_type"],
+            "msg": f"unknown activity type {kind!r}{hint}; expected one of: {', '.join(ACTIVITY_TYPES)}"}]}
+
+
+def test_unknown_fields_get_400_naming_where_and_the_fields_expected_there(client: httpx.Client) -> None:
+    hint = '(send "lenient": true to ignore unknown fields)'
+    cases = [
+        ({"leads": [LEAD, LEAD | {"lead_id": "L2", "industy": "software"}]}, ["leads", 1, "industy"],
+         f"unknown field; a lead has the fields {', '.join(LEAD_FIELDS)} {hint}"),
+        ({"leads": [LEAD | {"activities": [ACTIVITY | {"duration": 40}]}]}, ["leads", 0, "activities", 0, "duration"],
+         "unknown field; an activity has the fields activity_type, occurred_at, channel, content_id, "
+         f"duration_seconds {hint}"),
+        ({"leads": [LEAD], "asof": "2024-04-01"}, ["asof"],
+         f"unknown field; the request has the fields lenient, leads, as_of {hint}"),
+    ]
+    for body, location, message in cases:
+        response = client.post("/score_leads", json=body)
+        assert response.status_code == 400, response.text
+        assert response.json()["detail"] == [{"type": "unknown_field", "loc": location, "msg": message}]
+
+
+def test_a_lenient_request_ignores_unknown_fields_and_lists_them_in_warnings(client: httpx.Client) -> None:
+    strict = client.post("/score_leads", json={"leads": [LEAD], "as_of": "2024-04-01"}).json()
+    typos = [LEAD | {"lead_id": f"L{i}", "industy": "software", "activities": [ACTIVITY | {"duration": 40}] * 2}
+             for i in range(3)]
+    response = client.post("/score_leads", json={"leads": [LEAD, *typos], "as_of": "2024-04-01", "asof": "x",
+                                                 "lenient": True})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["warnings"] == ["unknown field 'asof' of the request ignored",
+                                "unknown field 'industy' ignored in 3 leads (first: leads[1])",
+                                "unknown field 'duration' ignored in 6 activities (first: leads[1].activities[0])"]
+    assert body["scores"][0] == strict["scores"][0]
+    assert client.post("/score_leads", json={"leads": typos}).status_code == 400, "leniency is per request"
+
+
+def test_as_of_defaults_to_now_and_lead_without_activities_is_scored(client: httpx.Client,
+                                                                     trained_store: TrainedStore) -> None:
+    asked = datetime.now(UTC).replace(tzinfo=None)
     body = client.post("/score_leads", json={"leads": [LEAD | {"activities": []}]}).json()
-    assert body["as_of"][:4] >= "2025" and len(body["scores"]) == 1
+    assert abs(datetime.fromisoformat(body["as_of"]).replace(tzinfo=None) - asked) < timedelta(minutes=5)
+    assert len(body["scores"]) == 1
+    data_end = load_champions(trained_store.tracking_uri).get("lead-scoring").data_end
+    assert bool(body["warnings"]) == (asked - data_end > timedelta(days=STALE_MODEL_DAYS)), body["warnings"]
+
+
+def test_an_as_of_long_after_the_training_data_gets_a_warning(client: httpx.Client,
+                                                             trained_store: TrainedStore) -> None:
+    model = load_champions(trained_store.tracking_uri).get("lead-scoring")
+    assert model.data_end is not None, "the champion records where its training data ends"
+    for days, warned in ((STALE_MODEL_DAYS - 1, False), (STALE_MODEL_DAYS + 30, True)):
+        as_of = model.data_end + timedelta(days=days)
+        body = client.post("/score_leads", json={"leads": [LEAD], "as_of": as_of.isoformat()}).json()
+        assert bool(body["warnings"]) == warned, body
+    (warning,) = body["warnings"]
+    assert warning == (f"stale model: as_of ({as_of:%Y-%m-%d %H:%M}) is {STALE_MODEL_DAYS + 30} days after the end "
+                       f"of the data lead-scoring v{model.version} was trained on ({model.data_end:%Y-%m-%d %H:%M}); "
+                       "leads and what makes them convert may have changed since, so read the scores with care "
+                       "and retrain the model (leadval train leads) on recent data")
+
+
+def test_models_without_a_recorded_data_end_get_no_staleness_warning(trained_store: TrainedStore) -> None:
+    served = load_champions(trained_store.tracking_uri)
+    model = served.get("lead-scoring")
+    request = ScoreLeadsRequest.model_validate({"leads": [LEAD], "as_of": "2199-01-01"})
+    unknown = dataclasses.replace(served, loaded=served.loaded | {"lead-scoring": dataclasses.replace(model,
+                                                                                                     data_end=None)})
+    assert lead_scores(unknown, request).warnings == []
+    old = dataclasses.replace(served, loaded=served.loaded | {"lead-scoring": dataclasses.replace(
+        model, data_end=datetime(2025, 12, 31))})
+    (warning,) = lead_scores(old, request).warnings
+    assert warning.startswith("stale model: as_of (2199-01-01 00:00) is ")
+
+
+def test_the_openapi_document_describes_warnings_lenient_and_activity_types(client: httpx.Client) -> None:
+    schemas = client.get("/docs.json").json()["components"]["schemas"]
+    for response in ("ScoreLeadsResponseIODescriptor", "PredictCLVResponseIODescriptor"):
+        warnings = schemas[response]["properties"]["warnings"]
+        assert (warnings["type"], warnings["items"]) == ("array", {"type": "string"}), response
+    for request in ("ScoreLeadsRequestIODescriptor", "PredictCLVRequestIODescriptor"):
+        assert schemas[request]["properties"]["lenient"] | {"description": ""} == {
+            "default": False, "description": "", "title": "Lenient", "type": "boolean"}, request
+    assert schemas["Activity"]["properties"]["activity_type"]["enum"] == list(ACTIVITY_TYPES)
+    assert all(schemas[name]["additionalProperties"] is False for name in ("Activity", "Lead", "Customer", "Order"))
 
 
 def _problems(response: httpx.Response) -> list[tuple[list, str]]:

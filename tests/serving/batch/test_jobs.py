@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -19,10 +20,10 @@ import pytest
 from sqlalchemy import func, select
 
 from features.crm import schema
-from features.lead_history import load_crm_frames
+from features.lead_history import crm_period, load_crm_frames
 from features.crm.store import connect, read_frame
 from features.simulate.config import SimulationConfig
-from serving.batch.jobs import score_lead_chunk
+from serving.batch.jobs import STALE_AFTER_DAYS, score_lead_chunk
 from tests.leadval_cli import LEADVAL, last_json, run_leadval
 from tests.serving.conftest import TrainedStore, simulated_crm
 from training.clv.predict import CLVParameters
@@ -44,8 +45,11 @@ def registry(trained_store: TrainedStore, tmp_path_factory: pytest.TempPathFacto
     }
 
 
-def _crm(url: str) -> str:
-    return simulated_crm(url, SimulationConfig(n_leads=1200, n_customers=150, seed=11))
+CRM_END = datetime(2025, 12, 31)
+
+
+def _crm(url: str, end: datetime = CRM_END) -> str:
+    return simulated_crm(url, SimulationConfig(n_leads=1200, n_customers=150, seed=11, end=end))
 
 
 def _count(url: str, table) -> int:
@@ -66,12 +70,24 @@ def test_scores_every_open_lead_and_customer_idempotently(registry: dict[str, st
     assert scores["expected_value"].notna().all() and (scores["expected_value"] >= 0).all()
     assert all(set(json.loads(r) if isinstance(r, str) else r) == {"up", "down"} for r in scores["reasons"])
 
-    again = last_json(run_leadval("score", "leads", "--as-of", as_of, "--json", env=env))
+    assert (first["written"], first["already"], first["already_finished_at"]) == (len(open_ids), 0, None)
+    ledger = read_frame(engine, schema.scoring_runs)
+
+    rerun_result = run_leadval("score", "leads", "--as-of", as_of, "--json", env=env)
+    again = last_json(rerun_result)
     assert again["run_id"] == first["run_id"]
+    assert (again["scored"], again["written"], again["already"], again["total"]) == (0, 0, len(open_ids),
+                                                                                     len(open_ids))
+    finished = ledger["finished_at"].iloc[0]
+    assert again["already_finished_at"] == finished.isoformat()
+    assert (f"{len(open_ids):,} leads as of {as_of} 00:00 already scored by run {first['run_id']} at "
+            f"{finished:%Y-%m-%d %H:%M:%S} UTC") in rerun_result.stdout
+    assert "nothing written" in rerun_result.stdout and "Scored" not in rerun_result.stdout
     rerun = read_frame(engine, schema.lead_scores)
     pd.testing.assert_frame_equal(scores.sort_values("lead_id").reset_index(drop=True),
                                   rerun.sort_values("lead_id").reset_index(drop=True))
     assert _count(db_url, schema.lead_score_history) == len(open_ids)
+    pd.testing.assert_frame_equal(read_frame(engine, schema.scoring_runs), ledger)  # the ledger row untouched
 
     customers = last_json(run_leadval("score", "customers", "--as-of", as_of, "--json", env=env))
     clv = read_frame(engine, schema.customer_scores)
@@ -117,10 +133,51 @@ def test_killed_run_is_completed_by_the_next(registry: dict[str, str], sqlite_ur
     assert crashed["status"] == "running" and pd.isna(crashed["finished_at"])
     assert _count(sqlite_url, schema.lead_scores) == _count(sqlite_url, schema.lead_score_history) < crashed["rows_total"]
 
-    result = last_json(run_leadval("score", "leads", "--as-of", as_of, "--json", env=env))
+    already = _count(sqlite_url, schema.lead_score_history)
+    resumed = run_leadval("score", "leads", "--as-of", as_of, "--json", env=env)
+    result = last_json(resumed)
     ledger = read_frame(engine, schema.scoring_runs)
     assert len(ledger) == 1 and ledger["status"].tolist() == ["succeeded"]
     assert _count(sqlite_url, schema.lead_scores) == result["total"] == _count(sqlite_url, schema.lead_score_history)
+    assert (result["already"], result["written"]) == (already, result["total"] - already)
+    assert f"resumed: {already:,} already written by an earlier attempt" in resumed.stdout
+
+
+def test_a_stale_as_of_is_scored_with_a_warning(registry: dict[str, str], sqlite_url: str) -> None:
+    as_of = _crm(sqlite_url)
+    env = registry | {"LEADVAL_DB": sqlite_url}
+    engine = connect(sqlite_url)
+    last_activity = crm_period(engine)[1]
+    last_order = read_frame(engine, schema.orders)["ordered_at"].max()
+    fresh = run_leadval("score", "leads", "--as-of", as_of, "--dry-run", "--json", env=env)
+    assert last_json(fresh)["warnings"] == [] and "warning" not in fresh.stderr
+
+    late = last_activity + timedelta(days=STALE_AFTER_DAYS + 6)
+    stale = run_leadval("score", "leads", "--as-of", f"{late:%Y-%m-%d}", "--json", env=env)
+    (warning,) = last_json(stale)["warnings"]
+    assert warning == (f"stale CRM: the as-of ({late:%Y-%m-%d} 00:00) is {(late.normalize() - last_activity).days} "
+                       f"days after its last activity ({last_activity:%Y-%m-%d %H:%M}), so every open lead is "
+                       "scored as if nothing had happened since; check that the CRM is still being updated, or "
+                       f"pass --as-of {last_activity:%Y-%m-%dT%H:%M:%S} to score as of its last activity")
+    assert stale.stderr.count("warning: stale CRM") == 1 and f"warning: {warning}\n" in stale.stderr
+    assert last_json(stale)["written"] > 0, "a stale as-of is still scored"
+
+    customers = run_leadval("score", "customers", "--json", env=env)  # as of now: a year after this CRM's end
+    (warning,) = last_json(customers)["warnings"]
+    assert f"after its last order ({last_order:%Y-%m-%d %H:%M}), so every customer is valued" in warning
+    assert "warning: stale CRM" in customers.stderr
+
+
+def test_the_cron_line_on_a_crm_that_ends_now_scores_without_warnings(registry: dict[str, str],
+                                                                      sqlite_url: str) -> None:
+    """The README's cron line (no --as-of) on a CRM written now, as `leadval demo` writes it."""
+    _crm(sqlite_url, end=datetime.now(UTC).replace(tzinfo=None, microsecond=0) - timedelta(hours=1))
+    env = registry | {"LEADVAL_DB": sqlite_url}
+    for job in ("leads", "customers"):
+        result = run_leadval("score", job, "--json", env=env)
+        out = last_json(result)
+        assert out["warnings"] == [] and "warning" not in result.stderr, result.stderr
+        assert out["written"] == out["scored"] == out["total"] > 0
 
 
 def test_dry_run_writes_nothing(registry: dict[str, str], sqlite_url: str) -> None:

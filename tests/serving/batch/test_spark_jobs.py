@@ -28,7 +28,7 @@ SCORE_TABLES = (schema.lead_score_history, schema.lead_scores, schema.customer_s
 
 
 def _crm(url: str) -> str:
-    return simulated_crm(url, SimulationConfig(n_leads=700, n_customers=120, seed=5))
+    return simulated_crm(url, SimulationConfig(n_leads=700, n_customers=120, seed=5, end=datetime(2025, 12, 31)))
 
 
 def _scores(url: str) -> dict[str, pd.DataFrame]:
@@ -69,6 +69,8 @@ def test_spark_engine_writes_exactly_the_pandas_engine_rows(trained_store: Train
     got = _scores(db_url)
 
     assert spark_leads.scored == pandas_leads.scored == len(expected["lead_scores"]) > 300
+    assert spark_leads.written == spark_leads.total == pandas_leads.written and spark_leads.already == 0
+    assert spark_leads.warnings == pandas_leads.warnings == ()
     assert spark_leads.scoring_run_id == pandas_leads.scoring_run_id
     assert spark_customers.scored == len(expected["customer_scores"]) > 100
     for name, frame in expected.items():
@@ -101,6 +103,7 @@ def test_spark_engine_completes_a_run_that_failed_midway(trained_store: TrainedS
                                     as_of=as_of, chunk_size=100, progress=written.append)
     assert written[0] == 200, "the resumed run starts from what the failed one wrote"
     assert sum(written) == result.total == _count(sqlite_url, schema.lead_scores)
+    assert (result.already, result.written, result.scored) == (200, result.total - 200, result.total - 200)
     assert _count(sqlite_url, schema.lead_score_history) == result.total
     ledger = read_frame(engine, schema.scoring_runs)
     assert ledger["status"].tolist() == ["succeeded"] and ledger["rows_scored"].tolist() == [result.total]
@@ -121,6 +124,12 @@ def test_spark_engine_reads_parquet_exports(trained_store: TrainedStore, sqlite_
     settings = load_spark_settings(master="local[2]", parquet=tmp_path)
     score_open_leads_spark(engine, sqlite_url, spark, settings, as_of=as_of)
     pd.testing.assert_frame_equal(_scores(sqlite_url)["lead_scores"], expected, check_exact=True)
+
+    late = pd.Timestamp(as_of) + pd.Timedelta(days=30)  # the Parquet export's last activity is the CRM's
+    spark_late = score_open_leads_spark(engine, sqlite_url, spark, settings, as_of=late, dry_run=True)
+    pandas_late = score_open_leads(engine, as_of=late, dry_run=True)
+    assert len(spark_late.warnings) == 1 and spark_late.warnings == pandas_late.warnings
+    assert "days after its last activity" in spark_late.warnings[0]
 
 
 @pytest.mark.slow  # starts Spark

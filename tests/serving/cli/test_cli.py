@@ -8,11 +8,15 @@ a person sees on its stderr.
 from __future__ import annotations
 
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.leadval_cli import LEADVAL, run_leadval
+from features.crm.store import connect
+from features.lead_history import crm_period
+from serving.cli.demo import DEMO_STEPS
+from tests.leadval_cli import LEADVAL, last_json, run_leadval
 
 COMMANDS = [[], ["generate"], ["import"], ["train"], ["train", "leads"], ["train", "clv"], ["score"],
             ["score", "leads"], ["score", "customers"], ["serve"], ["report"], ["segments"],
@@ -37,3 +41,21 @@ def test_unreachable_database_is_one_line_error(tmp_path: Path) -> None:
     assert result.stderr.strip().startswith("error: cannot reach database")
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
+
+
+def test_the_demo_crm_ends_now_and_the_demo_pins_no_date(tmp_path: Path) -> None:
+    (_, generate), *later = DEMO_STEPS
+    assert generate[0] == "generate" and "--end" not in generate
+    assert all("--as-of" not in args and "--end" not in args for _, args in later), "the demo scores as of now"
+    assert ("score", "leads") in [args for _, args in later]
+
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    before = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    out = last_json(run_leadval(*generate, "--db", url, "--json"))
+    after = datetime.now(UTC).replace(tzinfo=None)
+    ends = datetime.fromisoformat(out["end"])
+    assert before <= ends <= after
+    engine = connect(url)
+    _, last_event = crm_period(engine)
+    engine.dispose()
+    assert ends - timedelta(hours=3) < last_event.to_pydatetime() < ends, "the CRM's latest events are the latest hours"
