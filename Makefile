@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := .[dev,spark]
 export OPENBLAS_NUM_THREADS ?= 1
+# The suite runs on every core, one test file per worker (pytest-xdist), so a file's fixtures are built once.
+# `make test PARALLEL=` runs it in one process.
+PARALLEL ?= -n auto --dist loadfile
 # The tests' PostgreSQL (tests make and drop a schema of their own there); bootstrap-system checks it answers.
 export LEADVAL_TEST_PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
@@ -49,12 +52,12 @@ demo: $(STAMP)
 
 test: bootstrap $(STAMP)
 	$(call setup_summary,bootstrap venv install)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PARALLEL)
 
 # The inner loop: everything but the tests marked slow (Spark, notebooks, end-to-end runs in a subprocess).
 test-fast: bootstrap $(STAMP)
 	$(call setup_summary,bootstrap venv install)
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" $(PARALLEL)
 
 bench: $(STAMP)
 	$(call setup_summary,venv install)

@@ -33,13 +33,14 @@ import psutil  # noqa: E402
 from sqlalchemy import delete, func, select  # noqa: E402
 
 from features.crm import schema  # noqa: E402
-from features.lead_history import crm_period  # noqa: E402
 from features.crm.store import connect, create_schema  # noqa: E402
+from features.lead_history import crm_period  # noqa: E402
 from features.simulate.config import SimulationConfig  # noqa: E402
 from features.simulate.generate import generate_crm  # noqa: E402
 from serving.batch.jobs import BatchResult, score_customers, score_open_leads  # noqa: E402
 from training.clv.job import train_from_crm  # noqa: E402
-from training.leads.job import CrmTrainingConfig, crm_splits, train_and_register  # noqa: E402
+from training.leads.data.splits import CrmTrainingConfig, crm_splits  # noqa: E402
+from training.leads.job import train_and_register  # noqa: E402
 from training.registry import champion_version  # noqa: E402
 from training.tracking import use_tracking  # noqa: E402
 

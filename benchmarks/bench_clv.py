@@ -137,7 +137,7 @@ def case_predict(folder: Path, ours: bool) -> dict:
         clv = out["clv"].to_numpy()
     else:
         bgf, ggf = BetaGeoFitter(), GammaGammaFitter()
-        bg, gg = params.bgnbd, params.gamma_gamma
+        bg, gg = params.purchases, params.gamma_gamma
         bgf.params_ = pd.Series({"r": bg.r, "alpha": bg.alpha, "a": bg.a, "b": bg.b})
         bgf.predict = bgf.conditional_expected_number_of_purchases_up_to_time
         ggf.params_ = pd.Series({"p": gg.p, "q": gg.q, "v": gg.v})
@@ -146,7 +146,8 @@ def case_predict(folder: Path, ours: bool) -> dict:
             freq="D"))
         clv = out.to_numpy()
     sample = np.random.default_rng(0).choice(len(clv), 20_000, replace=False)
-    return {"customers": len(rfm), "seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak, "clv_sample": clv[sample].tolist()}
+    return {"customers": len(rfm), "seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak,
+            "clv_sample": clv[sample].tolist()}
 
 
 CASES = {"rfm": case_rfm, "fit": case_fit, "predict": case_predict}
@@ -178,8 +179,9 @@ def main() -> None:
             ours, theirs = _run(case, "ours", folder), _run(case, "lifetimes", folder)
             size = f"{ours.get('orders', ours['customers']):,} {'orders' if 'orders' in ours else 'customers'}"
             print(f"{case:8s} {size}: ours {ours['seconds']:.2f} s ({ours['cpu_seconds']:.2f} s CPU), peak "
-                  f"+{ours['peak_mb']:.0f} MB | lifetimes {theirs['seconds']:.2f} s ({theirs['cpu_seconds']:.2f} s CPU), "
-                  f"peak +{theirs['peak_mb']:.0f} MB | speed-up {theirs['seconds'] / ours['seconds']:.1f}x wall, "
+                  f"+{ours['peak_mb']:.0f} MB | lifetimes {theirs['seconds']:.2f} s "
+                  f"({theirs['cpu_seconds']:.2f} s CPU), peak +{theirs['peak_mb']:.0f} MB | speed-up "
+                  f"{theirs['seconds'] / ours['seconds']:.1f}x wall, "
                   f"{theirs['cpu_seconds'] / ours['cpu_seconds']:.1f}x CPU")
             if case == "fit":
                 print(f"         {ours['unique_rows']:,} unique (frequency, recency, T) rows; parameters (r, alpha, "

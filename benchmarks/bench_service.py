@@ -185,7 +185,8 @@ def prepare_store(workdir: Path, leads: int = 5_000, customers: int = 1_000) -> 
     from features.simulate.config import SimulationConfig
     from features.simulate.generate import generate_crm
     from training.clv.job import train_from_crm
-    from training.leads.job import CrmTrainingConfig, crm_splits, train_and_register
+    from training.leads.data.splits import CrmTrainingConfig, crm_splits
+    from training.leads.job import train_and_register
 
     db, tracking_uri, artifacts = (f"sqlite:///{workdir / 'crm.db'}", f"sqlite:///{workdir / 'mlflow.db'}",
                                    str(workdir / "artifacts"))
@@ -200,9 +201,9 @@ def prepare_store(workdir: Path, leads: int = 5_000, customers: int = 1_000) -> 
 
 def lead_requests(db: str, count: int) -> tuple[list[dict], object, object, object]:
     """``count`` open leads of the CRM as request items, with the frames and as-of the batch job would use."""
-    from features.lead_history import crm_period, load_crm_frames
     from features.crm.store import connect
     from features.lead_features import PROFILE_FEATURES
+    from features.lead_history import crm_period, load_crm_frames
 
     engine = connect(db)
     _, as_of = crm_period(engine)

@@ -212,6 +212,29 @@ def calibration_and_holdout(
     return split
 
 
+def default_dates(transactions: pd.DataFrame, horizon_days: int,
+                  calibration_end: date | str | None = None,
+                  observation_end: date | str | None = None) -> tuple[str, str]:
+    """Calibration and observation ends (for :func:`calibration_and_holdout`) from the orders' ``ordered_at``
+    when not given.
+
+    Observation end: the last order's day. Calibration end: the observation end minus a holdout of a
+    third of the order history, at most ``horizon_days`` and at least one day.
+    """
+    if len(transactions) == 0:
+        raise InvalidInput("orders: no orders to train on; expected at least some customers with repeat purchases")
+    first = transactions["ordered_at"].min().normalize()
+    end = pd.Timestamp(observation_end).normalize() if observation_end else transactions["ordered_at"].max().normalize()
+    if calibration_end:
+        cal = pd.Timestamp(calibration_end).normalize()
+    else:
+        holdout = max(1, min(horizon_days, (end - first).days // 3))
+        cal = end - pd.Timedelta(days=holdout)
+    if cal < first:
+        raise InvalidInput(f"calibration end {cal.date()} is before the first order ({first.date()})")
+    return str(cal.date()), str(end.date())
+
+
 def daily_purchases(
     transactions: pd.DataFrame,
     observation_end: date | datetime | str,

@@ -6,9 +6,12 @@ these champions. MLflow is imported inside the functions, so that commands' ``--
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from features.errors import InvalidInput, LeadvalError
@@ -28,6 +31,20 @@ def champion_uri(model_name: str) -> str:
 
 LEAD_MODEL_URI = champion_uri(LEAD_MODEL_NAME)
 CLV_MODEL_URI = champion_uri(CLV_MODEL_NAME)
+FILE_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zip", ".zst", ".csv", ".tsv", ".txt", ".parquet", ".pq"})
+TAG_LIMIT = 5_000
+"""MLflow's limit on a tag value's length."""
+
+
+def file_model_name(path: str | Path, base: str = LEAD_MODEL_NAME) -> str:
+    """The default registered name of a model trained on a flat file: ``<base>-<file stem>``, e.g.
+    ``lead-scoring-bank-additional-full`` for ``bank-additional-full.csv.gz``; never ``base`` itself, the name
+    of the CRM model that ``leadval serve`` and the nightly jobs load."""
+    name = Path(path).name
+    while Path(name).suffix.lower() in FILE_SUFFIXES:
+        name = name[: -len(Path(name).suffix)]
+    stem = re.sub(r"[^a-z0-9_.-]+", "-", name.lower()).strip("-._") or "file"
+    return f"{base}-{stem}"
 
 
 class Promote(str, Enum):
@@ -88,10 +105,16 @@ def register_and_gate(
     champion_metric: Callable[[str], float],
     higher_is_better: bool,
     promote: Promote = Promote.auto,
+    tags: dict[str, str] | None = None,
+    champion_caveat: Callable[[str], str | None] | None = None,
 ) -> Promotion:
     """Register ``model_uri`` as a new version of ``model_name`` and decide whether it becomes champion.
 
-    ``champion_metric(uri)`` must score the model at ``uri`` on the SAME holdout as ``candidate_metric``.
+    ``champion_metric(uri)`` must score the model at ``uri`` on the SAME holdout as ``candidate_metric``, and
+    give the worst figure there is (-inf, or +inf when lower is better) for a champion that cannot score it,
+    which then cannot block the candidate. ``champion_caveat(uri)``, when given, says why the champion's figure
+    does not count (e.g. it used columns now flagged as leaky), or None when it does: with a caveat the
+    candidate is promoted (``auto``) and the reason says why. ``tags`` go on the new version.
     """
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -100,6 +123,8 @@ def register_and_gate(
     version = str(mlflow.register_model(model_uri, model_name).version)
     client = MlflowClient()
     client.set_model_version_tag(model_name, version, metric_name, f"{candidate_metric:.6g}")
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(model_name, version, key, str(value)[:TAG_LIMIT])
     previous = champion_version(model_name)
     current: float | None = None
     if promote is Promote.never:
@@ -109,14 +134,42 @@ def register_and_gate(
     elif previous is None:
         chosen, reason = True, "no champion yet"
     else:
-        current = float(champion_metric(f"models:/{model_name}/{previous}"))
-        chosen = candidate_metric >= current if higher_is_better else candidate_metric <= current
-        verb = "at least as good as" if chosen else "worse than"
-        reason = (f"{metric_name} {candidate_metric:.4f} is {verb} champion v{previous}'s "
-                  f"{current:.4f} on the same holdout")
+        champion = f"models:/{model_name}/{previous}"
+        current = float(champion_metric(champion))
+        caveat = champion_caveat(champion) if champion_caveat else None
+        if caveat:
+            chosen = True
+            figure = f"its {metric_name} {current:.4f}" if math.isfinite(current) else f"its {metric_name}"
+            reason = (f"champion v{previous} {caveat}: {figure} on the same holdout does not block this "
+                      f"candidate's {candidate_metric:.4f}")
+        elif current == (-math.inf if higher_is_better else math.inf):
+            chosen = True
+            reason = (f"champion v{previous} cannot score this holdout (it was trained on other columns or data), "
+                      f"so it cannot block this candidate's {metric_name} {candidate_metric:.4f}")
+        else:
+            chosen = candidate_metric >= current if higher_is_better else candidate_metric <= current
+            verb = "at least as good as" if chosen else "worse than"
+            reason = (f"{metric_name} {candidate_metric:.4f} is {verb} champion v{previous}'s "
+                      f"{current:.4f} on the same holdout")
     if chosen:
         client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
     return Promotion(model_name, str(version), chosen, reason, previous, candidate_metric, current)
+
+
+def version_tags(model_uri: str) -> dict[str, str]:
+    """The tags of the registered version at ``models:/<name>/<version>`` (empty for other URIs or when the
+    registry does not know it)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    ref = model_uri.removeprefix("models:/")
+    if not model_uri.startswith("models:/") or "/" not in ref:
+        return {}
+    name, version = ref.split("/", 1)
+    try:
+        return dict(MlflowClient().get_model_version(name, version).tags)
+    except MlflowException:
+        return {}
 
 
 def load_registered(model_uri: str) -> mlflow.pyfunc.PyFuncModel:

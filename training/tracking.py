@@ -1,7 +1,8 @@
 """MLflow at the edges of training: where runs go and what every run records.
 
 Both models (lead scoring and CLV) use these so their runs carry the same facts: the full config, the
-git commit, a fingerprint of the training data and the pinned requirements of the logged model.
+git commit, a fingerprint of the training data and the pinned requirements of the logged model; and
+whoever reads what a run recorded later (the report) reads its tags here, without creating a store.
 Registering and promoting is :mod:`training.registry`'s job.
 """
 
@@ -17,7 +18,16 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 from sqlalchemy.engine import make_url
+
+from features.crm.store import safe_url
+from features.errors import LeadvalError
+
+
+class RunNotReadable(LeadvalError):
+    """A training run's record cannot be read (no store, no such run, a store that does not answer)."""
 
 
 def use_tracking(tracking_uri: str) -> None:
@@ -91,3 +101,17 @@ def log_run_facts(config: Any, training_data: pd.DataFrame) -> None:
         "dataset_fingerprint": dataset_fingerprint(training_data),
         "dataset_rows": str(len(training_data)),
     })
+
+
+def read_run_tags(run_id: str, tracking_uri: str) -> dict[str, str]:
+    """The tags of run ``run_id`` at ``tracking_uri``; raises :class:`RunNotReadable` saying why when it cannot be
+    read. A local SQLite store that does not exist is never created (unlike :func:`use_tracking`)."""
+    if tracking_uri.startswith("sqlite:"):
+        database = make_url(tracking_uri).database
+        if database and database != ":memory:" and not Path(database).exists():
+            raise RunNotReadable(f"no MLflow store at {database} (pass --tracking-uri)")
+    try:
+        return dict(MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.tags)
+    except (MlflowException, OSError) as exc:
+        raise RunNotReadable(f"run {run_id} not readable at {safe_url(tracking_uri)}: "
+                             f"{str(exc).splitlines()[0]}") from None

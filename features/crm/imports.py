@@ -7,32 +7,32 @@ yet when they are imported, and the schema does not enforce it either.
 
 Validation runs before anything is written and, like the write, inside one transaction: a file with any
 bad row raises ``InvalidInput`` naming the columns, counts and file lines, and the database is unchanged.
+Values must be plausible as well as storable (``features.crm.rules.Plausibility``: dates from 1990, or
+``dates_from``, to a day after now; amounts of money up to ``max_amount``; text without control characters).
 Rows are upserted on the primary key, so importing the same file twice changes nothing; rows whose stored
 values already match are not written again.
+Reading the file is ``features.crm.exports``.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import cached_property, partial
+from datetime import date, datetime
+from functools import partial
 from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 from sqlalchemy import Connection, Engine, Table, func, select, tuple_
 
-from features.crm.problems import Problem, problem_report
-from features.crm.rows import column_problems, duplicate_keys, parse_rows, unknown_references
+from features.crm.exports import Export, read_export
+from features.crm.problems import problem_report
+from features.crm.rows import duplicate_keys, parse_rows, unknown_references
+from features.crm.rules import EARLIEST_DATE, MAX_AMOUNT, Plausibility, column_problems
 from features.crm.schema import CRM_TABLES, metadata
 from features.crm.store import DEFAULT_CHUNK_ROWS, chunks, coerce_types, read_frame, upsert_frame
 from features.errors import InvalidInput
@@ -46,8 +46,6 @@ load stay in memory instead of being spilled and re-read, a third less write tim
 
 WHOLE_TABLE_FACTOR = 3
 """Read a table in one scan, instead of by key lists, when it has at most this many rows per key looked up."""
-
-_DELIMITERS = (",", ";", "\t")
 
 
 def crm_table(name: str) -> Table:
@@ -137,148 +135,6 @@ def _check_targets(mapping: Mapping[str, str], where: str) -> None:
         )
 
 
-@dataclass(frozen=True)
-class Export:
-    """A file's rows as read, with its own column names; CSV values are text, Parquet keeps its types."""
-
-    path: Path
-    frame: pd.DataFrame
-    delimiter: str | None = None
-
-    @cached_property
-    def record_lines(self) -> np.ndarray:
-        """The file line each data row starts on (header = line 1); read only when a message needs it."""
-        return _record_lines(self.path, self.delimiter or ",")[0]
-
-    def locate(self, rows: np.ndarray) -> list[str]:
-        """How the user finds 0-based ``rows``: CSV line numbers (header = 1), Parquet row numbers from 1."""
-        if self.delimiter is None:
-            return [f"row {r + 1}" for r in rows]
-        return [f"line {self.record_lines[r]}" for r in rows]
-
-
-def read_export(path: Path) -> Export:
-    """Read a CSV (comma, semicolon or tab separated, UTF-8, gzipped or not) or Parquet export.
-
-    Unreadable files are an ``InvalidInput`` naming the file and what is wrong.
-    """
-    if not path.is_file():
-        raise InvalidInput(f"{path}: no such file")
-    with path.open("rb") as handle:
-        is_parquet = handle.read(4) == b"PAR1"
-    if is_parquet:
-        return _read_parquet(path)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        raise InvalidInput(f"{path.name} is not a Parquet file (it lacks the PAR1 signature)")
-    return _read_csv(path)
-
-
-def _read_parquet(path: Path) -> Export:
-    try:
-        frame = pq.read_table(path).to_pandas()
-    except (pa.ArrowException, OSError) as exc:
-        raise InvalidInput(f"{path.name} cannot be read as Parquet: {exc}") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    _check_header(path, list(frame.columns))
-    return Export(path, frame.reset_index(drop=True))
-
-
-def _read_csv(path: Path) -> Export:
-    header, delimiter = _csv_header(path)
-    invalid: list[int] = []
-
-    def count_invalid(_row: object) -> str:
-        invalid.append(1)
-        return "skip"
-
-    try:
-        table = pa_csv.read_csv(
-            path,
-            parse_options=pa_csv.ParseOptions(
-                delimiter=delimiter, newlines_in_values=True, invalid_row_handler=count_invalid
-            ),
-            convert_options=pa_csv.ConvertOptions(
-                column_types={name: pa.string() for name in header},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-    except pa.ArrowInvalid as exc:
-        raise InvalidInput(_unreadable(path, str(exc))) from None
-    if invalid:
-        raise InvalidInput(_field_count_report(path, delimiter, len(header)))
-    frame = table.to_pandas()
-    frame.columns = [name.strip() for name in frame.columns]
-    return Export(path, frame, delimiter)
-
-
-def _csv_header(path: Path) -> tuple[list[str], str]:
-    try:
-        with _open_text(path) as handle:
-            first = next((line for line in handle if line.strip()), "")
-            if not first:
-                raise InvalidInput(f"{path.name} is empty; expected a header row with the column names")
-            delimiter = max(_DELIMITERS, key=first.count) if any(d in first for d in _DELIMITERS) else ","
-            handle.seek(0)
-            header = next(r for r in csv.reader(handle, delimiter=delimiter) if r)
-    except UnicodeDecodeError:
-        raise InvalidInput(_unreadable(path, "invalid UTF8")) from None
-    except csv.Error as exc:
-        raise InvalidInput(f"{path.name}: the header row cannot be read as CSV: {exc}") from None
-    _check_header(path, [name.strip() for name in header])
-    return header, delimiter
-
-
-def _open_text(path: Path) -> TextIO:
-    """The CSV file as text; a gzipped one (``.gz``, as the CSV reader decides too) decompressed on the fly."""
-    if path.suffix.lower() == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return path.open(encoding="utf-8-sig", newline="")
-
-
-def _check_header(path: Path, names: list[str]) -> None:
-    if any(not name for name in names):
-        raise InvalidInput(f"{path.name}: column {names.index('') + 1} of the header has no name")
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise InvalidInput(f"{path.name}: the header names {', '.join(map(repr, repeated))} more than once")
-
-
-def _unreadable(path: Path, reason: str) -> str:
-    if "UTF8" in reason or "UTF-8" in reason:
-        return f"{path.name} is not UTF-8 text; save the export as CSV UTF-8 (or Parquet) and import it again"
-    return f"{path.name} cannot be read as CSV: {reason}"
-
-
-def _record_lines(path: Path, delimiter: str) -> tuple[np.ndarray, np.ndarray]:
-    """Start line and field count of every data record, skipping blank lines as the CSV reader does."""
-    starts, widths = [], []
-    with _open_text(path) as handle:
-        reader = csv.reader(handle, delimiter=delimiter)
-        previous, seen_header = 0, False
-        for record in reader:
-            start, previous = previous + 1, reader.line_num
-            if not record:
-                continue
-            if seen_header:
-                starts.append(start)
-                widths.append(len(record))
-            seen_header = True
-    return np.asarray(starts, dtype=np.int64), np.asarray(widths, dtype=np.int64)
-
-
-def _field_count_report(path: Path, delimiter: str, expected: int) -> str:
-    starts, widths = _record_lines(path, delimiter)
-    bad = np.flatnonzero(widths != expected)
-    problem = Problem(
-        "(whole row)",
-        f"{expected} fields separated by {delimiter!r}, as in the header",
-        bad,
-        tuple(f"has {w}" for w in widths[bad[:5]]),
-    )
-    return problem_report(path.name, [problem], lambda rows: [f"line {starts[r]}" for r in rows])
-
-
 def _apply_mapping(frame: pd.DataFrame, mapping: Mapping[str, str], source: str) -> tuple[pd.DataFrame, dict[str, str]]:
     """Export columns renamed (or dropped, for an empty target); entries for columns not in the file are ignored."""
     renamed = {c: mapping[c] for c in frame.columns if c in mapping}
@@ -293,20 +149,41 @@ def _apply_mapping(frame: pd.DataFrame, mapping: Mapping[str, str], source: str)
     return out, {c: ours for c, ours in renamed.items() if ours}
 
 
+def import_plausibility(
+    now: pd.Timestamp | None = None, dates_from: date | datetime | str | None = None, max_amount: float | None = None
+) -> Plausibility:
+    """The import's plausibility bounds: dates from ``dates_from`` (default 1990-01-01) to a day after ``now``
+    (naive UTC, default the current time), amounts of money up to ``max_amount`` (default 1e9)."""
+    if max_amount is not None and not (np.isfinite(max_amount) and max_amount >= 0):
+        raise InvalidInput(f"--max-amount {max_amount}: expected a finite number >= 0")
+    return Plausibility(
+        now=now if now is not None else pd.Timestamp.now(tz="UTC").tz_localize(None),
+        dates_from=pd.Timestamp(dates_from) if dates_from is not None else EARLIEST_DATE,
+        max_amount=float(max_amount) if max_amount is not None else MAX_AMOUNT,
+        dates_from_advice="older dates load with --allow-dates-from YYYY-MM-DD",
+        max_amount_advice="larger amounts load with --max-amount",
+    )
+
+
 def validate_export(
-    conn: Connection, table_name: str, path: Path, mapping: Mapping[str, str], now: pd.Timestamp | None = None
+    conn: Connection, table_name: str, path: Path, mapping: Mapping[str, str],
+    plausibility: Plausibility | None = None,
 ) -> pd.DataFrame:
     """The export's rows typed for ``table_name``, or ``InvalidInput`` naming every problem with its file lines.
 
-    ``now`` (naive UTC, default the current time) bounds dates; foreign keys are looked up through ``conn``.
+    ``plausibility`` defaults to :func:`import_plausibility`'s defaults; foreign keys are looked up through ``conn``.
     """
+    return _validated(conn, table_name, read_export(Path(path)), mapping, plausibility)
+
+
+def _validated(
+    conn: Connection, table_name: str, export: Export, mapping: Mapping[str, str], plausibility: Plausibility | None
+) -> pd.DataFrame:
     table = crm_table(table_name)
-    export = read_export(Path(path))
     raw, renamed = _apply_mapping(export.frame, mapping, export.path.name)
     problems = column_problems(table, list(raw.columns), renamed)
     raw = raw[[c for c in raw.columns if c in table.c]]
-    now = now if now is not None else pd.Timestamp.now(tz="UTC").tz_localize(None)
-    rows, bad_values = parse_rows(table, raw, now)
+    rows, bad_values = parse_rows(table, raw, plausibility or import_plausibility())
     problems += bad_values
     problems += duplicate_keys(table, rows)
     problems += unknown_references(table, rows, partial(existing_keys, conn))
@@ -408,15 +285,19 @@ def import_file(
     path: Path,
     mapping: Mapping[str, str],
     progress: Callable[[int], object] | None = None,
+    plausibility: Plausibility | None = None,
 ) -> dict:
     """Validate ``path`` for ``table_name`` and load it in one transaction (upsert on the primary key).
 
-    Returns the table, file, rows in the file and how many were inserted, updated or already unchanged.
-    Any bad row raises ``InvalidInput`` and nothing is written. The schema must exist (``create_schema``).
-    ``progress`` is called with the number of rows each written chunk (or the unchanged rows) accounts for.
+    Returns the table, file, rows in the file, how many were inserted, updated or already unchanged, and
+    ``notes`` on reading the file (a list of sentences, empty when there is nothing to say). Any bad row
+    raises ``InvalidInput`` and nothing is written. The schema must exist (``create_schema``). ``progress``
+    is called with the number of rows each written chunk (or the unchanged rows) accounts for;
+    ``plausibility`` defaults to :func:`import_plausibility`'s.
     """
     table = crm_table(table_name)
     with import_transaction(engine) as conn:
-        rows = validate_export(conn, table_name, Path(path), mapping)
+        export = read_export(Path(path))
+        rows = _validated(conn, table_name, export, mapping, plausibility)
         counts = load_rows(conn, table, rows, progress=progress)
-    return {"table": table.name, "file": str(path), "rows": len(rows), **counts}
+    return {"table": table.name, "file": str(path), "rows": len(rows), **counts, "notes": list(export.notes)}

@@ -1,8 +1,5 @@
-"""What rows must satisfy wherever they enter, derived from the SQLAlchemy tables themselves.
+"""Rows checked against the column rules (:mod:`features.crm.rules`) wherever they enter.
 
-Each column's rule (type, required, length, range, allowed values, referenced table) is read from the
-``Table``: nullability, ``String(n)``, ``Integer``, ``DateTime``/``Date``, ``ForeignKey`` and the value rule
-declared on the column (``Column.info``, from which the schema also generates the ``CHECK`` constraints).
 The checks are vectorised: a frame of raw values in, typed columns and a list of ``Problem``s out, which
 :func:`problem_report` words for people. Timestamps with an offset become naive UTC; those without are
 taken as UTC. The import (:func:`parse_rows`), transactions files, the KPI tables (:func:`conform_frame`)
@@ -11,151 +8,40 @@ and RFM summaries (:func:`check_rfm`) all go through these rules.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
-from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import JSON, BigInteger, Date, DateTime, Float, Integer, Numeric, String, Table, Text
+import pyarrow as pa
+from pandas.arrays import ArrowStringArray
+from sqlalchemy import Table
 
 from features.crm.problems import EXAMPLES_SHOWN, NO_ROWS, Problem, problem_report, show_value
+from features.crm.rules import ColumnRule, Kind, Plausibility, column_rules, plausible_rules
 from features.errors import InvalidInput
 
-Kind = Literal["text", "datetime", "date", "number", "integer", "json"]
-
-BLANK_MEANS_EMPTY_TEXT: Mapping[str, frozenset[str]] = {"marketing_spend": frozenset({"campaign"})}
-"""Key columns where an empty cell (or no column at all) means ``''``, e.g. spend not tied to a campaign."""
-
-_INT32 = (-(2**31), 2**31 - 1)
-_INT64 = (-(2**63), 2**63 - 1)
-
-
-@dataclass(frozen=True)
-class ColumnRule:
-    """What one column must hold, read from the table definition."""
-
-    name: str
-    kind: Kind
-    required: bool
-    max_length: int | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    allowed: tuple[str, ...] | None = None
-    blank_as: str | None = None
-    references: tuple[str, str] | None = None
-
-    @property
-    def expected(self) -> str:
-        """The rule's type in words, for messages."""
-        if self.kind == "text":
-            return f"text of at most {self.max_length} characters" if self.max_length else "text"
-        return _EXPECTED[self.kind]
-
-
-_EXPECTED = {
-    "datetime": "a date-time in ISO 8601 (e.g. 2025-03-31T14:05:00 or 2025-03-31T14:05:00+02:00)",
-    "date": "a calendar day in ISO 8601 (e.g. 2025-03-31)",
-    "integer": "a whole number",
-    "number": "a number",
-    "json": "a JSON value",
-}
-
-
-def column_rules(table: Table) -> tuple[ColumnRule, ...]:
-    """The rule of every column of ``table``, from its types, nullability, foreign keys and declared value rules."""
-    blank = BLANK_MEANS_EMPTY_TEXT.get(table.name, frozenset())
-    rules = []
-    for column in table.columns:
-        kind, (lowest, highest) = _kind(column.type, f"{table.name}.{column.name}")
-        fks = list(column.foreign_keys)
-        rules.append(
-            ColumnRule(
-                name=column.name,
-                kind=kind,
-                required=not column.nullable and column.name not in blank,
-                max_length=getattr(column.type, "length", None) if kind == "text" else None,
-                minimum=_tightest(max, lowest, column.info.get("minimum")),
-                maximum=_tightest(min, highest, column.info.get("maximum")),
-                allowed=column.info.get("allowed"),
-                blank_as="" if column.name in blank else None,
-                references=(fks[0].column.table.name, fks[0].column.name) if fks else None,
-            )
-        )
-    return tuple(rules)
-
-
-def _kind(type_, where: str) -> tuple[Kind, tuple[float | None, float | None]]:
-    """The parse kind of a column type and the range the type itself can store."""
-    if isinstance(type_, DateTime):
-        return "datetime", (None, None)
-    if isinstance(type_, Date):
-        return "date", (None, None)
-    if isinstance(type_, BigInteger):
-        return "integer", _INT64
-    if isinstance(type_, Integer):
-        return "integer", _INT32
-    if isinstance(type_, (Float, Numeric)):
-        return "number", (None, None)
-    if isinstance(type_, (String, Text)):
-        return "text", (None, None)
-    if isinstance(type_, JSON):
-        return "json", (None, None)
-    raise TypeError(f"no column rule for the type {type_!r} of {where}")
-
-
-def _tightest(pick: Callable[..., float], *bounds: float | None) -> float | None:
-    given = [b for b in bounds if b is not None]
-    return pick(given) if given else None
-
-
-def column_problems(table: Table, columns: Sequence[str], renamed: Mapping[str, str]) -> list[Problem]:
-    """Missing required columns and columns ``table`` does not have; ``columns`` are the names after mapping."""
-    rules = column_rules(table)
-    known = [r.name for r in rules]
-    unknown = [c for c in columns if c not in known]
-    theirs = {ours: their for their, ours in renamed.items()}
-    problems = []
-    for rule in rules:
-        if rule.required and rule.name not in columns:
-            hint = _closest(rule.name, [theirs.get(c, c) for c in unknown])
-            advice = f"; map the export's column onto it with --map '{hint or '<their column>'}={rule.name}'"
-            problems.append(Problem(rule.name, "required column is missing" + advice, NO_ROWS))
-    for name in unknown:
-        original = theirs.get(name, name)
-        hint = _closest(name, known)
-        guess = f"did you mean {hint}? " if hint else f"{table.name} has {', '.join(known)}; "
-        problems.append(Problem(
-            original,
-            f"unknown column; {guess}rename it with --map '{original}={hint or '<column>'}' "
-            f"or skip it with --map '{original}='",
-            NO_ROWS,
-        ))
-    return problems
-
-
-def _closest(name: str, candidates: Sequence[str]) -> str | None:
-    folded = {c.lower().replace(" ", "_").replace("-", "_"): c for c in candidates}
-    match = difflib.get_close_matches(name.lower().replace(" ", "_").replace("-", "_"), list(folded), n=1, cutoff=0.6)
-    return folded[match[0]] if match else None
+CONTROL_CHARACTERS = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
+"""C0 control characters (NUL and the others below U+0020) but tab, line feed and carriage return."""
+_LINE_BYTES = np.array([0x09, 0x0A, 0x0D], dtype=np.uint8)
+_PLAIN_TEXT = "text without control characters (NUL, or another below U+0020 but tab, line feed and carriage return)"
 
 
 def parse_rows(
-    table: Table, raw: pd.DataFrame, now: pd.Timestamp | None
+    table: Table, raw: pd.DataFrame, plausibility: Plausibility | None
 ) -> tuple[pd.DataFrame, list[Problem]]:
     """Typed columns of ``table`` parsed from ``raw`` (export values, our column names), and every bad value.
 
-    ``now`` is naive UTC; dates after it are problems (``None``: dates are not bounded). Each bad cell is
-    reported once, under the first rule it breaks (type before range), so one typo is one problem.
+    With ``plausibility`` values must also be plausible (outside data); with ``None`` only what the columns
+    can store is checked (dates are not bounded). Each bad cell is reported once, under the first rule it
+    breaks (type before range), so one typo is one problem.
     """
-    return _parsed(column_rules(table), raw, now)
+    rules = column_rules(table) if plausibility is None else plausible_rules(table, plausibility)
+    return _parsed(rules, raw)
 
 
-def _parsed(
-    rules: Sequence[ColumnRule], raw: pd.DataFrame, now: pd.Timestamp | None
-) -> tuple[pd.DataFrame, list[Problem]]:
+def _parsed(rules: Sequence[ColumnRule], raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
     parsed: dict[str, pd.Series] = {}
     problems: list[Problem] = []
     for rule in rules:
@@ -165,7 +51,7 @@ def _parsed(
             continue
         values = raw[rule.name] if rule.kind == "json" else _cleaned(raw[rule.name])
         given = values.notna().to_numpy()
-        typed, checks = _parse(rule, values, given, now)
+        typed, checks = _parse(rule, values, given)
         if rule.required:
             checks.insert(0, ("a value (required)", ~given))
         problems += [Problem.at(rule.name, expected, np.asarray(bad, dtype=bool), values) for expected, bad in checks]
@@ -176,40 +62,77 @@ def _parsed(
     return frame, [p for p in problems if p.count]
 
 
-def _parse(
-    rule: ColumnRule, values: pd.Series, given: np.ndarray, now: pd.Timestamp | None
-) -> tuple[pd.Series, list]:
+def _parse(rule: ColumnRule, values: pd.Series, given: np.ndarray) -> tuple[pd.Series, list]:
     """The typed column and its ``(expected, bad rows)`` checks for one rule; ``given`` marks non-empty cells."""
     if rule.kind == "json":
         return values, []
     if rule.kind == "text":
         text = _text(values)
-        checks = []
-        if rule.max_length:
-            checks.append((rule.expected, given & (text.str.len() > rule.max_length).to_numpy()))
-        if rule.allowed:
-            checks.append((f"one of: {', '.join(rule.allowed)}", given & ~text.isin(rule.allowed).to_numpy()))
-        return text, checks
+        checks = _text_checks(rule, text, given)
+        bad = np.logical_or.reduce([rows for _, rows in checks]) if checks else None
+        return (text.where(~bad) if bad is not None and bad.any() else text), checks
     if rule.kind in ("datetime", "date"):
         stamps = _as_naive_utc(values)
-        parsed = stamps.notna().to_numpy()
+        valid = stamps.notna().to_numpy()
+        typed = stamps
         if rule.kind == "date":
-            whole_day = parsed & (stamps == stamps.dt.normalize()).to_numpy()
-            typed = stamps.dt.date.where(whole_day, None)
-            checks = [(rule.expected, given & ~whole_day)]
-            if now is not None:
-                future = whole_day & (stamps > now.normalize()).to_numpy()
-                checks.append((f"a day not in the future (today is {now:%Y-%m-%d} UTC)", future))
-            return typed, checks
-        checks = [(rule.expected, given & ~parsed)]
-        if now is not None:
-            future = parsed & (stamps > now).to_numpy()
-            checks.append((f"a date not in the future (now is {now:%Y-%m-%d %H:%M} UTC)", future))
-        return stamps, checks
+            valid = valid & (stamps == stamps.dt.normalize()).to_numpy()
+            typed = stamps.dt.date.where(valid, None)
+        return typed, [(rule.expected, given & ~valid), *_time_checks(rule, stamps, valid)]
     numbers = _as_number(values).to_numpy()
     checks, in_range = _number_checks(rule, numbers, given)
     typed = pd.Series(np.where(in_range, numbers, np.nan), index=values.index)
     return (typed.astype("Int64") if rule.kind == "integer" else typed), checks
+
+
+def _text_checks(rule: ColumnRule, text: pd.Series, given: np.ndarray) -> list:
+    """A text rule's checks, each on the cells that passed the ones before: one problem per bad cell."""
+    checks, ok = [], given.copy()
+    if rule.plain_text:
+        controls = ok & _control_characters(text)
+        checks.append((_PLAIN_TEXT, controls))
+        ok &= ~controls
+    if rule.max_length:
+        too_long = ok & (text.str.len() > rule.max_length).to_numpy()
+        checks.append((rule.expected, too_long))
+        ok &= ~too_long
+    if rule.allowed:
+        checks.append((f"one of: {', '.join(rule.allowed)}", ok & ~text.isin(rule.allowed).to_numpy()))
+    return checks
+
+
+def _control_characters(text: pd.Series) -> np.ndarray:
+    """Which cells of ``text`` hold a control character (:data:`CONTROL_CHARACTERS`).
+
+    Arrow-backed text is first scanned as bytes, a hundredth of the regex's time: in UTF-8 no byte of a longer
+    character is below 0x80, so a column without bytes below 0x20 other than tab, LF and CR has none. Only
+    a column that has one is searched cell by cell.
+    """
+    arrow = pa.array(text.array) if isinstance(text.array, ArrowStringArray) else None
+    parts = arrow.chunks if isinstance(arrow, pa.ChunkedArray) else [arrow]
+    if arrow is not None and all(pa.types.is_string(p.type) or pa.types.is_large_string(p.type) for p in parts):
+        low = [b[b < 0x20] for b in (np.frombuffer(p.buffers()[2] or b"", np.uint8) for p in parts)]
+        if not any(np.isin(b, _LINE_BYTES, invert=True).any() for b in low):
+            return np.zeros(len(text), dtype=bool)
+    return text.str.contains(CONTROL_CHARACTERS, regex=True).fillna(False).to_numpy(dtype=bool)
+
+
+def _time_checks(rule: ColumnRule, stamps: pd.Series, valid: np.ndarray) -> list:
+    """The plausible-dates checks of a date or date-time rule on the ``valid`` cells of ``stamps``."""
+    what, shown = ("a day", "%Y-%m-%d") if rule.kind == "date" else ("a date-time", "%Y-%m-%d %H:%M")
+    checks = []
+    if rule.earliest is not None:
+        earlier = valid & (stamps < rule.earliest).to_numpy()
+        checks.append((f"{what} on or after {rule.earliest:%Y-%m-%d}{_advised(rule)}", earlier))
+    if rule.latest is not None:
+        when = "tomorrow" if rule.kind == "date" else "a day after now"
+        later = valid & (stamps > rule.latest).to_numpy()
+        checks.append((f"{what} no later than {when} ({rule.latest.strftime(shown)} UTC)", later))
+    return checks
+
+
+def _advised(rule: ColumnRule) -> str:
+    return f" ({rule.advice})" if rule.advice else ""
 
 
 def _number_checks(rule: ColumnRule, numbers: np.ndarray, given: np.ndarray) -> tuple[list, np.ndarray]:
@@ -225,13 +148,15 @@ def _number_checks(rule: ColumnRule, numbers: np.ndarray, given: np.ndarray) -> 
         in_range &= ~below
     if rule.maximum is not None:
         above = ok & (numbers > rule.maximum)
-        checks.append((f"{rule.expected} <= {_number(rule.maximum)}", above))
+        checks.append((f"{rule.expected} <= {_number(rule.maximum)}{_advised(rule)}", above))
         in_range &= ~above
     return checks, in_range
 
 
 def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
+    if float(value).is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    return f"{value:g}"
 
 
 def _cleaned(values: pd.Series) -> pd.Series:
@@ -301,8 +226,9 @@ def conform_frame(table: Table, frame: pd.DataFrame, required: Sequence[str] = (
     For frames built in code or read from the database (the KPI tables). The ``required`` columns must be
     there; other columns of ``table`` that are missing are filled with typed nulls (``''`` where blank means
     empty), and columns ``table`` does not have are kept as they are. Values are checked as an import checks
-    them, except that dates may be in the future, and the primary key must be unique. Times and days become
-    ``datetime64[ns]``, numbers ``float64``, whole numbers ``int64`` (``float64`` when some are missing).
+    them, but without its plausibility bounds (dates may be in the future, say), and the primary key must be
+    unique. Times and days become ``datetime64[ns]``, numbers ``float64``, whole numbers ``int64``
+    (``float64`` when some are missing).
     """
     expected = f"required column is missing; expected at least {', '.join(required)}"
     problems = [Problem(name, expected, NO_ROWS) for name in required if name not in frame.columns]
@@ -352,7 +278,7 @@ def check_rfm(
         return
     if not problems:
         raw = pd.DataFrame({r.name: rfm[names[r.name]].to_numpy() for r in rules})
-        typed, problems = _parsed(rules, raw, None)
+        typed, problems = _parsed(rules, raw)
         x, r, t = (typed[c].to_numpy(dtype="float64", na_value=np.nan) for c in ("frequency", "recency", "T"))
         after_end = r > t
         not_zero = (x == 0) & (r != 0) & ~np.isnan(r) & ~after_end

@@ -4,8 +4,11 @@ Column names are public: CRM exports are mapped onto them, and the README docume
 ``doc`` given here. All timestamps are naive UTC (``timestamp without time zone``).
 
 A column's value rule (``minimum``, ``maximum``, ``allowed`` values) is declared once, on the column: it is
-kept in ``Column.info``, where the import and every other check read it (``features.crm.rows``), and the
+kept in ``Column.info``, where the import and every other check read it (``features.crm.rules``), and the
 table's ``CHECK`` constraint is generated from it, so the database and the checks enforce the same rule.
+A column can also be marked as an amount of money (``money``): the import holds such amounts to a plausible
+maximum it is told (``--max-amount``); a limit that varies by business and by file is no fact of the schema,
+so it makes no ``CHECK``.
 """
 
 from __future__ import annotations
@@ -66,14 +69,16 @@ def _col(
     maximum: float | None = None,
     allowed: tuple[str, ...] | None = None,
     check: str | None = None,
+    money: bool = False,
     **kwargs,
 ) -> Column:
     """A column whose ``doc`` is the README's description of it, with its value rule if it has one.
 
     ``minimum``, ``maximum`` (inclusive) and ``allowed`` are the rule; ``check`` names the ``CHECK`` constraint
     :func:`_table` generates from it (default ``ck_<table>_<column>``; columns naming the same one share it).
+    ``money`` marks an amount of money, held to a plausible maximum on import (no ``CHECK``).
     """
-    rule = {"minimum": minimum, "maximum": maximum, "allowed": allowed, "check": check}
+    rule = {"minimum": minimum, "maximum": maximum, "allowed": allowed, "check": check, "money": money or None}
     return Column(name, type_, *constraints, info={"doc": doc} | {k: v for k, v in rule.items() if v is not None},
                   **kwargs)
 
@@ -153,7 +158,7 @@ orders = _table(
     _col("order_id", String(64), "Order identifier.", primary_key=True),
     _col("customer_id", String(64), "Customer who ordered.", ForeignKey("customers.customer_id"), nullable=False),
     _col("ordered_at", DateTime(), "When the order was placed (UTC).", nullable=False),
-    _col("amount", Float, "Order value in the account currency, >= 0.", nullable=False, minimum=0),
+    _col("amount", Float, "Order value in the account currency, >= 0.", nullable=False, minimum=0, money=True),
     Index("ix_orders_customer_time", "customer_id", "ordered_at"),
 )
 
@@ -162,7 +167,8 @@ marketing_spend = _table(
     _col("date", Date, "Day of the spend (UTC).", primary_key=True),
     _col("channel", String(64), "Marketing channel.", primary_key=True),
     _col("campaign", String(128), "Campaign ('' where the spend is not tied to one).", primary_key=True),
-    _col("spend", Float, "Money spent that day, >= 0.", nullable=False, minimum=0, check="ck_spend_nonnegative"),
+    _col("spend", Float, "Money spent that day, >= 0.", nullable=False, minimum=0, check="ck_spend_nonnegative",
+         money=True),
     _col("impressions", Integer, "Ad impressions or sends, >= 0.", nullable=False, minimum=0,
          check="ck_spend_nonnegative"),
     _col("clicks", Integer, "Clicks, >= 0.", nullable=False, minimum=0, check="ck_spend_nonnegative"),

@@ -4,10 +4,12 @@ A transactions file is one the import reads (CSV separated by commas, semicolons
 or Parquet) with one row per order: a customer column, a date column (ISO 8601, ``YYYY-MM-DD``,
 ``YYYYMMDD``; time of day and time zone allowed, converted to UTC) and optionally an amount column. Its
 values must satisfy the rules of ``orders.customer_id``, ``orders.ordered_at`` and ``orders.amount``,
-checked as the import checks them, and bad rows are reported as the import reports them: the file, the
-column as the user named it, the file lines and the values. One more check is the file's own: orders
-after the observation end are an error, not silently dropped, because a file that runs past the date the
-user named usually means a wrong date or a wrong file; cut the file or pass the later date. (The RFM
+checked as the import checks them, plausibility included with its default bounds (orders from 1990-01-01
+to a day after now, amounts up to 1e9, ids without control characters), and bad rows are reported as the
+import reports them: the file, the column as the user named it, the file lines and the values. One more
+check is the file's own: orders after the observation end are an error, not silently dropped, because a
+file that runs past the date the user named usually means a wrong date or a wrong file; cut the file or
+pass the later date. (The RFM
 functions themselves ignore orders after the end, as lifetimes does; the CRM path reads only orders up
 to the end.)
 """
@@ -21,9 +23,10 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import Engine
 
-from features.crm.imports import read_export
+from features.crm.exports import read_export
 from features.crm.problems import NO_ROWS, Problem, problem_report
 from features.crm.rows import parse_rows
+from features.crm.rules import Plausibility
 from features.crm.schema import customers, orders
 from features.crm.store import read_frame
 from features.errors import InvalidInput
@@ -41,8 +44,8 @@ def read_transactions(
     """A validated transactions file as ``customer_id``, ``ordered_at`` (naive UTC) and ``amount`` (if given).
 
     Raises ``InvalidInput`` listing every problem with the file's lines, as the import does: missing
-    columns, missing customers, unreadable or future dates, bad amounts and (with ``observation_end``)
-    orders on a day after it.
+    columns, missing customers, unreadable or implausible dates (before 1990, more than a day after now),
+    bad or implausible amounts (above 1e9) and (with ``observation_end``) orders on a day after it.
     """
     export = read_export(Path(path))
     theirs = dict(zip(TRANSACTION_COLUMNS, (customer_col, date_col, amount_col)))
@@ -53,7 +56,7 @@ def read_transactions(
         raise InvalidInput(problem_report(export.path.name, missing, export.locate, outcome="the file was not used"))
     raw = pd.DataFrame({ours: export.frame[their] for ours, their in wanted.items()})
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
-    rows, problems = parse_rows(orders, raw, now)
+    rows, problems = parse_rows(orders, raw, Plausibility(now))
     if observation_end is not None:
         problems += _after(rows["ordered_at"], raw["ordered_at"], pd.Timestamp(observation_end), problems)
     if problems:

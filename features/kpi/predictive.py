@@ -113,6 +113,29 @@ def backtest_calibration(bands: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()[list(BACKTEST_BAND_COLUMNS)]
 
 
+P_ALIVE_MIN_SPREAD = 0.05
+"""P(alive) carries no information about who has left when the central 98% of customers' values (1st to 99th
+percentile) lie closer together than this: the CLV model's segments then go by value and recency."""
+
+
+def p_alive_range(p_alive: Any) -> tuple[float, float]:
+    """The 1st and 99th percentiles of P(alive) over customers (NaN, NaN without any)."""
+    values = np.asarray(p_alive, dtype="float64")
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    low, high = np.quantile(values, [0.01, 0.99])
+    return float(low), float(high)
+
+
+def p_alive_informative(span: tuple[float, float]) -> bool:
+    """Whether P(alive) tells customers apart: its 1st-99th percentile range (:func:`p_alive_range`) spans at
+    least :data:`P_ALIVE_MIN_SPREAD` (True without customers: nothing to say). The one test of it: training's
+    segment basis and warnings (``training.clv``) and the report's inference from the scores use it."""
+    low, high = span
+    return not high - low < P_ALIVE_MIN_SPREAD
+
+
 def _segment_rank(segment: pd.Series) -> pd.Series:
     rank = {name: i for i, name in enumerate(SEGMENT_ORDER)}
     return segment.map(rank).fillna(len(SEGMENT_ORDER))

@@ -2,13 +2,21 @@
 
 The service needs ``models:/lead-scoring@champion`` and ``models:/clv@champion``. With both loaded it
 serves everything; with one missing it serves the other and says what is missing; with none it
-refuses to start (:class:`NothingToServe`, naming both and why). Nothing here creates an MLflow
+refuses to start (:class:`NothingToServe`, naming both and why). A champion the service cannot serve
+counts as missing, with the reason: a lead model trained on a flat file (``train leads --table``) scores
+that file's columns, not CRM leads (:func:`lead_model_problem`). Nothing here creates an MLflow
 store: a local SQLite store that does not exist counts as "no models", not as a new empty store.
+
+Start-up failures: ``leadval serve`` names a file in :data:`STARTUP_FAILURE_ENV`; a worker that cannot
+start writes its one-line reason there (:func:`report_startup_failure`), and ``leadval serve`` stops the
+server with it instead of letting BentoML restart the worker again and again.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +26,9 @@ from features.errors import LeadvalError
 from training.registry import CHAMPION_ALIAS, CLV_MODEL_NAME, LEAD_MODEL_NAME, champion_uri
 
 SERVED_MODEL_NAMES: tuple[str, ...] = (LEAD_MODEL_NAME, CLV_MODEL_NAME)
+CRM_ID_COLUMN = "lead_id"
+STARTUP_FAILURE_ENV = "LEADVAL_STARTUP_FAILURE_FILE"
+"""Where a worker that cannot start writes why (set by ``leadval serve``)."""
 
 
 class NothingToServe(LeadvalError):
@@ -53,6 +64,51 @@ class ServedModels:
     def get(self, name: str) -> LoadedModel | None:
         """The loaded model called ``name``, or None."""
         return self.loaded.get(name)
+
+
+def lead_model_problem(id_column: str | None, source: str | None = None,
+                       features: Sequence[str] | None = None) -> str | None:
+    """Why a lead model cannot score the API's CRM leads, or None when it can: it must have been trained on
+    CRM leads (id column ``lead_id``, not a flat file) on CRM lead features."""
+    from features.lead_features import BEHAVIOUR_FEATURES, PROFILE_FEATURES
+
+    if source == "table" or id_column != CRM_ID_COLUMN:
+        return ("it was trained on a flat file (train leads --table), not on CRM leads, so it cannot score the "
+                "API's leads; make a CRM-trained version champion (leadval train leads --db URL) and register file "
+                "models under a name of their own")
+    if features is not None:
+        foreign = [f for f in features if f not in PROFILE_FEATURES and f not in BEHAVIOUR_FEATURES]
+        if foreign:
+            return (f"it uses columns that are not CRM lead features ({', '.join(foreign[:5])}), so it cannot score "
+                    "the API's leads")
+    return None
+
+
+def served_model_problem(name: str, python_model: Any) -> str | None:
+    """Why a loaded champion cannot be served, or None."""
+    if name == LEAD_MODEL_NAME:
+        spec = getattr(getattr(python_model, "scorer", None), "spec", None)
+        if spec is None:
+            return f"it is not a lead-scoring model ({type(python_model).__name__})"
+        return lead_model_problem(spec.id_column, features=spec.features)
+    if name == CLV_MODEL_NAME and getattr(python_model, "params", None) is None:
+        return f"it is not a CLV model ({type(python_model).__name__})"
+    return None
+
+
+def report_startup_failure(exc: BaseException) -> None:
+    """Write why the service could not start, one line, where ``leadval serve`` looks for it (if it does)."""
+    where = os.environ.get(STARTUP_FAILURE_ENV)
+    if not where:
+        return
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    target = Path(where)
+    partial = target.with_name(f"{target.name}.{os.getpid()}")
+    try:  # written whole, then renamed: the watcher never reads half a line
+        partial.write_text(text if isinstance(exc, LeadvalError) else f"{type(exc).__name__}: {text}")
+        os.replace(partial, target)
+    except OSError:
+        pass
 
 
 def _missing_store(tracking_uri: str) -> str | None:
@@ -98,6 +154,67 @@ def missing_champions(tracking_uri: str) -> dict[str, str]:
         if reason is not None:
             missing[name] = reason
     return missing
+
+
+def unservable_champions(tracking_uri: str, skip: Sequence[str] = ()) -> dict[str, str]:
+    """``{name: reason}`` for every served model whose champion exists but cannot be served, judged from its
+    MLmodel metadata only (no model is loaded): a quick start-up check. Models in ``skip`` are not looked at."""
+    from mlflow.exceptions import MlflowException
+
+    if _missing_store(tracking_uri) is not None:
+        return {}
+    client = _client(tracking_uri)
+    problems = {}
+    for name in SERVED_MODEL_NAMES:
+        if name in skip:
+            continue
+        version, _ = _champion_version(client, name)
+        if version is None:
+            continue
+        try:
+            metadata = _model_metadata(client.get_model_version_download_uri(name, version.version), tracking_uri)
+        except (MlflowException, OSError):
+            continue  # the service's own loading says what is wrong
+        problem = metadata_problem(name, metadata)
+        if problem:
+            problems[name] = f"version {version.version} cannot be served: {problem}"
+    return problems
+
+
+def metadata_problem(name: str, metadata: dict[str, Any]) -> str | None:
+    """Why the model whose MLmodel metadata this is cannot be served as ``name``, or None when it may be (the
+    pyfuncs record ``id_column`` and ``source`` for lead models, the purchase model's kind and ``time_unit`` for CLV
+    models; models too old to record them are judged when they are loaded)."""
+    from training.clv.pyfunc import MODEL_KEY
+
+    lead = "id_column" in metadata or "source" in metadata
+    clv = MODEL_KEY in metadata or "time_unit" in metadata
+    if name == LEAD_MODEL_NAME:
+        if clv and not lead:
+            return "it is a CLV model, not a lead-scoring model"
+        return lead_model_problem(metadata.get("id_column"), metadata.get("source")) if lead else None
+    return "it is a lead-scoring model, not a CLV model" if lead and not clv else None
+
+
+def _model_metadata(artifact_uri: str, tracking_uri: str) -> dict[str, Any]:
+    """The ``metadata`` of the MLmodel file at ``artifact_uri`` (only that file is fetched, without a progress bar)."""
+    import tempfile
+
+    import mlflow.artifacts
+    from mlflow.models import Model
+
+    previous = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            path = mlflow.artifacts.download_artifacts(artifact_uri=f"{artifact_uri.rstrip('/')}/MLmodel",
+                                                       dst_path=folder, tracking_uri=tracking_uri)
+            return Model.load(path).metadata or {}
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = previous
 
 
 def _trained_at(run: Any) -> datetime | None:
@@ -164,9 +281,15 @@ def load_champions(tracking_uri: str) -> ServedModels:
             missing[name] = reason or "no champion"
             continue
         try:
-            loaded[name] = _load(client, name, version)
+            model = _load(client, name, version)
         except (MlflowException, OSError) as exc:
             missing[name] = f"cannot load version {version.version}: {str(exc).splitlines()[0]}"
+            continue
+        problem = served_model_problem(name, model.python_model)
+        if problem:
+            missing[name] = f"version {version.version} cannot be served: {problem}"
+        else:
+            loaded[name] = model
     if not loaded:
         from features.crm.store import safe_url
 

@@ -52,11 +52,10 @@ from starlette.routing import Route
 
 from features.errors import InvalidInput
 from features.json_ready import json_ready
-from serving.api.champions import LoadedModel, ServedModels, load_champions
+from serving.api.champions import LoadedModel, NothingToServe, ServedModels, load_champions, report_startup_failure
 from serving.api.limits import RequestLimits
+from serving.api.request_times import utc_times
 from serving.api.schemas import (
-    EARLIEST,
-    LATEST,
     NO_ACTIVITIES,
     TIME_EXPECTED,
     CustomerValue,
@@ -132,51 +131,6 @@ def customer_frame(request: PredictCLVRequest) -> pd.DataFrame:
         "age_days": np.array(age, dtype=np.float64),
         "monetary_value": np.array(monetary, dtype=np.float64),
     })
-
-
-MICROSECOND_TEXT = len("2024-05-01T09:30:00.123456")
-"""The longest offset-free ISO 8601 text of at most microsecond precision."""
-
-
-def _numpy_times(texts: list[str]) -> np.ndarray | None:
-    """Offset-free texts of at most microsecond precision as ``datetime64[us]``, by numpy; None for any other.
-
-    Microseconds, not nanoseconds: numpy wraps years outside 1678-2262 around silently at ns
-    ("2604-06-01" would read as 2019), at us they stay what they are and the range check refuses them.
-    """
-    import warnings
-
-    import numpy as np
-
-    if max(map(len, texts), default=0) > MICROSECOND_TEXT:
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            return np.array(texts, dtype="datetime64[us]")
-    except (ValueError, OverflowError, Warning):
-        return None
-
-
-def utc_times(texts: list[str]) -> tuple[np.ndarray, int | None]:
-    """ISO 8601 texts as naive UTC ``datetime64[ns]``, and the index of the first unreadable one (or None).
-
-    Offsets are converted to UTC, times without one are taken as UTC, and times outside
-    1970-01-01..2200-01-01 count as unreadable. Texts without offsets (what CRMs mostly send) are
-    parsed by numpy, ~2x faster than pandas and ~25x for a single lead's few; anything numpy refuses or
-    warns about (offsets, ``Z``, a bad value, digits beyond microseconds) goes to pandas, which reads
-    offsets and finds the bad value.
-    """
-    import numpy as np
-    import pandas as pd
-
-    stamps = _numpy_times(texts)
-    if stamps is None:
-        stamps = pd.to_datetime(texts, utc=True, format="ISO8601", errors="coerce").tz_localize(None).to_numpy()
-    bad = np.isnat(stamps) | (stamps < np.datetime64(EARLIEST, "us")) | (stamps >= np.datetime64(LATEST, "us"))
-    if bad.any():
-        return stamps, int(np.argmax(bad))
-    return stamps.astype("datetime64[ns]"), None
 
 
 def _activity_position(owner: np.ndarray, flat: int) -> tuple[int, int]:
@@ -359,6 +313,14 @@ class LeadvalService:
     """Lead scores and customer lifetime value from the MLflow champions (see the module docstring)."""
 
     def __init__(self) -> None:
+        try:
+            self._start()
+        except Exception as exc:
+            # BentoML restarts a worker whose start-up fails, for ever: tell ``leadval serve``, which stops.
+            report_startup_failure(exc)
+            raise
+
+    def _start(self) -> None:
         import pandas as pd
 
         from features.settings import load_settings
@@ -376,11 +338,28 @@ class LeadvalService:
         gc.freeze()
 
     def warm_up(self) -> None:
-        """Score a made-up lead and customers once, so lazy imports and caches exist before ``gc.freeze``."""
-        if self.served.get(LEAD_MODEL_NAME) is not None:
-            lead_scores(self.served, ScoreLeadsRequest.model_validate(WARM_UP_LEADS)).model_dump_json()
-        if self.served.get(CLV_MODEL_NAME) is not None:
-            customer_values(self.served, PredictCLVRequest.model_validate(WARM_UP_CUSTOMERS)).model_dump_json()
+        """Score a made-up lead and customers once, so lazy imports and caches exist before ``gc.freeze``.
+
+        A model that fails it counts as missing, with why (its endpoint answers 503); with none left the
+        service cannot start (:class:`NothingToServe`).
+        """
+        warm_ups = {LEAD_MODEL_NAME: lambda: lead_scores(self.served, ScoreLeadsRequest.model_validate(WARM_UP_LEADS)),
+                    CLV_MODEL_NAME: lambda: customer_values(self.served,
+                                                            PredictCLVRequest.model_validate(WARM_UP_CUSTOMERS))}
+        for name, warm_up in warm_ups.items():
+            model = self.served.get(name)
+            if model is None:
+                continue
+            try:
+                warm_up().model_dump_json()
+            except Exception as exc:  # noqa: BLE001 - whatever it is, that model cannot be served
+                reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+                loaded = {n: m for n, m in self.served.loaded.items() if n != name}
+                missing = {**self.served.missing, name: f"version {model.version} failed its warm-up scoring: {reason}"}
+                self.served = ServedModels(loaded=loaded, missing=missing)
+        if not self.served.loaded:
+            details = "; ".join(f"{champion_uri(n)}: {r}" for n, r in self.served.missing.items())
+            raise NothingToServe(f"no model to serve: {details}")
 
     def readiness(self) -> dict[str, Any]:
         """What ``/readyz`` reports: the models served and the ones missing, with why."""

@@ -17,7 +17,6 @@ import pandas as pd
 from sqlalchemy import Column, Engine, and_, func, or_, select
 
 from features.crm import schema
-from features.lead_history import LEAD_COLUMNS
 from features.crm.store import create_schema, read_frame
 from features.errors import InvalidInput
 from features.lead_features import (
@@ -27,6 +26,7 @@ from features.lead_features import (
     as_of_timestamp,
     lead_feature_arrays,
 )
+from features.lead_history import LEAD_COLUMNS
 from features.rfm import rfm_summary
 from serving.batch.writeback import CUSTOMER_JOB, LEAD_JOB, ModelIdentity, RunState, run_batch, utc_now
 from training.clv.predict import CLVParameters, predict_clv, rfm_in_days
@@ -34,7 +34,6 @@ from training.leads.pyfunc import scorer_of
 from training.leads.scorer import LeadScores
 from training.leads.value import expected_values
 from training.registry import CLV_MODEL_URI, LEAD_MODEL_URI, ModelNotFound, load_registered, registered_identity
-
 
 STALE_AFTER_DAYS = 14
 """An as-of more than this many days after the CRM's last activity (or order) gets a warning."""
@@ -207,6 +206,14 @@ def customer_rfm(engine: Engine, as_of: datetime) -> pd.DataFrame:
     return rfm_in_days(rfm_summary(orders, as_of), "D").sort_values("customer_id").reset_index(drop=True)
 
 
+def clv_model_warnings(identity: ModelIdentity, params: CLVParameters) -> tuple[str, ...]:
+    """What the CLV model's training found doubtful (a degenerate fit, Gamma-Gamma's assumption, segments by
+    recency), said on every run that scores with it; models saved before warnings were recorded (pyfunc format 1)
+    load with none."""
+    version = f" v{identity.version}" if identity.version else ""
+    return tuple(f"CLV model {identity.name}{version}: {warning}" for warning in params.warnings)
+
+
 def score_customers(
     engine: Engine,
     model_uri: str = CLV_MODEL_URI,
@@ -224,7 +231,8 @@ def score_customers(
     identity, model = model_identity(model_uri)
     params = model.unwrap_python_model().params
     create_schema(engine)
-    warnings = staleness_warnings("customers", at, latest_time(engine, schema.orders.c.ordered_at))
+    warnings = (staleness_warnings("customers", at, latest_time(engine, schema.orders.c.ordered_at))
+                + clv_model_warnings(identity, params))
     rfm = customer_rfm(engine, at).set_index("customer_id", drop=False)
     horizon = int(params.horizon_days)
 

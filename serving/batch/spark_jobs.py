@@ -20,13 +20,14 @@ import pandas as pd
 from sqlalchemy import Engine, Table, func, select
 
 from features.crm import schema
-from features.lead_history import LEAD_COLUMNS
 from features.crm.store import create_schema
 from features.errors import InvalidInput
 from features.lead_features import ACTIVITY_INPUT_COLUMNS, LEAD_INPUT_COLUMNS, as_of_timestamp, lead_features
+from features.lead_history import LEAD_COLUMNS
 from features.rfm import rfm_summary
 from serving.batch.jobs import (
     BatchResult,
+    clv_model_warnings,
     latest_time,
     model_identity,
     optional_clv_parameters,
@@ -221,11 +222,13 @@ def score_customers_spark(
     started = utc_now()
     at = as_of_timestamp(as_of) if as_of is not None else pd.Timestamp(started)
     identity, model = model_identity(model_uri)
-    horizon = int(model.unwrap_python_model().params.horizon_days)
+    params = model.unwrap_python_model().params
+    horizon = int(params.horizon_days)
     create_schema(engine)
     orders = read_crm_table(spark, settings, db_url, schema.orders, ["customer_id", "ordered_at", "amount"])
-    warnings = staleness_warnings("customers", at.to_pydatetime(),
-                                  _last_time(engine, settings, orders, schema.orders, "ordered_at"))
+    warnings = (staleness_warnings("customers", at.to_pydatetime(),
+                                   _last_time(engine, settings, orders, schema.orders, "ordered_at"))
+                + clv_model_warnings(identity, params))
     orders = orders.where(F.col("ordered_at") <= timestamp_literal(at))
     with engine.connect() as conn:
         customers = conn.execute(select(func.count()).select_from(schema.customers)).scalar_one()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +12,7 @@ import typer
 from features.errors import InvalidInput
 from features.settings import load_settings
 from serving.cli.console import progress_bar, report
-from serving.cli.options import DbOption, JsonOption
+from serving.cli.options import DAY_FORMATS, DbOption, JsonOption
 
 
 def generate(
@@ -70,15 +71,31 @@ def import_table(
     mapping_file: Annotated[
         Path | None, typer.Option("--mapping-file", help="TOML/JSON/CSV file of their_col -> our_col.", exists=True)
     ] = None,
+    allow_dates_from: Annotated[
+        datetime | None, typer.Option("--allow-dates-from", formats=DAY_FORMATS, metavar="YYYY-MM-DD",
+                                      help="Earliest date the export's dates may fall on [default: 1990-01-01].")
+    ] = None,
+    max_amount: Annotated[
+        float | None, typer.Option("--max-amount", min=0, help="Largest amount of money one cell may hold "
+                                                               "(orders.amount, marketing_spend.spend) [default: 1e9].")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Validate a CRM export and load it in one transaction; re-importing the same rows is a no-op."""
-    from features.crm.imports import import_file, parse_mapping
+    """Validate a CRM export and load it in one transaction; re-importing the same rows is a no-op.
+
+    Dates must fall between 1990-01-01 (or --allow-dates-from) and a day after now, amounts of money be at most
+    --max-amount (1e9), text hold no control characters. Unnamed empty columns at the end of the header are
+    dropped, with a note on stderr.
+    """
+    from features.crm.imports import import_file, import_plausibility, parse_mapping
     from features.crm.store import connect, create_schema, safe_url
 
     settings = load_settings(db=db)
     column_map = parse_mapping(mapping or [], mapping_file)
+    plausibility = import_plausibility(dates_from=allow_dates_from, max_amount=max_amount)
     engine = connect(settings.db)
     create_schema(engine)
-    summary = import_file(engine, table, file, column_map)
+    summary = import_file(engine, table, file, column_map, plausibility=plausibility)
+    for note in summary["notes"]:
+        print(f"note: {note}", file=sys.stderr)
     report(summary, f"Imported {summary['rows']:,} rows into {table} ({safe_url(settings.db)})", as_json)

@@ -3,11 +3,15 @@
 Plain typer-annotated functions; ``serving.cli.app`` mounts them. Reading the CRM happens here, at the edge;
 every figure is computed by the pure functions of ``features.kpi`` (metrics, attribution, targets, predictive).
 Conversion by band comes from the latest stored backtest (``leadval backtest leads``); the report and the top leads
-say when the lead scores are as of.
+say when the lead scores are as of. What the CLV model behind the customer scores warned about at training (a
+degenerate fit, Gamma-Gamma's doubts, segments by value and recency) comes from its MLflow run (``run_id`` of
+``customer_scores``, at ``--tracking-uri``); without it the report says so and infers the segment basis from the
+scores' P(alive).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -19,7 +23,7 @@ from features.errors import InvalidInput
 from features.settings import load_settings
 from serving.cli.console import progress_bar
 from serving.cli.console import report as print_result
-from serving.cli.options import DbOption, JsonOption
+from serving.cli.options import DbOption, JsonOption, TrackingOption
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,7 +63,8 @@ def read_crm(engine: Engine) -> KpiTables:
         schema.lead_scores: ["lead_id", "score", "probability", "band", "reasons", "expected_value", "as_of",
                              "scored_at"],
         schema.customer_scores: ["customer_id", "expected_purchases", "p_alive", "expected_order_value", "clv",
-                                 "segment", "scoring_run_id", "as_of", "scored_at"],
+                                 "segment", "model_name", "model_version", "run_id", "scoring_run_id", "as_of",
+                                 "scored_at"],
         schema.customer_score_history: ["customer_id", "p_alive", "clv", "segment", "scoring_run_id", "as_of",
                                         "scored_at"],
     }
@@ -73,6 +78,15 @@ def read_backtest(engine: Engine) -> StoredBacktest | None:
 
     found = latest_backtest(engine)
     return None if found is None else StoredBacktest(*found)
+
+
+def read_clv_recorded(customer_scores: pd.DataFrame, tracking_uri: str) -> dict | None:
+    """What the training run of the CLV model behind most customer scores recorded (None without scores)."""
+    if customer_scores.empty or "run_id" not in customer_scores or customer_scores["run_id"].isna().all():
+        return None
+    from training.clv.pyfunc import recorded_notes
+
+    return recorded_notes(str(customer_scores["run_id"].mode().iloc[0]), tracking_uri)
 
 
 def _day(value: str | None, flag: str) -> date | None:
@@ -93,6 +107,7 @@ def report(
                                                         "the data's last day].")] = None,
     targets: Annotated[Path | None, typer.Option("--targets", help="SMART targets file (TOML), e.g. "
                                                  "targets.example.toml.", exists=True, dir_okay=False)] = None,
+    tracking_uri: TrackingOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Write the KPI report: one self-contained HTML page of channel, trend, attribution and predictive KPIs."""
@@ -110,17 +125,41 @@ def report(
     with progress_bar(total=3, desc="KPI report", unit="steps") as bar:
         crm = read_crm(engine)
         backtest = read_backtest(engine)
+        recorded = read_clv_recorded(crm.customer_scores, load_settings(tracking_uri=tracking_uri).tracking_uri)
         bar.update()
         window = report_window(crm, start, end)
-        built = build_report(crm, window, goals, backtest=backtest)
+        built = build_report(crm, window, goals, backtest=backtest, clv_recorded=recorded)
         bar.update()
         page = render_html(built)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(page, encoding="utf-8")
         bar.update()
     seconds = time.perf_counter() - started
-    result = {**report_json(built), "out": str(out), "db": safe_url(url), "seconds": round(seconds, 2)}
+    note = built.clv_model or {}
+    for warning in note.get("warnings", []):
+        print(f"warning: {_clv_name(note)}: {warning}", file=sys.stderr)
+    result = {**report_json(built), "out": str(out), "db": safe_url(url), "seconds": round(seconds, 2),
+              "warnings": [f"{_clv_name(note)}: {w}" for w in note.get("warnings", [])]}
     print_result(result, _summary(built, out, seconds), as_json)
+
+
+def _clv_name(note: dict) -> str:
+    version = f" v{note['model_version']}" if note.get("model_version") else ""
+    return f"CLV model {note.get('model_name') or '?'}{version}"
+
+
+def _clv_line(note: dict | None) -> str | None:
+    """One line on the CLV model behind the customer scores and its segment basis."""
+    if not note:
+        return None
+    from training.clv.purchases import MODEL_LABELS
+
+    kind = f" ({MODEL_LABELS.get(note['model'], note['model'])})" if note.get("model") else ""
+    basis = ("P(alive) and value" if note["segments_by"] == "p_alive"
+             else "value and recency (P(alive) tells no one apart)")
+    said = (f"{len(note['warnings'])} warning(s) from its training" if note["warnings_source"] == "model"
+            else f"its training warnings unknown ({note['warnings_source']})")
+    return f"  customer scores by {_clv_name(note)}{kind}: segments by {basis}; {said}"
 
 
 def _summary(built: KPIReport, out: Path, seconds: float) -> str:
@@ -134,6 +173,9 @@ def _summary(built: KPIReport, out: Path, seconds: float) -> str:
         f"{fmt(t['spend'], 'money')}; CAC {fmt(t['cac'], 'money')}; ROI {fmt(t['roi'], 'percent')}",
     ]
     lines.append(f"  lead scores {scores_as_of_text(built.scores_as_of)}; " + _bands_line(built))
+    clv_line = _clv_line(built.clv_model)
+    if clv_line:
+        lines.append(clv_line)
     if not built.targets.empty:
         counts = built.targets["status"].value_counts()
         lines.append("  targets: " + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items()))

@@ -246,7 +246,7 @@ def _write(scores: pd.DataFrame, out: Path) -> None:
 def score_leads_file(table: Path, out: Path, model: str, tracking_uri: str | None = None,
                      as_json: bool = False) -> None:
     """Score a flat file of leads: writes the id column, score, probability, band and reasons (JSON)."""
-    from training.leads.job import read_lead_table
+    from training.leads.data.splits import read_lead_table
     from training.leads.pyfunc import scorer_of
     from training.registry import load_registered
     from training.tracking import use_tracking

@@ -20,6 +20,8 @@ from features.kpi.metrics import content_influence, kpi_table, kpi_totals
 from features.kpi.predictive import (
     backtest_calibration,
     lead_pipeline,
+    p_alive_informative,
+    p_alive_range,
     score_distribution,
     score_summary,
     scores_as_of,
@@ -86,6 +88,43 @@ class KPIReport:
     top_customers: pd.DataFrame
     pipeline: pd.DataFrame
     targets: pd.DataFrame
+    clv_model: Mapping[str, Any] | None = None
+
+
+def clv_model_note(customer_scores: pd.DataFrame, recorded: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What to say about the CLV model behind the customer scores: who it is, its kind and warnings, and whether
+    its segments go by P(alive) or by value and recency; None before customers are scored.
+
+    ``recorded`` is what the model's training run recorded (``training.clv.pyfunc.recorded_notes``: ``model``,
+    ``segments_by``, ``segment_rule_version``, ``warnings``, or ``error`` when it could not be read, e.g. no MLflow
+    store; None when the scores name no run). Without it the segment rule is unknown, the warnings are said to be
+    unknown and the segment basis is inferred from the scores: P(alive) that tells no one apart
+    (``features.kpi.predictive.p_alive_informative``) means value and recency. A run too old to have recorded
+    warnings (``warnings_unknown``) has them unknown too.
+    """
+    if customer_scores.empty:
+        return None
+    low, high = p_alive_range(customer_scores["p_alive"])
+    common = {}
+    for column in ("model_name", "model_version", "run_id"):
+        if column in customer_scores.columns and customer_scores[column].notna().any():
+            common[column] = str(customer_scores[column].mode().iloc[0])
+    if recorded is None:
+        recorded = {"error": "the customer scores name no training run (run_id)"}
+    recorded = dict(recorded)
+    inferred = "p_alive" if p_alive_informative((low, high)) else "recency"
+    return {
+        "model_name": common.get("model_name"),
+        "model_version": common.get("model_version"),
+        "run_id": common.get("run_id"),
+        "model": recorded.get("model"),
+        "segments_by": recorded.get("segments_by") or inferred,
+        "segments_by_source": "model" if recorded.get("segments_by") else "inferred from the scores",
+        "segment_rule_version": recorded.get("segment_rule_version"),
+        "warnings": list(recorded.get("warnings") or []),
+        "warnings_source": recorded.get("error") or recorded.get("warnings_unknown") or "model",
+        "p_alive_range": [json_ready(low), json_ready(high)],
+    }
 
 
 def build_report(
@@ -95,10 +134,12 @@ def build_report(
     grain: str | None = None,
     generated_at: datetime | None = None,
     backtest: StoredBacktest | None = None,
+    clv_recorded: Mapping[str, Any] | None = None,
 ) -> KPIReport:
     """Compute every KPI, attribution, predictive KPI and target status of the report for ``window``.
 
     ``backtest``: the latest stored backtest, the source of conversion by band (None: there is none yet).
+    ``clv_recorded``: what the CLV model's training recorded (see :func:`clv_model_note`).
     """
     grain = grain or default_grain(window)
     paths = touchpoints(crm.leads, crm.activities, window.start, window.end)
@@ -132,6 +173,7 @@ def build_report(
         top_customers=top_customers(scores, crm.customers, crm.orders, TOP_CUSTOMERS),
         pipeline=lead_pipeline(crm.leads, crm.lead_scores),
         targets=goals,
+        clv_model=clv_model_note(scores, clv_recorded),
     )
 
 
@@ -168,6 +210,7 @@ def report_json(report: KPIReport) -> dict[str, Any]:
             "score_distribution": records(report.score_distribution),
             "conversion_by_band": records(report.calibration),
             "segments": records(report.segments),
+            "clv_model": json_ready(dict(report.clv_model)) if report.clv_model else None,
             "top_customers": records(report.top_customers),
             "pipeline": records(report.pipeline),
         },

@@ -284,8 +284,8 @@ def _calibration(report: KPIReport) -> dict[str, Any] | None:
               ("actual_rate", "Actual conversion rate", "small_percent")]
     per_date = [("as_of", "As of", "date"), ("leads", "Open leads", "count"), ("conversions", "Converted", "count"),
                 ("base_rate", "Base rate", "percent"), ("mean_probability", "Mean probability", "percent"),
-                ("roc_auc", "ROC AUC", "rate"), ("pr_auc", "PR AUC", "rate"), ("lift_top10", "Lift at top 10%", "ratio"),
-                ("trained_to", "Model trained to", "date")]
+                ("roc_auc", "ROC AUC", "rate"), ("pr_auc", "PR AUC", "rate"),
+                ("lift_top10", "Lift at top 10%", "ratio"), ("trained_to", "Model trained to", "date")]
     return {
         "backtest_id": about["backtest_id"],
         "created_at": fmt(about["created_at"], "text").replace("T", " "),
@@ -319,7 +319,45 @@ def _customers(report: KPIReport) -> dict[str, Any] | None:
         "segments": _table(report.segments, segments),
         "top": TOP_CUSTOMERS,
         "top_customers": _table(report.top_customers, top),
+        "model": _clv_model(report.clv_model),
     }
+
+
+def _clv_model(note: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The CLV model behind the customer scores, its segment basis and its training warnings, worded."""
+    if not note:
+        return None
+    from training.clv.purchases import MODEL_LABELS
+
+    low, high = note["p_alive_range"]
+    spread = ("" if low is None else f"P(alive) of the scored customers runs from {low:.3f} to {high:.3f} (1st to "
+              "99th percentile). ")
+    if note["segments_by"] == "p_alive":
+        basis = "Segments go by P(alive) and predicted value."
+    else:
+        basis = ("P(alive) tells no one apart here, so segments go by value and recency instead: at risk and lost "
+                 "are the customers longest without a purchase.")
+    if note.get("segment_rule_version") == 1:
+        basis += " Its segment rule predates keeping one-time buyers out of loyal and champions."
+    elif _current_segment_rule(note):
+        basis += " A one-time buyer is never loyal or a champion."
+    if note["segments_by_source"] != "model":
+        basis += " (Inferred from the scores: the model's own record is unavailable.)"
+    version = f" v{note['model_version']}" if note.get("model_version") else ""
+    return {
+        "name": f"{note.get('model_name') or 'unknown'}{version}",
+        "kind": MODEL_LABELS.get(note.get("model") or "", ""),
+        "text": spread + basis,
+        "warnings": list(note["warnings"]),
+        "unknown": None if note["warnings_source"] == "model" else note["warnings_source"],
+    }
+
+
+def _current_segment_rule(note: Mapping[str, Any] | None) -> bool:
+    """Whether the CLV model behind the scores is known to follow the current segment rule (version 2: one-time
+    buyers kept out of loyal and champions, recency when P(alive) tells no one apart); format-1 models keep
+    version 1, and without the model's training run the rule is unknown."""
+    return bool(note) and (note.get("segment_rule_version") or 0) >= 2
 
 
 def _targets(report: KPIReport) -> Table | None:
@@ -379,6 +417,7 @@ def render_html(report: KPIReport) -> str:
         scores_as_of=scores_as_of_text(report.scores_as_of),
         calibration=_calibration(report),
         customers=_customers(report),
+        current_segment_rule=_current_segment_rule(report.clv_model),
         targets=_targets(report),
         metrics=[(metric.label, metric.definition) for metric in METRICS.values()],
         content_weights=", ".join(f"{name.replace('_', ' ')} {weight:g}"

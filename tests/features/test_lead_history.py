@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from features.crm import schema
-from features.lead_history import crm_period, load_crm_frames
 from features.crm.store import connect, create_schema, insert_frame
 from features.errors import InvalidInput
+from features.lead_history import crm_period, load_crm_frames
 
 AS_OF = pd.Timestamp("2025-03-01")
 

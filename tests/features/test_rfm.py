@@ -11,7 +11,7 @@ from lifetimes.utils import summary_data_from_transaction_data
 
 from features.crm.schema import RFM_COLUMNS
 from features.errors import InvalidInput
-from features.rfm import calibration_and_holdout, daily_purchases, rfm_summary
+from features.rfm import calibration_and_holdout, daily_purchases, default_dates, rfm_summary
 
 
 def _tx(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
@@ -160,3 +160,13 @@ def test_holdout_is_the_growth_between_the_two_summaries(
     np.testing.assert_array_equal(split["frequency_holdout"], at_end["frequency"] - split["frequency"])
     assert (split["duration_holdout"] == extra).all()
     assert (split["spend_holdout"] >= 0).all()
+
+
+def test_default_dates_come_from_the_orders() -> None:
+    """Observation end: the last order's day; holdout: a third of the history, at most the horizon."""
+    tx = pd.DataFrame({"ordered_at": pd.to_datetime(["2023-01-01", "2024-12-31 15:00"], format="ISO8601")})
+    assert default_dates(tx, 365) == ("2024-05-02", "2024-12-31")
+    assert default_dates(tx, 90) == ("2024-10-02", "2024-12-31")
+    assert default_dates(tx, 365, observation_end="2024-06-30") == ("2023-12-31", "2024-06-30")
+    with pytest.raises(InvalidInput, match="before the first order"):
+        default_dates(tx, 365, calibration_end="2022-01-01")

@@ -20,14 +20,16 @@ import httpx
 import psutil
 import pytest
 
-from features.lead_history import crm_period
 from features.crm.store import connect, create_schema
+from features.lead_history import crm_period
 from features.simulate.config import SimulationConfig
 from features.simulate.generate import generate_crm
 from serving.cli.serve import server_command, server_environment
 from tests.conftest import REPO_ROOT
+from tests.mlflow_stores import empty_tracking_uri
 from training.clv.job import train_from_crm
-from training.leads.job import CrmTrainingConfig, crm_splits, train_and_register
+from training.leads.data.splits import CrmTrainingConfig, crm_splits
+from training.leads.job import train_and_register
 
 API_KEY = "test-key-5b1f0c"
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -136,7 +138,7 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> TrainedStore:
     engine = connect(crm_url)
     generate_crm(engine, SIMULATION)
     engine.dispose()
-    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    tracking_uri = empty_tracking_uri(root)
     artifact_root = str(root / "artifacts")
     config = CrmTrainingConfig()
     engine = connect(crm_url)

@@ -9,8 +9,23 @@ import pandas as pd
 import pytest
 
 from features.errors import LeadvalError
-from training.registry import ModelNotFound, champion_version, load_registered, register_and_gate
-from training.tracking import dataset_fingerprint, log_run_facts, model_requirements, use_experiment, use_tracking
+from tests.mlflow_stores import empty_tracking_uri
+from training.registry import (
+    ModelNotFound,
+    champion_version,
+    load_registered,
+    register_and_gate,
+    version_tags,
+)
+from training.tracking import (
+    RunNotReadable,
+    dataset_fingerprint,
+    log_run_facts,
+    model_requirements,
+    read_run_tags,
+    use_experiment,
+    use_tracking,
+)
 
 
 class ConstantModel(mlflow.pyfunc.PythonModel):
@@ -26,7 +41,7 @@ class ConstantModel(mlflow.pyfunc.PythonModel):
 @pytest.fixture(scope="module")
 def tracking(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("mlflow")
-    use_tracking(f"sqlite:///{root / 'mlflow.db'}")
+    use_tracking(empty_tracking_uri(root))
     use_experiment("gating", str(root / "artifacts"))
     return root
 
@@ -66,6 +81,24 @@ def test_always_and_never_override_the_metric(tracking: Path) -> None:
         register_and_gate(_log(0.5), "policy", "auc", 0.5, _holdout_metric, True, promote="sometimes")
 
 
+def test_a_discredited_or_unscorable_champion_does_not_block_and_tags_are_kept(tracking: Path) -> None:
+    inflated = register_and_gate(_log(0.98), "caveats", "auc", 0.98, _holdout_metric, True,
+                                 tags={"leaky_columns": "status_tag"})
+    assert inflated.champion and version_tags(f"models:/caveats/{inflated.version}")["leaky_columns"] == "status_tag"
+    honest = register_and_gate(_log(0.90), "caveats", "auc", 0.90, _holdout_metric, True,
+                               champion_caveat=lambda uri: "used columns flagged as leaky (status_tag)"
+                               if version_tags(uri).get("leaky_columns") else None)
+    assert honest.champion and honest.champion_metric == pytest.approx(0.98)
+    assert honest.reason == (f"champion v{inflated.version} used columns flagged as leaky (status_tag): its auc "
+                             "0.9800 on the same holdout does not block this candidate's 0.9000")
+    weaker = register_and_gate(_log(0.80), "caveats", "auc", 0.80, _holdout_metric, True,
+                               champion_caveat=lambda uri: None)
+    assert not weaker.champion and "worse than" in weaker.reason
+    other = register_and_gate(_log(0.70), "caveats", "auc", 0.70, lambda uri: float("-inf"), True)
+    assert other.champion and "cannot score this holdout" in other.reason
+    assert version_tags("runs:/abc/model") == {} and version_tags("models:/caveats/999") == {}
+
+
 def test_run_records_config_commit_and_fingerprint(tracking: Path) -> None:
     data = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
     with mlflow.start_run() as run:
@@ -75,6 +108,16 @@ def test_run_records_config_commit_and_fingerprint(tracking: Path) -> None:
     assert logged.data.tags["dataset_fingerprint"] == dataset_fingerprint(data)
     assert logged.data.tags["git_commit"]
     assert dataset_fingerprint(data) != dataset_fingerprint(data.assign(a=[1, 2, 4]))
+    assert read_run_tags(run.info.run_id, mlflow.get_tracking_uri())["dataset_fingerprint"] == dataset_fingerprint(data)
+
+
+def test_reading_a_runs_tags_says_why_it_cannot_and_creates_no_store(tracking: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "mlflow.db"
+    with pytest.raises(RunNotReadable, match=f"no MLflow store at {missing}"):
+        read_run_tags("0123456789abcdef", f"sqlite:///{missing}")
+    assert not missing.parent.exists()
+    with pytest.raises(RunNotReadable, match="run 0123456789abcdef not readable at sqlite:"):
+        read_run_tags("0123456789abcdef", mlflow.get_tracking_uri())
 
 
 def test_unknown_model_is_a_clear_error(tracking: Path) -> None:

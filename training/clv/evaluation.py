@@ -6,9 +6,10 @@ holdout from their calibration RFM; these are compared with what they actually d
 - totals, per-customer MAE and correlation (MAE is the metric champions are gated on);
 - mean actual vs predicted holdout purchases by calibration frequency 0, 1, ..., 7+;
 - the cumulative repeat-transactions tracking plot (Fader, Hardie & Lee 2005, fig. 3): actual daily
-  repeat purchases against the BG/NBD expectation for every acquisition-day cohort;
+  repeat purchases against the model's expectation for every acquisition-day cohort;
 - P(alive) calibration: customers binned by the predicted probability of buying at all in the
-  holdout, ``P(alive) * (1 - ((alpha + T) / (alpha + T + t)) ** (r + x))``, against the share who did.
+  holdout (P(alive) x P(buys | alive); BG/NBD: ``P(alive) * (1 - ((alpha + T) / (alpha + T + t)) ** (r + x))``),
+  against the share who did.
 
 Figures are plain ``matplotlib.figure.Figure`` objects rendered by the Agg canvas: no pyplot, no
 global figure state, no display needed.
@@ -16,15 +17,15 @@ global figure state, no display needed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from scipy.special import hyp2f1
 
 from features.rfm import days_per_unit
-from training.clv.predict import CLVParameters, predict_clv, probability_alive, rfm_in_days
+from training.clv.predict import CLVParameters, expected_purchases, rfm_in_days
+from training.clv.purchases import expected_purchases_new_customer, probability_alive, probability_of_buying
 
 FREQUENCY_CAP = 7
 
@@ -89,21 +90,17 @@ def purchases_by_frequency(holdout: pd.DataFrame, predicted: np.ndarray, cap: in
     return table
 
 
-def probability_of_buying(params: CLVParameters, holdout: pd.DataFrame) -> np.ndarray:
+def probability_of_buying_in_holdout(params: CLVParameters, holdout: pd.DataFrame) -> np.ndarray:
     """P(at least one purchase in the holdout) given calibration RFM: P(alive) x P(buys | alive)."""
-    bg = params.bgnbd
-    x = holdout["frequency"].to_numpy(dtype="float64")
-    recency = holdout["recency"].to_numpy(dtype="float64")
-    age = holdout["T"].to_numpy(dtype="float64")
-    duration = holdout["duration_holdout"].to_numpy(dtype="float64")
-    alive = probability_alive(bg, x, recency, age)
-    return alive * (1 - ((bg.alpha + age) / (bg.alpha + age + duration)) ** (bg.r + x))
+    return probability_of_buying(params.purchases, holdout["frequency"].to_numpy(dtype="float64"),
+                                 holdout["recency"].to_numpy(dtype="float64"), holdout["T"].to_numpy(dtype="float64"),
+                                 holdout["duration_holdout"].to_numpy(dtype="float64"))
 
 
 def p_alive_calibration(params: CLVParameters, holdout: pd.DataFrame, bins: int = 10) -> pd.DataFrame:
     """Customers in bins of predicted P(buys in holdout): mean prediction vs share who bought, and mean P(alive)."""
-    predicted = probability_of_buying(params, holdout)
-    alive = probability_alive(params.bgnbd, holdout["frequency"].to_numpy(dtype="float64"),
+    predicted = probability_of_buying_in_holdout(params, holdout)
+    alive = probability_alive(params.purchases, holdout["frequency"].to_numpy(dtype="float64"),
                               holdout["recency"].to_numpy(dtype="float64"), holdout["T"].to_numpy(dtype="float64"))
     bought = (holdout["frequency_holdout"].to_numpy() > 0).astype("float64")
     edges = np.linspace(0.0, 1.0, bins + 1)
@@ -115,17 +112,11 @@ def p_alive_calibration(params: CLVParameters, holdout: pd.DataFrame, bins: int 
     return table.reset_index(drop=True)
 
 
-def _unconditional_purchases(params: CLVParameters, t: np.ndarray) -> np.ndarray:
-    """BG/NBD eq. 9: expected repeat purchases of a new customer within ``t`` (model unit)."""
-    bg = params.bgnbd
-    hyp = hyp2f1(bg.r, bg.b, bg.a + bg.b - 1, t / (bg.alpha + t))
-    return (bg.a + bg.b - 1) / (bg.a - 1) * (1 - hyp * (bg.alpha / (bg.alpha + t)) ** bg.r)
-
-
 def cumulative_tracking(params: CLVParameters, daily: pd.DataFrame) -> pd.DataFrame:
     """Actual vs expected cumulative repeat purchases per day (input: :func:`features.rfm.daily_purchases`).
 
-    Expected: every day's new customers, each following the population BG/NBD curve from their first day.
+    Expected: every day's new customers, each following the purchase model's population curve from their
+    first day (BG/NBD eq. 9 and its siblings).
     """
     start = daily["day"].min()
     offsets = ((daily["day"] - start).dt.days).to_numpy()
@@ -134,18 +125,19 @@ def cumulative_tracking(params: CLVParameters, daily: pd.DataFrame) -> pd.DataFr
     repeats = np.zeros(n_days)
     np.add.at(new_customers, offsets, daily["first_purchases"].to_numpy(dtype="float64"))
     np.add.at(repeats, offsets, daily["repeat_purchases"].to_numpy(dtype="float64"))
-    curve = _unconditional_purchases(params, np.arange(n_days, dtype="float64") / days_per_unit(params.time_unit))
+    curve = expected_purchases_new_customer(params.purchases,
+                                            np.arange(n_days, dtype="float64") / days_per_unit(params.time_unit))
     expected = np.convolve(new_customers, curve)[:n_days]
     return pd.DataFrame({"day": start + pd.to_timedelta(np.arange(n_days), unit="D"),
                          "actual": np.cumsum(repeats), "expected": expected})
 
 
-def tracking_figure(tracking: pd.DataFrame, calibration_end: pd.Timestamp) -> Figure:
-    """The cumulative repeat-transactions tracking plot with the calibration end marked."""
+def tracking_figure(tracking: pd.DataFrame, calibration_end: pd.Timestamp, model: str = "BG/NBD") -> Figure:
+    """The cumulative repeat-transactions tracking plot with the calibration end marked (``model``: its label)."""
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
     ax.plot(tracking["day"], tracking["actual"], label="actual", color="black")
-    ax.plot(tracking["day"], tracking["expected"], label="BG/NBD expected", color="tab:blue", linestyle="--")
+    ax.plot(tracking["day"], tracking["expected"], label=f"{model} expected", color="tab:blue", linestyle="--")
     ax.axvline(pd.Timestamp(calibration_end), color="grey", linestyle=":", label="calibration end")
     ax.set_xlabel("day")
     ax.set_ylabel("cumulative repeat purchases")
@@ -175,7 +167,8 @@ def p_alive_figure(table: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(5.5, 5.5))
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
-    ax.scatter(table["predicted_p_buy"], table["actual_share_bought"], s=12 + 200 * table["customers"] / table["customers"].max(),
+    ax.scatter(table["predicted_p_buy"], table["actual_share_bought"],
+               s=12 + 200 * table["customers"] / table["customers"].max(),
                label="customers per bin")
     ax.set_xlabel("predicted P(buys in holdout) = P(alive) x P(buys | alive)")
     ax.set_ylabel("share who bought in holdout")
@@ -188,6 +181,6 @@ def p_alive_figure(table: pd.DataFrame) -> Figure:
 def evaluate_on_holdout(params: CLVParameters, holdout: pd.DataFrame) -> tuple[HoldoutSummary, np.ndarray]:
     """Holdout summary of the in-memory model, and each customer's predicted holdout purchases."""
     predicted = predicted_holdout_purchases(
-        lambda customers, days: predict_clv(replace(params, horizon_days=days), customers), holdout, params.time_unit
-    )
+        lambda customers, days: {"expected_purchases": expected_purchases(params, customers, days)}, holdout,
+        params.time_unit)
     return holdout_summary(holdout["frequency_holdout"].to_numpy(), predicted), predicted

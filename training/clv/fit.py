@@ -1,16 +1,24 @@
-"""Fitting BG/NBD (purchase frequency and dropout) and Gamma-Gamma (order value) on an RFM summary.
+"""Fitting the purchase models (BG/NBD, MBG/NBD, Pareto/NBD) and Gamma-Gamma (order value) on an RFM summary.
 
-BG/NBD is fitted on the unique ``(frequency, recency, T)`` rows with their counts as weights:
+Each purchase model is fitted on the unique ``(frequency, recency, T)`` rows with their counts as weights:
 lifetimes' likelihood is a weighted mean over rows and its time scale is the largest ``T``, both
 unchanged by the compression, so the parameters are those of the raw fit (how much it saves depends
 on how many customers share a history: much with day-level times over a short period, little over
 years). Gamma-Gamma is fitted the same way on ``(frequency, monetary_value)`` of repeat buyers.
 The objectives are lifetimes' own, with analytic gradients and per-distinct-value terms
-(``training.clv.likelihood``), optimised as lifetimes does (BFGS from 0.1, ``tol=1e-7``) but without
-the Hessian it adds for standard errors: the parameters equal lifetimes' to optimiser precision
-(tests: 1e-6 relative; CDNOW's published values to every published digit). Inputs are checked first,
-because lifetimes answers NaN, recency > T or non-positive order values with a misleading
-``ConvergenceError``.
+(``training.clv.likelihood``, ``training.clv.pareto_nbd``), optimised as lifetimes does for BG/NBD (BFGS
+in log-parameters from 0.1, ``tol=1e-7``, time scaled so the largest T is 1) but without the Hessian it
+adds for standard errors: the parameters equal lifetimes' to optimiser precision (tests: 1e-6 relative;
+CDNOW's published values to every published digit). lifetimes fits Pareto/NBD by Nelder-Mead on the raw
+parameters with ``tol=1e-4`` and divides its penalty by the mean weight instead of the total; here it is
+fitted like the others (same optimum without a penalizer). Inputs are checked first, because lifetimes
+answers NaN, recency > T or non-positive order values with a misleading ``ConvergenceError``.
+
+A fit whose log-parameter (in scaled time) ends beyond +-``LOG_BOUND`` has run towards 0 or infinity: the
+likelihood kept improving towards the edge of the parameter space (e.g. no dropout at all: a -> 0), and
+it is recorded in ``at_bound`` (``"a->0"``, ``"b->inf"``). Beyond +-15 there is no finite optimum: not converged,
+unless it is a dropout parameter running towards no dropout (a -> 0, b -> infinity, s -> 0, beta -> infinity),
+whose limit is a proper model: kept, at its bound, with a warning.
 
 BLAS threads slow these small fits down badly (up to 17x with two threads): the CLI sets
 ``OPENBLAS_NUM_THREADS=1`` when it loads before numpy, the training job limits BLAS to one thread
@@ -36,10 +44,15 @@ from scipy.optimize import minimize
 
 from features.crm.rows import check_rfm
 from features.errors import InvalidInput, LeadvalError
-from training.clv.likelihood import BgNbdData, GammaGammaData, bgnbd_objective, gamma_gamma_objective
+from training.clv.likelihood import BgNbdData, GammaGammaData, bgnbd_objective, gamma_gamma_objective, mbgnbd_objective
+from training.clv.pareto_nbd import ParetoNbdData, pareto_nbd_objective
+from training.clv.purchases import MODEL_LABELS, PARAMETER_TYPES, BgNbdParameters, PurchaseParameters
 
+LOG_BOUND = 10.0
+"""A fitted log-parameter (time scaled so the largest T is 1) beyond +-10 (a factor 22,026) is at its bound."""
 GAMMA_GAMMA_CORRELATION_LIMIT = 0.3
-"""|corr(frequency, monetary_value)| among repeat buyers above which Gamma-Gamma's independence assumption is doubtful."""
+"""|corr(frequency, monetary_value)| among repeat buyers above which Gamma-Gamma's independence assumption is
+doubtful."""
 
 
 class GammaGammaAssumptionWarning(UserWarning):
@@ -48,19 +61,6 @@ class GammaGammaAssumptionWarning(UserWarning):
 
 class ModelDidNotConverge(LeadvalError):
     """The likelihood optimiser did not converge; the message says what to try."""
-
-
-@dataclass(frozen=True)
-class BgNbdParameters:
-    """Fitted BG/NBD population parameters (``alpha`` in the model's time unit)."""
-
-    r: float
-    alpha: float
-    a: float
-    b: float
-    penalizer: float
-    log_likelihood: float
-    n_customers: int
 
 
 @dataclass(frozen=True)
@@ -109,20 +109,38 @@ def unique_rows(rfm: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame({c: out[c] for c in columns} | {"weight": weight})
 
 
-def _minimise(objective, data: object, penalizer: float, n_params: int, failure: str) -> np.ndarray:
-    """lifetimes' optimisation (BFGS from log-parameters 0.1, ``tol=1e-7``) of ``objective(theta, data, penalizer)``.
+_GIVE_UP = 20.0
+"""An iterate with a log-parameter beyond +-20 is running off for good: BFGS stops there (not converged)."""
+
+
+def _minimise(objective, data: object, penalizer: float, n_params: int, failure: str,
+              start: np.ndarray | None = None, no_dropout: np.ndarray | None = None) -> np.ndarray:
+    """lifetimes' optimisation (BFGS from log-parameters 0.1, ``tol=1e-7``) of ``objective(theta, data, penalizer)``;
+    ``start`` (log-parameters) to begin elsewhere, e.g. at the fit for a smaller penalizer.
 
     On large data BFGS can end with "precision loss" once the mean log-likelihood stops improving in
     floating point; lifetimes calls that a ConvergenceError, here it counts as converged when the
     gradient is ~0 (every component <= 1e-5). Either way a parameter that ran off towards 0 or infinity
-    (a log-parameter beyond +-15) means there is no finite optimum: not converged.
+    (a log-parameter beyond +-15) means there is no finite optimum: not converged. The exception is a
+    dropout parameter running towards "no dropout" (``no_dropout``: per log-parameter, the sign of that
+    direction, 0 for the others): the likelihood then tends to a proper model (customers who never leave,
+    NBD purchases) and the fit is kept, at its bound (see ``training.clv.diagnostics``), wherever BFGS stopped.
     """
+    towards = np.zeros(n_params) if no_dropout is None else np.asarray(no_dropout, dtype="float64")
+
+    def off(x: np.ndarray, limit: float) -> bool:
+        return not bool(np.all(np.isfinite(x)) and np.all((np.abs(x) <= limit) | (np.sign(x) == towards)))
+
+    def diverging(xk: np.ndarray) -> None:
+        if off(xk, _GIVE_UP):  # far past the cut-off: no point in iterating on
+            raise StopIteration
+
     with np.errstate(all="ignore"):
-        output = minimize(objective, jac=True, method="BFGS", tol=1e-7, x0=0.1 * np.ones(n_params),
-                          args=(data, penalizer))
+        x0 = 0.1 * np.ones(n_params) if start is None else np.asarray(start, dtype="float64")
+        output = minimize(objective, jac=True, method="BFGS", tol=1e-7, x0=x0, args=(data, penalizer),
+                          callback=diverging)
     at_rest = output.status == 2 and np.max(np.abs(output.jac)) <= 1e-5
-    bounded = bool(np.all(np.isfinite(output.x)) and np.max(np.abs(output.x)) <= 15)
-    if not (output.success or at_rest) or not bounded:
+    if not (output.success or at_rest) or off(output.x, 15.0):
         raise ModelDidNotConverge(failure)
     return output.x
 
@@ -136,37 +154,57 @@ def _convergence_help(model: str, penalizer: float, time_unit: str, n_customers:
     )
 
 
-def fit_bgnbd(rfm: pd.DataFrame, penalizer: float = 0.0, time_unit: str = "D") -> BgNbdParameters:
-    """BG/NBD fitted on the weighted unique (frequency, recency, T) rows of ``rfm``.
+TIME_SCALES = {"alpha", "beta"}
+"""The parameters in time units (the scales of the purchase and dropout rates); the others are unit-free."""
+_FITS = {  # kind: (objective, data builder, direction of "no dropout" per log-parameter)
+    "bgnbd": (bgnbd_objective, BgNbdData.from_rows, (0, 0, -1, 1)),      # a -> 0 or b -> infinity
+    "mbgnbd": (mbgnbd_objective, BgNbdData.from_rows, (0, 0, -1, 1)),
+    "pnbd": (pareto_nbd_objective, ParetoNbdData.from_rows, (0, 0, -1, 1)),  # s -> 0 or beta -> infinity
+}
+
+
+def fit_purchases(kind: str, rfm: pd.DataFrame, penalizer: float = 0.0, time_unit: str = "D",
+                  start: PurchaseParameters | None = None) -> PurchaseParameters:
+    """A purchase model (``bgnbd``, ``mbgnbd`` or ``pnbd``) fitted on the weighted unique (frequency, recency, T)
+    rows of ``rfm``, from lifetimes' starting point or from ``start`` (a fit of the same model on the same data,
+    e.g. with a smaller penalizer: far fewer iterations).
 
     ``log_likelihood`` is the unpenalised log-likelihood in the data's own time unit (comparable with
-    Fader, Hardie & Lee 2005's -9582.4 on CDNOW in weeks).
+    Fader, Hardie & Lee 2005's -9582.4 for BG/NBD on CDNOW in weeks), so the models' can be compared.
     """
     validate_rfm(rfm)
+    objective, build, no_dropout = _FITS[kind]
     rows = unique_rows(rfm, ["frequency", "recency", "T"])
     frequency = rows["frequency"].to_numpy().astype(int)
     recency = rows["recency"].to_numpy(dtype="float64")
     age = rows["T"].to_numpy(dtype="float64")
     weights = rows["weight"].to_numpy()
     scale = 1.0 / age.max()
-    scaled = BgNbdData.from_rows(frequency, recency * scale, age * scale, weights)
-    log_params = _minimise(bgnbd_objective, scaled, penalizer, 4,
-                           _convergence_help("BG/NBD", penalizer, time_unit, len(rfm)))
-    params = pd.Series(np.exp(log_params), index=["r", "alpha", "a", "b"])
-    params["alpha"] /= scale
+    scaled = build(frequency, recency * scale, age * scale, weights)
+    names = PARAMETER_TYPES[kind].names
+    begin = None if start is None else np.log([getattr(start, n) * (scale if n in TIME_SCALES else 1.0) for n in names])
+    log_params = _minimise(objective, scaled, penalizer, 4,
+                           _convergence_help(MODEL_LABELS[kind], penalizer, time_unit, len(rfm)), begin, no_dropout)
+    params = dict(zip(names, np.exp(log_params)))
+    for name in TIME_SCALES & set(names):
+        params[name] /= scale
     # The likelihood in scaled time differs from the one in the data's unit by scale ** x per customer
     # (the density of its x purchase times), so the unit's log-likelihood needs no second pass.
-    mean_nll_scaled, _ = bgnbd_objective(log_params, scaled, 0.0)
+    mean_nll_scaled, _ = objective(log_params, scaled, 0.0)
     log_likelihood = -mean_nll_scaled * weights.sum() + float((weights * frequency).sum()) * np.log(scale)
-    return BgNbdParameters(
-        r=float(params["r"]),
-        alpha=float(params["alpha"]),
-        a=float(params["a"]),
-        b=float(params["b"]),
+    return PARAMETER_TYPES[kind](
+        **{name: float(value) for name, value in params.items()},
         penalizer=float(penalizer),
         log_likelihood=float(log_likelihood),
         n_customers=int(len(rfm)),
+        at_bound=tuple(f"{name}->{'inf' if value > 0 else '0'}" for name, value in zip(names, log_params)
+                       if abs(value) >= LOG_BOUND),
     )
+
+
+def fit_bgnbd(rfm: pd.DataFrame, penalizer: float = 0.0, time_unit: str = "D") -> BgNbdParameters:
+    """BG/NBD fitted on the weighted unique (frequency, recency, T) rows of ``rfm`` (see :func:`fit_purchases`)."""
+    return fit_purchases("bgnbd", rfm, penalizer, time_unit)
 
 
 def repeat_buyers(rfm: pd.DataFrame) -> pd.DataFrame:

@@ -1,8 +1,9 @@
-"""Per-customer CLV outputs from fitted BG/NBD + Gamma-Gamma parameters: fast, and exactly lifetimes' formulas.
+"""Per-customer CLV outputs from a fitted purchase model (BG/NBD, MBG/NBD or Pareto/NBD) and Gamma-Gamma.
 
-For each customer (RFM in days): ``expected_purchases`` over the horizon (BG/NBD eq. 10),
-``p_alive`` (Fader, Hardie & Lee 2008), ``expected_order_value`` (Gamma-Gamma eq. 5),
-``clv`` (discounted) and ``segment``.
+For each customer (RFM in days): ``expected_purchases`` over the horizon (conditional on their history),
+``p_alive``, ``expected_order_value`` (Gamma-Gamma eq. 5), ``clv`` (discounted) and ``segment``.
+:func:`predict_clv` is the one entry point (the API, the batch jobs and the notebook call it, through the
+pyfunc); it dispatches on the purchase model (``training.clv.purchases``).
 
 Discounted CLV follows lifetimes' ``GammaGammaFitter.customer_lifetime_value`` for daily data: the
 horizon is cut into 30-day periods (lifetimes' month for ``freq="D"``), the expected purchases of each
@@ -16,16 +17,24 @@ end is computed once, and its hypergeometric part only once per distinct (freque
 Segments (every customer gets exactly one, first rule that matches wins), from P(alive) and the
 customer's value: CLV at the model's own horizon and discount rate (discounted expected purchases
 when the model has no order values), compared with cut-offs fixed at training time on the
-calibration customers (20th, 50th and 80th percentile of that value):
+customers at the observation end (20th, 50th and 80th percentile of that value):
 
 1. ``lost``: P(alive) < 0.2, or value below the 20th percentile;
 2. ``at_risk``: P(alive) < 0.5 (still worth something: win them back);
-3. ``champions``: value at or above the 80th percentile;
-4. ``loyal``: value at or above the median;
-5. ``promising``: the rest (alive, below-median value so far: nurture).
+3. ``promising``: a one-time buyer (no repeat purchase yet: never ``loyal`` or ``champions``, whatever
+   their value; BG/NBD gives them P(alive) = 1 at any age, and without this rule the percentile cut-offs
+   sorted them by age alone);
+4. ``champions``: value at or above the 80th percentile;
+5. ``loyal``: value at or above the median;
+6. ``promising``: the rest (alive, below-median value so far: nurture).
 
-BG/NBD gives one-time buyers P(alive) = 1 whatever their age; rule 1's value cut-off is what moves
-long-dormant one-time buyers to ``lost``. The segment does not depend on the horizon a caller asks for.
+When P(alive) carries no information (the central 98% of the customers at training within 0.05 of each
+other, ``features.kpi.predictive.P_ALIVE_MIN_SPREAD``: a dropout that collapsed, as on a year of an online
+retailer's transactions), rules 1 and 2 go by recency instead (``SegmentRule.basis = "recency"``):
+``lost`` from the 80th percentile of days since the last purchase at training, ``at_risk`` from the 60th
+(the oldest and the next fifth, as in RFM's recency quintiles); rules 3-6 are unchanged. The segment does
+not depend on the horizon a caller asks for. Models saved before this rule (pyfunc format 1) keep theirs
+(``SegmentRule.version = 1``: no rule 3, no recency basis), so they score as they did.
 
 References
 ----------
@@ -41,12 +50,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit, hyp2f1
 
 from features.crm.rows import check_rfm
 from features.errors import InvalidInput
 from features.rfm import days_per_unit
-from training.clv.fit import BgNbdParameters, GammaGammaParameters
+from training.clv.fit import GammaGammaParameters
+from training.clv.purchases import PurchaseParameters, cumulative_purchases, probability_alive
 
 SEGMENTS: tuple[str, ...] = ("champions", "loyal", "promising", "at_risk", "lost")
 DAYS_PER_DISCOUNT_PERIOD = 30
@@ -59,27 +68,47 @@ OUTPUT_COLUMNS: tuple[str, ...] = ("expected_purchases", "p_alive", "expected_or
 
 @dataclass(frozen=True)
 class SegmentRule:
-    """Cut-offs of the segment rule (see the module docstring)."""
+    """Cut-offs of the segment rule (see the module docstring).
+
+    ``basis`` is ``"p_alive"``, or ``"recency"`` when P(alive) carries no information; the recency cut-offs
+    (days since the last purchase) are then fixed at training. ``version`` 1 is the rule of models saved
+    before one-time buyers were kept out of ``loyal`` and ``champions``.
+    """
 
     p_alive_lost: float = 0.2
     p_alive_at_risk: float = 0.5
     value_lost: float = 0.0
     value_loyal: float = 0.0
     value_champions: float = 0.0
+    basis: str = "p_alive"
+    recency_at_risk_days: float = float("inf")
+    recency_lost_days: float = float("inf")
+    version: int = 2
 
 
 @dataclass(frozen=True)
 class CLVParameters:
-    """Everything a fitted CLV model is: population parameters, defaults and the values fixed at training."""
+    """Everything a fitted CLV model is: population parameters, defaults and the values fixed at training.
+
+    ``purchases`` is the purchase model (BG/NBD, MBG/NBD or Pareto/NBD parameters); ``warnings`` what its
+    training found doubtful (a degenerate fit, Gamma-Gamma's assumption, segments by recency), passed on
+    by whoever scores with it.
+    """
 
     time_unit: str
-    bgnbd: BgNbdParameters
+    purchases: PurchaseParameters
     gamma_gamma: GammaGammaParameters | None
     horizon_days: int = 365
     discount_rate: float = 0.10
     segment_rule: SegmentRule = SegmentRule()
     new_customer_value_overall: float = float("nan")
     new_customer_value_by_channel: dict[str, float] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def model(self) -> str:
+        """The purchase model's short name: ``bgnbd``, ``mbgnbd`` or ``pnbd``."""
+        return self.purchases.kind
 
 
 def validate_customers(customers: pd.DataFrame) -> None:
@@ -91,33 +120,6 @@ def validate_customers(customers: pd.DataFrame) -> None:
     check_rfm(customers, "customers", "nothing was scored", recency="recency_days", age="age_days")
 
 
-def _distinct(x: np.ndarray, age: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct (frequency, T) pairs and the index of each customer's pair."""
-    x_values, x_code = np.unique(x, return_inverse=True)
-    t_values, t_code = np.unique(age, return_inverse=True)
-    key = x_code.astype(np.int64) * len(t_values) + t_code
-    keys, inverse = np.unique(key, return_inverse=True)
-    return x_values[keys // len(t_values)], t_values[keys % len(t_values)], inverse
-
-
-def _cumulative_numerator(bg: BgNbdParameters, x: np.ndarray, age: np.ndarray, t: float) -> np.ndarray:
-    """The t-dependent part of BG/NBD's conditional expectation (eq. 10), as lifetimes computes it."""
-    r, alpha, a, b = bg.r, bg.alpha, bg.a, bg.b
-    _a = r + x
-    _b = b + x
-    _c = a + b + x - 1
-    _z = t / (alpha + age + t)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ln_hyp = np.log(hyp2f1(_a, _b, _c, _z))
-        infinite = np.isinf(ln_hyp)
-        if infinite.any():
-            alt = np.log(hyp2f1(_c - _a, _c - _b, _c, _z)[infinite]) + (_c - _a - _b)[infinite] * np.log(1 - _z[infinite])
-            ln_hyp[infinite] = alt
-    first_term = (a + b + x - 1) / (a - 1)
-    second_term = 1 - np.exp(ln_hyp + (r + x) * np.log((alpha + age) / (alpha + t + age)))
-    return first_term * second_term
-
-
 def period_ends_days(horizon_days: float) -> np.ndarray:
     """Ends of the discounting periods: every 30 days, and the horizon itself."""
     ends = np.arange(DAYS_PER_DISCOUNT_PERIOD, horizon_days, DAYS_PER_DISCOUNT_PERIOD, dtype="float64")
@@ -125,25 +127,18 @@ def period_ends_days(horizon_days: float) -> np.ndarray:
 
 
 def _purchases_and_discounted(
-    bg: BgNbdParameters, unit_days: int, x: np.ndarray, recency: np.ndarray, age: np.ndarray,
+    model: PurchaseParameters, unit_days: int, x: np.ndarray, recency: np.ndarray, age: np.ndarray,
     horizon_days: float, discount_rate: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Expected purchases over the horizon, and the same discounted period by period."""
-    denominator = 1 + (x > 0) * (bg.a / (bg.b + x - 1)) * ((bg.alpha + age) / (bg.alpha + recency)) ** (bg.r + x)
-    ux, uage, inverse = _distinct(x, age)
+    cumulative_at = cumulative_purchases(model, x, recency, age)
     previous = np.zeros_like(x)
     discounted = np.zeros_like(x)
     for end_days in period_ends_days(horizon_days):
-        cumulative = _cumulative_numerator(bg, ux, uage, end_days / unit_days)[inverse] / denominator
+        cumulative = cumulative_at(end_days / unit_days)
         discounted += (cumulative - previous) / (1 + discount_rate) ** (end_days / DAYS_PER_YEAR)
         previous = cumulative
     return previous, discounted
-
-
-def probability_alive(bg: BgNbdParameters, x: np.ndarray, recency: np.ndarray, age: np.ndarray) -> np.ndarray:
-    """P(alive) given (frequency, recency, T) in the model's time unit; 1 for one-time buyers."""
-    log_div = (bg.r + x) * np.log((bg.alpha + age) / (bg.alpha + recency)) + np.log(bg.a / (bg.b + np.maximum(x, 1) - 1))
-    return np.where(x == 0, 1.0, expit(-log_div))
 
 
 def expected_order_value(gg: GammaGammaParameters | None, x: np.ndarray, monetary: np.ndarray) -> np.ndarray:
@@ -155,15 +150,30 @@ def expected_order_value(gg: GammaGammaParameters | None, x: np.ndarray, monetar
     return (1 - individual_weight) * population_mean + individual_weight * monetary
 
 
-def assign_segments(p_alive: np.ndarray, value: np.ndarray, rule: SegmentRule) -> np.ndarray:
-    """One segment per customer from P(alive) and value, by the rule in the module docstring."""
-    conditions = [
-        (p_alive < rule.p_alive_lost) | (value < rule.value_lost),
-        p_alive < rule.p_alive_at_risk,
-        value >= rule.value_champions,
-        value >= rule.value_loyal,
-    ]
-    return np.select(conditions, ["lost", "at_risk", "champions", "loyal"], default="promising").astype(object)
+def assign_segments(p_alive: np.ndarray, value: np.ndarray, rule: SegmentRule, frequency: np.ndarray,
+                    days_since_last: np.ndarray) -> np.ndarray:
+    """One segment per customer from P(alive) (or recency), value and frequency, by the rule in the module
+    docstring."""
+    if rule.version == 1:
+        conditions = [
+            (p_alive < rule.p_alive_lost) | (value < rule.value_lost),
+            p_alive < rule.p_alive_at_risk,
+            value >= rule.value_champions,
+            value >= rule.value_loyal,
+        ]
+        return np.select(conditions, ["lost", "at_risk", "champions", "loyal"], default="promising").astype(object)
+    if rule.basis == "recency":
+        gone = [days_since_last >= rule.recency_lost_days, days_since_last >= rule.recency_at_risk_days]
+    else:
+        gone = [(p_alive < rule.p_alive_lost) | (value < rule.value_lost), p_alive < rule.p_alive_at_risk]
+    conditions = [*gone, frequency == 0, value >= rule.value_champions, value >= rule.value_loyal]
+    return np.select(conditions, ["lost", "at_risk", "promising", "champions", "loyal"],
+                     default="promising").astype(object)
+
+
+def days_since_last_purchase(customers: pd.DataFrame) -> np.ndarray:
+    """Days from each customer's last purchase to now (T - recency), for RFM rows in days."""
+    return customers["age_days"].to_numpy(dtype="float64") - customers["recency_days"].to_numpy(dtype="float64")
 
 
 def customer_value(params: CLVParameters, discounted_purchases: np.ndarray, order_value: np.ndarray) -> np.ndarray:
@@ -177,10 +187,22 @@ def segment_values(params: CLVParameters, customers: pd.DataFrame) -> np.ndarray
     x = customers["frequency"].to_numpy(dtype="float64")
     recency = customers["recency_days"].to_numpy(dtype="float64") / unit_days
     age = customers["age_days"].to_numpy(dtype="float64") / unit_days
-    _, discounted = _purchases_and_discounted(params.bgnbd, unit_days, x, recency, age,
+    _, discounted = _purchases_and_discounted(params.purchases, unit_days, x, recency, age,
                                               params.horizon_days, params.discount_rate)
     order_value = expected_order_value(params.gamma_gamma, x, customers["monetary_value"].to_numpy(dtype="float64"))
     return customer_value(params, discounted, order_value)
+
+
+def expected_purchases(params: CLVParameters, customers: pd.DataFrame, horizon_days: float) -> np.ndarray:
+    """Expected repeat purchases over ``horizon_days`` for RFM rows in days: :func:`predict_clv`'s
+    ``expected_purchases``, the same numbers, without the rest (for holdout evaluations)."""
+    unit_days = days_per_unit(params.time_unit)
+    x = customers["frequency"].to_numpy(dtype="float64")
+    recency = customers["recency_days"].to_numpy(dtype="float64") / unit_days
+    age = customers["age_days"].to_numpy(dtype="float64") / unit_days
+    if horizon_days <= 0:
+        return np.zeros_like(x)
+    return cumulative_purchases(params.purchases, x, recency, age)(float(horizon_days) / unit_days)
 
 
 def predict_clv(
@@ -208,15 +230,15 @@ def predict_clv(
     age = customers["age_days"].to_numpy(dtype="float64") / unit_days
     monetary = customers["monetary_value"].to_numpy(dtype="float64")
 
-    purchases, discounted = _purchases_and_discounted(params.bgnbd, unit_days, x, recency, age, horizon, rate)
-    alive = probability_alive(params.bgnbd, x, recency, age)
+    purchases, discounted = _purchases_and_discounted(params.purchases, unit_days, x, recency, age, horizon, rate)
+    alive = probability_alive(params.purchases, x, recency, age)
     order_value = expected_order_value(params.gamma_gamma, x, monetary)
     clv = order_value * discounted
     if horizon == params.horizon_days and rate == params.discount_rate:
         value = customer_value(params, discounted, order_value)
     else:
         _, own_discounted = _purchases_and_discounted(
-            params.bgnbd, unit_days, x, recency, age, params.horizon_days, params.discount_rate
+            params.purchases, unit_days, x, recency, age, params.horizon_days, params.discount_rate
         )
         value = customer_value(params, own_discounted, order_value)
     out = pd.DataFrame(
@@ -225,7 +247,7 @@ def predict_clv(
             "p_alive": alive,
             "expected_order_value": order_value,
             "clv": clv,
-            "segment": assign_segments(alive, value, params.segment_rule),
+            "segment": assign_segments(alive, value, params.segment_rule, x, days_since_last_purchase(customers)),
         },
         index=customers.index,
     )

@@ -5,6 +5,11 @@ breaks Gamma-Gamma's CLV, so the model is its parameters (``clv_parameters.json`
 with Python's round-tripping repr) and :func:`training.clv.predict.predict_clv` computes everything
 from them: loading it back predicts exactly what the in-memory model did.
 
+Format 2 stores the purchase model's kind (``"model": "bgnbd" | "mbgnbd" | "pnbd"``) and its parameters
+(``"purchases"``), the segment rule with its basis (P(alive) or recency) and the training's
+``warnings``. Format 1 (models registered before there was a choice) has ``"bgnbd"``: it loads as BG/NBD
+with the segment rule it was trained with (``SegmentRule.version = 1``), so it scores exactly as it did.
+
 Input (one row per customer, RFM in days): ``customer_id`` (string, optional), ``frequency``
 (integer: repeat purchase days), ``recency_days`` (first to last purchase), ``age_days`` (first purchase to
 now, T), ``monetary_value`` (mean repeat order value). Output: ``customer_id`` (when given),
@@ -13,7 +18,9 @@ now, T), ``monetary_value`` (mean repeat order value). Output: ``customer_id`` (
 
 The value of a new customer per acquisition channel (for value-weighted lead scores):
 ``model.unwrap_python_model().new_customer_value(channel)`` on a loaded pyfunc, or the
-``new_customer_value`` entry of the MLflow model metadata (``model.metadata.metadata``).
+``new_customer_value`` entry of the MLflow model metadata (``model.metadata.metadata``). The model's
+warnings (say them wherever it scores): ``model.unwrap_python_model().params.warnings``, or the
+``warnings`` entry of the metadata (with ``clv_model`` and ``segments_by``).
 """
 
 from __future__ import annotations
@@ -30,12 +37,15 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from features.errors import InvalidInput
 from features.json_ready import json_ready
-from training.clv.fit import BgNbdParameters, GammaGammaParameters
+from training.clv.fit import GammaGammaParameters
 from training.clv.predict import CLVParameters, SegmentRule, new_customer_value, predict_clv
-from training.tracking import model_requirements
+from training.clv.purchases import BgNbdParameters, parameters_from_values
+from training.registry import TAG_LIMIT
+from training.tracking import RunNotReadable, model_requirements, read_run_tags
 
 PARAMETERS_FILE = "clv_parameters.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 INPUT_EXAMPLE = pd.DataFrame({
     "customer_id": ["c1", "c2"],
     "frequency": [0, 3],
@@ -46,28 +56,41 @@ INPUT_EXAMPLE = pd.DataFrame({
 
 
 def parameters_to_dict(params: CLVParameters) -> dict[str, Any]:
-    """The parameters as plain JSON-ready values (NaN written as null)."""
+    """The parameters as plain JSON-ready values (NaN written as null), in the current format."""
     values = asdict(params)
+    values["model"] = params.model
     values["format_version"] = FORMAT_VERSION
     return json_ready(values)
 
 
+def _number(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
 def parameters_from_dict(values: dict[str, Any]) -> CLVParameters:
-    """Rebuild :class:`CLVParameters` from :func:`parameters_to_dict`'s output."""
-    if values.get("format_version") != FORMAT_VERSION:
-        raise InvalidInput(f"CLV parameters: format_version {values.get('format_version')!r} is not {FORMAT_VERSION}")
+    """Rebuild :class:`CLVParameters` from :func:`parameters_to_dict`'s output (format 2, or format 1 as BG/NBD)."""
+    version = values.get("format_version")
+    if version not in READABLE_FORMATS:
+        raise InvalidInput(f"CLV parameters: format_version {version!r} is not one of {READABLE_FORMATS}")
     gamma_gamma = values["gamma_gamma"]
-    overall = values["new_customer_value_overall"]
+    rule = dict(values["segment_rule"])
+    if version == 1:
+        purchases = BgNbdParameters(**values["bgnbd"])
+        rule["version"] = 1
+    else:
+        purchases = parameters_from_values(values["model"], values["purchases"])
+        rule.update({k: float("inf") if rule.get(k) is None else rule[k]
+                     for k in ("recency_at_risk_days", "recency_lost_days")})
     return CLVParameters(
         time_unit=values["time_unit"],
-        bgnbd=BgNbdParameters(**values["bgnbd"]),
+        purchases=purchases,
         gamma_gamma=GammaGammaParameters(**gamma_gamma) if gamma_gamma is not None else None,
         horizon_days=values["horizon_days"],
         discount_rate=values["discount_rate"],
-        segment_rule=SegmentRule(**values["segment_rule"]),
-        new_customer_value_overall=float("nan") if overall is None else overall,
-        new_customer_value_by_channel={k: (float("nan") if v is None else v)
-                                       for k, v in values["new_customer_value_by_channel"].items()},
+        segment_rule=SegmentRule(**rule),
+        new_customer_value_overall=_number(values["new_customer_value_overall"]),
+        new_customer_value_by_channel={k: _number(v) for k, v in values["new_customer_value_by_channel"].items()},
+        warnings=tuple(values.get("warnings") or ()),
     )
 
 
@@ -83,7 +106,8 @@ def load_parameters(path: Path) -> CLVParameters:
 
 
 class CLVModel(mlflow.pyfunc.PythonModel):
-    """BG/NBD + Gamma-Gamma CLV as a pyfunc: RFM rows in days in, per-customer CLV outputs out."""
+    """BG/NBD, MBG/NBD or Pareto/NBD + Gamma-Gamma CLV as a pyfunc: RFM rows in days in, per-customer CLV
+    outputs out."""
 
     def __init__(self, params: CLVParameters | None = None) -> None:
         self.params = params
@@ -103,6 +127,43 @@ class CLVModel(mlflow.pyfunc.PythonModel):
         """``{"overall": float, "by_channel": {channel: float}}``."""
         return {"overall": self.params.new_customer_value_overall,
                 "by_channel": dict(self.params.new_customer_value_by_channel)}
+
+
+MODEL_KEY, SEGMENTS_KEY = "clv_model", "segments_by"
+"""The purchase model's kind and the segment basis: under these names in the MLmodel metadata and as run tags."""
+RULE_TAG, WARNINGS_TAG = "segment_rule_version", "model_warnings"
+"""Run tags: the segment rule's version (:class:`training.clv.predict.SegmentRule`) and the model's warnings
+(JSON). Runs of models saved before format 2 have none of these tags: BG/NBD, version-1 segments by P(alive),
+warnings not recorded."""
+
+
+def run_tags(params: CLVParameters) -> dict[str, str]:
+    """The tags a training run records about its model (read back by :func:`recorded_notes`)."""
+    return {MODEL_KEY: params.model, SEGMENTS_KEY: params.segment_rule.basis,
+            RULE_TAG: str(params.segment_rule.version), WARNINGS_TAG: json.dumps(list(params.warnings))[:TAG_LIMIT]}
+
+
+def recorded_notes(run_id: str, tracking_uri: str) -> dict[str, Any]:
+    """What the training run ``run_id`` recorded about its CLV model: ``model``, ``segments_by``,
+    ``segment_rule_version`` and ``warnings``; ``{"error": why}`` when the run cannot be read (a missing local
+    store is never created).
+
+    A run from before format 2 has no such tags: its model is BG/NBD with the version-1 segment rule (by
+    P(alive)), and its warnings are unknown: ``warnings`` is None and ``warnings_unknown`` says why.
+    """
+    try:
+        tags = read_run_tags(run_id, tracking_uri)
+    except RunNotReadable as exc:
+        return {"error": str(exc)}
+    if WARNINGS_TAG not in tags:
+        return {"model": "bgnbd", "segments_by": "p_alive", "segment_rule_version": 1, "warnings": None,
+                "warnings_unknown": "the model was trained before training runs recorded warnings"}
+    try:
+        warnings = json.loads(tags[WARNINGS_TAG])
+    except ValueError:  # cut at the tag limit
+        warnings = [tags[WARNINGS_TAG]]
+    return {"model": tags.get(MODEL_KEY), "segments_by": tags.get(SEGMENTS_KEY),
+            "segment_rule_version": int(tags.get(RULE_TAG, SegmentRule.version)), "warnings": warnings}
 
 
 def model_signature(params: CLVParameters) -> ModelSignature:
@@ -147,6 +208,9 @@ def log_clv_model(params: CLVParameters, workdir: Path, name: str = "model") -> 
                 "overall": params.new_customer_value_overall,
                 "by_channel": dict(params.new_customer_value_by_channel),
             }),
+            MODEL_KEY: params.model,
+            SEGMENTS_KEY: params.segment_rule.basis,
+            "warnings": list(params.warnings),
         },
     )
     return info.model_uri

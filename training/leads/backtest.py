@@ -9,7 +9,8 @@ AUC, PR AUC and lift at the top 10%; per band: leads, predicted rate (mean calib
 The scores come from one of two kinds of model (``model``):
 
 * ``retrain`` (default): at each date, a model trained by the champion's recipe (its training config: the stacked
-  monthly snapshots of :func:`training.leads.job.crm_splits`, fitted by :func:`training.leads.fit.fit_lead_model`
+  monthly snapshots of :func:`training.leads.data.splits.crm_splits`, fitted by
+  :func:`training.leads.fit.fit_lead_model`
   on the training and validation snapshots, the test snapshots left out as training leaves them out) on the CRM
   as it was at that date: every label window it learns from ends by the date (``trained_to``), so it knows nothing
   that happened after it;
@@ -44,9 +45,9 @@ from features.json_ready import json_ready
 from features.kpi.predictive import backtest_calibration
 from features.lead_features import BEHAVIOUR_FEATURES, PROFILE_FEATURES, lead_feature_arrays
 from features.lead_labels import LABEL_COLUMN, conversion_labels, open_leads, snapshot_plan, training_snapshots
+from training.leads.data.splits import CrmTrainingConfig
 from training.leads.evaluation import lift_and_capture
 from training.leads.fit import LeadModelConfig, fit_lead_model
-from training.leads.job import CrmTrainingConfig
 from training.leads.reasons import crm_wording
 from training.leads.scorer import LeadScorer
 from training.leads.spec import FeatureSpec
@@ -203,7 +204,8 @@ def retrained_scorer(
 ) -> tuple[LeadScorer, pd.Timestamp]:
     """A model trained by ``config``'s recipe on the CRM as it was at ``as_of``, and its last label window's end.
 
-    The same snapshots as :func:`training.leads.job.crm_splits` with ``as_of`` as the cutoff, and the same fit as
+    The same snapshots as :func:`training.leads.data.splits.crm_splits` with ``as_of`` as the cutoff, and the same
+    fit as
     training; the test snapshots are left out, as training leaves them out of the fit.
     """
     plan = snapshot_plan(data_start, as_of, config.horizon_days, config.snapshot_every_days,

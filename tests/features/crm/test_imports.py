@@ -20,8 +20,10 @@ from sqlalchemy.schema import CreateTable
 
 from features.crm import imports as crm_import
 from features.crm import schema
-from features.crm.imports import import_file, parse_mapping, read_export
-from features.crm.rows import column_rules, parse_rows
+from features.crm.exports import read_export
+from features.crm.imports import import_file, parse_mapping
+from features.crm.rows import parse_rows
+from features.crm.rules import Plausibility, column_rules
 from features.crm.store import connect, create_schema, insert_frame, read_frame
 from features.errors import InvalidInput
 from tests.leadval_cli import run_leadval
@@ -83,7 +85,7 @@ BAD_FILES = [
     ("unparseable-date", "orders", ORDERS + "O2,C1,31/01/2025,5\nO3,C1,2025-02-30,5\n", "ordered_at", [2, 3],
      "ISO 8601"),
     ("future-date", "orders", ORDERS + "O2,C1,2025-03-01,5\nO3,C1,2999-01-01T00:00:00Z,5\n", "ordered_at", [3],
-     "not in the future"),
+     "no later than a day after now"),
     ("spend-day-with-time", "marketing_spend", SPEND + "2025-03-01T10:30:00,email,,1.5,100,3\n", "date", [2],
      "calendar day"),
     ("negative-amount", "orders", ORDERS + "O2,C1,2025-03-01,-5\nO3,C1,2025-03-01,5\nO4,C1,2025-03-01,-0.01\n",
@@ -184,7 +186,8 @@ def test_good_export_loads_and_reimport_changes_nothing(db_url: str, tmp_path: P
     rows = "O2,C1,2025-03-01T10:00:00,5\nO3,C2,2025-03-02,7.25\nO1,C1,2025-01-02 03:04:05,10\n"
     path = write(tmp_path, "orders.csv", ORDERS + rows)
     first = import_file(engine, "orders", path, {})
-    assert first == {"table": "orders", "file": str(path), "rows": 3, "inserted": 2, "updated": 0, "unchanged": 1}
+    assert first == {"table": "orders", "file": str(path), "rows": 3, "inserted": 2, "updated": 0, "unchanged": 1,
+                     "notes": []}
     after_first = snapshot(engine)
     again = import_file(engine, "orders", path, {})
     assert again["unchanged"] == 3 and again["inserted"] == again["updated"] == 0
@@ -453,7 +456,7 @@ def test_every_bad_amount_is_reported_once_at_its_row(amounts: list[str]) -> Non
         "ordered_at": "2025-03-01",
         "amount": pd.Series(amounts, dtype="str"),
     })
-    frame, problems = parse_rows(schema.orders, raw, NOW)
+    frame, problems = parse_rows(schema.orders, raw, Plausibility(NOW))
     reported = {p.expected: set(p.rows.tolist()) for p in problems}
     expect = {
         "a value (required)": {i for i, a in enumerate(amounts) if a == ""},
@@ -486,7 +489,7 @@ def test_line_numbers_match_the_file(rows: list[tuple[bool, int, bool]], crlf: b
         path = Path(tmp) / "customers.csv"
         path.write_text(newline.join(lines) + newline, encoding="utf-8", newline="")
         export = read_export(path)
-        _, problems = parse_rows(schema.customers, export.frame, NOW)
+        _, problems = parse_rows(schema.customers, export.frame, Plausibility(NOW))
         located = export.locate(problems[0].rows) if problems else []
     assert located == [f"line {n}" for n in true_lines(lines, bad_entries, newline)]
 

@@ -49,7 +49,8 @@ def test_parquet_without_amounts(tmp_path: Path) -> None:
         ("c,d,a\nx,2024-01-01,5\n,2024-01-02,5\n", "c", ["line 3 (empty)"], "expected a value (required)"),
         ("c,d,a\nx,2024-01-01,5\ny,2024-07-01 09:00,5\n", "d", ["line 3 '2024-07-01 09:00'"],
          "expected an order on or before the observation end 2024-06-30"),
-        ("c,d,a\nx,2024-01-01,5\ny,2999-01-01,5\n", "d", ["line 3 '2999-01-01'"], "expected a date not in the future"),
+        ("c,d,a\nx,2024-01-01,5\ny,2999-01-01,5\n", "d", ["line 3 '2999-01-01'"],
+         "expected a date-time no later than a day after now"),
         ("c,date,a\nx,2024-01-01,5\n", "d", [], "column is missing; the file has c, date, a"),
     ],
 )

@@ -17,8 +17,9 @@ from pydantic import ValidationError
 from features.errors import InvalidInput
 from serving.api.champions import training_data_end
 from serving.api.limits import MAX_BODY_ENV, LimitsConfig
+from serving.api.request_times import utc_times
 from serving.api.schemas import ScoreLeadsRequest
-from serving.api.service import request_features, utc_times
+from serving.api.service import request_features
 
 MOMENTS = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2199, 12, 30))
 OFFSETS = st.integers(min_value=-14 * 60, max_value=14 * 60).map(lambda m: timezone(timedelta(minutes=m)))

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from features.crm.schema import ACTIVITY_TYPES
-from features.lead_history import load_crm_frames
 from features.crm.store import connect
 from features.lead_features import PROFILE_FEATURES, lead_features
+from features.lead_history import load_crm_frames
 from serving.api.champions import load_champions
 from serving.api.schemas import LEAD_FIELDS, ScoreLeadsRequest
 from serving.api.service import STALE_MODEL_DAYS, lead_scores

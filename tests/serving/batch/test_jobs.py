@@ -20,8 +20,8 @@ import pytest
 from sqlalchemy import func, select
 
 from features.crm import schema
-from features.lead_history import crm_period, load_crm_frames
 from features.crm.store import connect, read_frame
+from features.lead_history import crm_period, load_crm_frames
 from features.simulate.config import SimulationConfig
 from serving.batch.jobs import STALE_AFTER_DAYS, score_lead_chunk
 from tests.leadval_cli import LEADVAL, last_json, run_leadval

@@ -34,6 +34,16 @@ def test_every_command_has_help(command: list[str]) -> None:
     assert "Usage:" in result.stdout
 
 
+@pytest.mark.parametrize(("args", "flag"), [(["score", "leads", "--chunk-size", "abc"], "--chunk-size"),
+                                           (["import", "--table", "orders", "x.csv", "--allow-dates-from", "18000101"],
+                                            "--allow-dates-from")])
+def test_a_bad_flag_value_names_the_flag(args: list[str], flag: str, tmp_path: Path) -> None:
+    result = run_leadval(*args, "--db", f"sqlite:///{tmp_path / 'crm.db'}", check=False)
+    assert result.returncode == 2
+    assert f"Error: Invalid value for '{flag}'" in result.stderr and "BadParameter" not in result.stderr
+    assert not (tmp_path / "crm.db").exists()
+
+
 @pytest.mark.slow  # the installed console script, as a process
 def test_unreachable_database_is_one_line_error(tmp_path: Path) -> None:
     result = run("generate", "--db", "postgresql+psycopg://x@127.0.0.1:1/none", "--leads", "10")

@@ -5,17 +5,20 @@ Chromium comes from the Debian package ``chromium``; the test fails (never skips
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
 import subprocess
 from datetime import date
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import pytest
 import typer
+from mlflow.tracking import MlflowClient
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -27,9 +30,13 @@ from features.kpi.metrics import kpi_table
 from features.kpi.tables import kpi_tables, report_window
 from features.kpi.targets import Target
 from serving.cli import report as report_cli
-from serving.report.data import build_report
-from serving.report.page import SECTIONS, render_html
+from serving.report.data import build_report, clv_model_note
+from serving.report.page import SECTIONS, _clv_model, render_html
 from tests.features.kpi.test_metrics import WINDOW_ARGS, hand_made_crm, hand_made_frames
+from tests.mlflow_stores import empty_tracking_uri
+from training.clv.predict import CLVParameters, SegmentRule
+from training.clv.purchases import BgNbdParameters
+from training.clv.pyfunc import run_tags
 
 T = pd.Timestamp
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -92,11 +99,12 @@ def _backtest(backtest_id: str, created_at: pd.Timestamp) -> tuple[pd.DataFrame,
     return runs, bands
 
 
-def _write_crm(url: str, scores: bool = True, backtest: bool = True) -> None:
+def _write_crm(url: str, scores: bool = True, backtest: bool = True, **scored_by: str) -> None:
+    """The hand-made CRM; ``scored_by``: columns naming the CLV model behind the customer scores (``run_id``...)."""
     engine = connect(url)
     create_schema(engine)
     frames = hand_made_frames()
-    customer_scores = frames.pop("customer_scores").assign(horizon_days=365, model_name="clv")
+    customer_scores = frames.pop("customer_scores").assign(horizon_days=365, model_name="clv", **scored_by)
     with engine.begin() as conn:
         for name in ("leads", "activities", "customers", "orders", "marketing_spend"):
             insert_frame(conn, schema.table(name), frames[name])
@@ -128,23 +136,56 @@ def _invoke(*args: str) -> tuple[str, dict | None]:
     return result.stdout, last
 
 
+class Written(NamedTuple):
+    out: Path
+    result: dict
+    stdout: str
+    stderr: str
+    run_id: str
+
+
+CLV_WARNINGS = (
+    "BG/NBD fit at a bound: a = 4.18e-07 (towards 0); the dropout probability collapsed to ~0 (mean a/(a+b) = 2.1e-11 "
+    "per purchase): the model sees customers who never leave",
+    "segments by value and recency, not P(alive) (which is 1.000 to 1.000 for 98% of customers): at_risk after 30 days "
+    "without a purchase, lost after 60",
+)
+
+
+def _clv_training_run(folder: Path) -> tuple[str, str]:
+    """A real MLflow store with a CLV training run that recorded two warnings and segments by recency, tagged as
+    ``train clv`` tags its runs; its tracking URI and run id."""
+    tracking = empty_tracking_uri(folder)
+    client = MlflowClient(tracking_uri=tracking)
+    run = client.create_run(client.create_experiment("clv", artifact_location=(folder / "artifacts").as_uri()))
+    params = CLVParameters("D", BgNbdParameters(2.16, 68.0, 4.18e-07, 19474.8, 0.0, -21233.9, 1113, ("a->0",)), None,
+                           segment_rule=SegmentRule(basis="recency", recency_at_risk_days=30.0, recency_lost_days=60.0),
+                           warnings=CLV_WARNINGS)
+    for key, value in run_tags(params).items():
+        client.set_tag(run.info.run_id, key, value)
+    return tracking, run.info.run_id
+
+
 @pytest.fixture(scope="module")
-def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """The tiny CRM in SQLite with scores, and the report written for January-February 2025 with two targets."""
+def written(tmp_path_factory: pytest.TempPathFactory) -> Written:
+    """The tiny CRM in SQLite with scores (the customers' by a CLV model whose training warned), and the report
+    written for January-February 2025 with two targets."""
     folder = tmp_path_factory.mktemp("report")
     url = f"sqlite:///{folder / 'crm.db'}"
-    _write_crm(url)
+    tracking, run_id = _clv_training_run(folder)
+    _write_crm(url, run_id=run_id, model_version="3")
     targets = folder / "targets.toml"
     targets.write_text(TARGETS)
     out = folder / "reports" / "kpi_report.html"
-    stdout, result = _invoke("report", "--db", url, "--out", str(out), "--from", "2025-01-01", "--to",
-                             "2025-02-28", "--targets", str(targets), "--json")
-    assert out.exists() and f"Wrote {out}" in stdout
-    return out, result
+    done = CliRunner().invoke(app, ["report", "--db", url, "--out", str(out), "--from", "2025-01-01", "--to",
+                                    "2025-02-28", "--targets", str(targets), "--tracking-uri", tracking, "--json"])
+    assert done.exit_code == 0, done.output
+    assert out.exists() and f"Wrote {out}" in done.stdout
+    return Written(out, json.loads(done.stdout.strip().splitlines()[-1]), done.stdout, done.stderr, run_id)
 
 
-def test_report_json_has_channels_and_targets(written: tuple[Path, dict]) -> None:
-    _, result = written
+def test_report_json_has_channels_and_targets(written: Written) -> None:
+    result = written.result
     channels = {c["channel"]: c for c in result["channels"]}
     paid = channels["paid_search"]
     assert {"channel", "leads", "conversion_rate", "spend", "cac", "roi", "clv_to_cac"} <= set(paid)
@@ -187,8 +228,8 @@ def test_the_crm_reads_back_the_same_from_the_database(db_url: str) -> None:
     assert reasons["L2"] == [{"text": "Visited pricing 3 times"}, {"text": "Free email domain"}]
 
 
-def test_page_is_self_contained_with_every_section_and_definition(written: tuple[Path, dict]) -> None:
-    page = written[0].read_text()
+def test_page_is_self_contained_with_every_section_and_definition(written: Written) -> None:
+    page = written.out.read_text()
     assert "<script" not in page.lower() and "<link" not in page.lower() and "@import" not in page
     assert not re.search(r"""(src|href|srcset)\s*=\s*["']?\s*(https?:|//)""", page, re.IGNORECASE)
     assert not re.search(r"""url\(\s*['"]?(?!#)""", page)  # only in-page references such as clip paths
@@ -222,8 +263,8 @@ window.addEventListener("load", () => {
 
 
 @pytest.mark.slow  # a real headless Chromium process
-def test_page_renders_in_headless_chromium_with_visible_plots(written: tuple[Path, dict], tmp_path: Path) -> None:
-    out = written[0]
+def test_page_renders_in_headless_chromium_with_visible_plots(written: Written, tmp_path: Path) -> None:
+    out = written.out
     # A copy with a probe that records what the browser loaded and the size each chart is drawn at.
     probed = tmp_path / "probed.html"
     probed.write_text(out.read_text().replace("</body>", PROBE + "</body>"))
@@ -335,9 +376,78 @@ def test_names_from_the_crm_are_escaped_on_the_page() -> None:
     frames["activities"] = frames["activities"].replace({"content_id": {"blog-1": '<img src=x onerror="alert(1)">'}})
     crm = kpi_tables(**frames)
     goal = Target("cac", f"channel:{script}", 50, "at_most", date(2025, 6, 30), name=script)
-    page = render_html(build_report(crm, report_window(crm, *WINDOW_ARGS), [goal]))
+    recorded = {"model": "pnbd", "segments_by": "p_alive", "warnings": [f"Gamma-Gamma: {script}"]}
+    page = render_html(build_report(crm, report_window(crm, *WINDOW_ARGS), [goal], clv_recorded=recorded))
     assert "<script" not in page.lower() and "<img" not in page.lower()
     escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
     assert f'<td class="txt">{escaped}</td>' in page  # channel tables and the target's name
     assert f'<td class="txt nowrap">channel:{escaped}</td>' in page  # the target's scope
     assert "&lt;img src=x onerror=" in page and 'onerror="' not in page  # content influence
+    assert f"Warning from the model's training: Gamma-Gamma: {escaped}</li>" in page  # the CLV model's warnings
+
+
+
+def test_report_says_what_the_clv_models_training_warned(written: Written) -> None:
+    """The customer scores name the CLV model's training run; the warnings it recorded (as ``train clv`` records them)
+    are on stderr, under ``warnings`` in --json and on the page, with the segments' basis (value and recency)."""
+    said = [f"CLV model clv v3: {w}" for w in CLV_WARNINGS]
+    assert [line for line in written.stderr.splitlines() if line.startswith("warning: ")] == [
+        f"warning: {w}" for w in said]
+    assert written.result["warnings"] == said
+    note = written.result["predictive"]["clv_model"]
+    assert (note["model"], note["segments_by"], note["segments_by_source"], note["warnings_source"]) == (
+        "bgnbd", "recency", "model", "model")
+    assert note["warnings"] == list(CLV_WARNINGS) and note["run_id"] == written.run_id
+    assert ("customer scores by CLV model clv v3 (BG/NBD): segments by value and recency (P(alive) tells no one "
+            "apart); 2 warning(s) from its training") in written.stdout
+    text = html.unescape(re.sub(r"\s+", " ", written.out.read_text()))
+    assert "Scored by CLV model clv v3 (BG/NBD)." in text and "segments go by value and recency instead" in text
+    for warning in CLV_WARNINGS:
+        assert f"Warning from the model's training: {warning}" in text
+    assert "training warnings are unknown" not in text
+    assert note["segment_rule_version"] == 2
+    assert "without a purchase. A one-time buyer is never loyal or a champion." in text  # the model's note
+    assert "lost. A one-time buyer is never loyal or a champion. When P(alive)" in text  # the glossary
+
+
+def test_a_model_trained_before_warnings_were_recorded_has_them_unknown(tmp_path: Path) -> None:
+    """A run from before the CLV run tags (a format-1 model: BG/NBD, the version-1 segment rule by P(alive)): its
+    warnings are unknown, not none, and the page never says that one-time buyers stay out of loyal and champions."""
+    tracking = empty_tracking_uri(tmp_path)
+    client = MlflowClient(tracking_uri=tracking)
+    run = client.create_run(client.create_experiment("clv", artifact_location=(tmp_path / "artifacts").as_uri()))
+    client.set_tag(run.info.run_id, "gamma_gamma_assumption", "holds")
+    scores = hand_made_frames()["customer_scores"].assign(model_name="clv", model_version="1", run_id=run.info.run_id)
+    note = clv_model_note(scores, report_cli.read_clv_recorded(scores, tracking))
+    assert (note["model"], note["segments_by"], note["segment_rule_version"], note["warnings"]) == (
+        "bgnbd", "p_alive", 1, [])
+    assert note["warnings_source"] == "the model was trained before training runs recorded warnings"
+    assert report_cli._clv_line(note).endswith(
+        "its training warnings unknown (the model was trained before training runs recorded warnings)")
+    crm = hand_made_crm()
+    text = html.unescape(re.sub(r"\s+", " ", render_html(build_report(
+        crm, report_window(crm, *WINDOW_ARGS), clv_recorded=report_cli.read_clv_recorded(scores, tracking)))))
+    assert "The model's training warnings are unknown: the model was trained before training runs recorded" in text
+    assert "predates keeping one-time buyers out of loyal and champions" in text
+    assert "never loyal or a champion" not in text
+
+
+def test_without_the_clv_models_run_its_warnings_are_unknown(tmp_path: Path) -> None:
+    """Scores that name no run, or a run where --tracking-uri has no store (none is created): the warnings are said
+    to be unknown, with why, and the segment basis is inferred from the scores' P(alive)."""
+    scores = hand_made_frames()["customer_scores"].assign(model_name="clv", model_version="3")
+    no_run = clv_model_note(scores, report_cli.read_clv_recorded(scores, "sqlite:///unused.db"))
+    assert no_run["warnings"] == [] and no_run["warnings_source"] == "the customer scores name no training run (run_id)"
+    missing = tmp_path / "nowhere" / "mlflow.db"
+    with_run = scores.assign(run_id="0123456789abcdef")
+    no_store = clv_model_note(with_run, report_cli.read_clv_recorded(with_run, f"sqlite:///{missing}"))
+    assert not missing.parent.exists()
+    assert no_store["warnings_source"] == f"no MLflow store at {missing} (pass --tracking-uri)"
+    assert (no_store["segments_by"], no_store["segments_by_source"]) == ("p_alive", "inferred from the scores")
+    flat = scores.assign(run_id="0123456789abcdef", p_alive=[0.999, 0.9995, 1.0])
+    assert clv_model_note(flat, None)["segments_by"] == "recency"  # P(alive) that tells no one apart
+    assert "its training warnings unknown (no MLflow store at" in report_cli._clv_line(no_store)
+    worded = _clv_model(no_store)
+    assert worded["unknown"] == no_store["warnings_source"] and worded["warnings"] == []
+    assert worded["text"].endswith("(Inferred from the scores: the model's own record is unavailable.)")
+    assert "one-time buyer" not in worded["text"]  # the segment rule is unknown too

@@ -1,4 +1,5 @@
-"""Per-customer CLV outputs: equal to lifetimes' own functions, valid for any customer, persisted exactly."""
+"""Per-customer CLV outputs: equal to lifetimes' own functions for BG/NBD, MBG/NBD and Pareto/NBD, valid for any
+customer, persisted exactly; the segment rule."""
 
 from __future__ import annotations
 
@@ -11,20 +12,30 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lifetimes import BetaGeoFitter, GammaGammaFitter
+from lifetimes import BetaGeoFitter, GammaGammaFitter, ModifiedBetaGeoFitter, ParetoNBDFitter
+from scipy.integrate import quad
+from scipy.special import beta as beta_function
 
 from features.errors import InvalidInput
 from features.rfm import calibration_and_holdout
 from tests.training.clv.test_fit import cdnow_transactions
-from training.clv.fit import fit_bgnbd, fit_gamma_gamma, validate_rfm
+from training.clv.fit import fit_bgnbd, fit_gamma_gamma, fit_purchases, validate_rfm
 from training.clv.predict import (
     SEGMENTS,
     CLVParameters,
     SegmentRule,
+    assign_segments,
+    expected_purchases,
     new_customer_value,
     predict_clv,
     rfm_in_days,
     validate_customers,
+)
+from training.clv.purchases import (
+    BgNbdParameters,
+    cumulative_purchases,
+    expected_purchases_new_customer,
+    probability_of_buying,
 )
 from training.clv.pyfunc import load_parameters, parameters_from_dict, parameters_to_dict, save_parameters
 
@@ -38,10 +49,19 @@ def cdnow_daily() -> tuple[CLVParameters, pd.DataFrame]:
     return params, rfm
 
 
+@pytest.fixture(scope="module")
+def cdnow_models(cdnow_daily: tuple[CLVParameters, pd.DataFrame]) -> dict[str, CLVParameters]:
+    """The same CLV parameters with each purchase model fitted on CDNOW in days."""
+    params, rfm = cdnow_daily
+    return {"bgnbd": params, "mbgnbd": replace(params, purchases=fit_purchases("mbgnbd", rfm)),
+            "pnbd": replace(params, purchases=fit_purchases("pnbd", rfm))}
+
+
 def _lifetimes(params: CLVParameters) -> tuple[BetaGeoFitter, GammaGammaFitter]:
-    bgf = BetaGeoFitter()
-    bgf.params_ = pd.Series({"r": params.bgnbd.r, "alpha": params.bgnbd.alpha, "a": params.bgnbd.a, "b": params.bgnbd.b})
-    bgf.predict = bgf.conditional_expected_number_of_purchases_up_to_time
+    fitter = {"bgnbd": BetaGeoFitter, "mbgnbd": ModifiedBetaGeoFitter, "pnbd": ParetoNBDFitter}[params.model]()
+    fitter.params_ = pd.Series(params.purchases.values())
+    fitter.predict = fitter.conditional_expected_number_of_purchases_up_to_time
+    bgf = fitter
     ggf = GammaGammaFitter()
     ggf.params_ = pd.Series({"p": params.gamma_gamma.p, "q": params.gamma_gamma.q, "v": params.gamma_gamma.v})
     return bgf, ggf
@@ -70,8 +90,8 @@ def test_weekly_model_speaks_days(cdnow_daily: tuple[CLVParameters, pd.DataFrame
     daily, rfm_days = cdnow_daily
     rfm_weeks = calibration_and_holdout(cdnow_transactions(), "1997-09-30", "1998-06-30", date_col="date",
                                         time_unit="W")
-    weekly = replace(daily, time_unit="W", bgnbd=fit_bgnbd(rfm_weeks, time_unit="W"))
-    assert weekly.bgnbd.alpha * 7 == pytest.approx(daily.bgnbd.alpha, rel=1e-4)
+    weekly = replace(daily, time_unit="W", purchases=fit_bgnbd(rfm_weeks, time_unit="W"))
+    assert weekly.purchases.alpha * 7 == pytest.approx(daily.purchases.alpha, rel=1e-4)
     by_week = predict_clv(weekly, rfm_in_days(rfm_weeks, "W"))
     by_day = predict_clv(daily, rfm_in_days(rfm_days, "D"))
     np.testing.assert_allclose(by_week["expected_purchases"], by_day["expected_purchases"], rtol=1e-3)
@@ -162,13 +182,15 @@ customers = st.integers(min_value=0, max_value=60).flatmap(
 )
 
 
+@pytest.mark.parametrize("kind", ["bgnbd", "mbgnbd", "pnbd"])
 @settings(max_examples=100, deadline=None)
 @given(rows=st.lists(customers, min_size=1, max_size=20), horizon=st.integers(0, 3 * 365),
        rate=st.floats(min_value=0, max_value=0.5))
 def test_outputs_are_valid_for_any_customer(rows: list[tuple[float, float, float, float]], horizon: int, rate: float,
-                                            cdnow_daily: tuple[CLVParameters, pd.DataFrame]) -> None:
-    """Probabilities in [0, 1], purchases and CLV >= 0 and finite, exactly one known segment each."""
-    params, _ = cdnow_daily
+                                            kind: str, cdnow_models: dict[str, CLVParameters]) -> None:
+    """Probabilities in [0, 1], purchases and CLV >= 0 and finite, exactly one known segment each, no one-time buyer
+    loyal or a champion (every model)."""
+    params = cdnow_models[kind]
     frame = pd.DataFrame({
         "frequency": [r[0] for r in rows],
         "age_days": [r[1] for r in rows],
@@ -182,3 +204,123 @@ def test_outputs_are_valid_for_any_customer(rows: list[tuple[float, float, float
         assert np.isfinite(out[column]).all() and (out[column] >= 0).all(), column
     assert out["segment"].isin(SEGMENTS).all()
     assert (out["clv"] <= out["expected_purchases"] * out["expected_order_value"] * (1 + 1e-9) + 1e-9).all()
+    assert not out.loc[frame["frequency"].to_numpy() == 0, "segment"].isin(["loyal", "champions"]).any()
+
+
+@pytest.mark.parametrize("kind", ["mbgnbd", "pnbd"])
+def test_other_models_equal_lifetimes_own_functions(kind: str, cdnow_models: dict[str, CLVParameters],
+                                                    cdnow_daily: tuple[CLVParameters, pd.DataFrame]) -> None:
+    """MBG/NBD and Pareto/NBD: conditional expected purchases, P(alive) and the population curve against
+    ``ModifiedBetaGeoFitter`` and ``ParetoNBDFitter`` on the CDNOW customers (days)."""
+    params = cdnow_models[kind]
+    _, rfm = cdnow_daily
+    fitter, _ = _lifetimes(params)
+    x, recency, age = (rfm[c].to_numpy(dtype="float64") for c in ("frequency", "recency", "T"))
+    out = predict_clv(params, rfm_in_days(rfm, "D"), horizon_days=360)
+    np.testing.assert_allclose(out["expected_purchases"], fitter.predict(360, x, recency, age), rtol=1e-9)
+    np.testing.assert_allclose(out["p_alive"], fitter.conditional_probability_alive(x, recency, age), rtol=1e-9)
+    t = np.array([1.0, 30.0, 365.0, 1000.0])
+    np.testing.assert_allclose(expected_purchases_new_customer(params.purchases, t),
+                               fitter.expected_number_of_purchases_up_to_time(t), rtol=1e-9)
+
+
+def test_pareto_nbd_probability_of_buying_equals_lifetimes(cdnow_models: dict[str, CLVParameters],
+                                                           cdnow_daily: tuple[CLVParameters, pd.DataFrame]) -> None:
+    """P(at least one purchase in the next 90 days) against 1 - lifetimes' P(0 purchases) (Fader & Hardie note 028)."""
+    params = cdnow_models["pnbd"]
+    _, rfm = cdnow_daily
+    fitter, _ = _lifetimes(params)
+    sample = rfm.iloc[::40]
+    x, recency, age = (sample[c].to_numpy(dtype="float64") for c in ("frequency", "recency", "T"))
+    reference = 1 - fitter.conditional_probability_of_n_purchases_up_to_time(0, 90.0, x, recency, age)
+    np.testing.assert_allclose(probability_of_buying(params.purchases, x, recency, age, 90.0), reference, rtol=1e-7)
+
+
+@pytest.mark.parametrize("kind", ["bgnbd", "mbgnbd", "pnbd"])
+def test_probability_of_buying_takes_a_duration_per_customer(kind: str, cdnow_models: dict[str, CLVParameters],
+                                                             cdnow_daily: tuple[CLVParameters, pd.DataFrame]) -> None:
+    """Each customer's own duration gives the answer a call with that duration alone gives (none is widened to the
+    longest)."""
+    model = cdnow_models[kind].purchases
+    _, rfm = cdnow_daily
+    sample = rfm.iloc[::200]
+    x, recency, age = (sample[c].to_numpy(dtype="float64") for c in ("frequency", "recency", "T"))
+    durations = np.resize([7.0, 90.0, 365.0], len(x))
+    one_by_one = [probability_of_buying(model, x[i:i + 1], recency[i:i + 1], age[i:i + 1], float(durations[i]))[0]
+                  for i in range(len(x))]
+    np.testing.assert_allclose(probability_of_buying(model, x, recency, age, durations), one_by_one, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["bgnbd", "mbgnbd", "pnbd"])
+def test_expected_purchases_alone_equal_predict_clv(kind: str, cdnow_models: dict[str, CLVParameters],
+                                                    cdnow_daily: tuple[CLVParameters, pd.DataFrame]) -> None:
+    """The holdout evaluation's shortcut gives predict_clv's numbers exactly."""
+    params = cdnow_models[kind]
+    customers = rfm_in_days(cdnow_daily[1], "D")
+    for days in (0.0, 45.5, 273.0):
+        np.testing.assert_array_equal(expected_purchases(params, customers, days),
+                                      predict_clv(params, customers, horizon_days=days)["expected_purchases"])
+
+
+@pytest.mark.parametrize("kind", ["mbgnbd", "pnbd"])
+def test_every_model_round_trips_exactly(tmp_path: Path, kind: str, cdnow_models: dict[str, CLVParameters],
+                                        cdnow_daily: tuple[CLVParameters, pd.DataFrame]) -> None:
+    """Format 2 stores the model's kind, its parameters, the segment basis and the warnings."""
+    params = replace(cdnow_models[kind], warnings=("a warning",),
+                     segment_rule=SegmentRule(basis="recency", recency_at_risk_days=60.0, recency_lost_days=120.0))
+    loaded = load_parameters(save_parameters(params, tmp_path / "p.json"))
+    assert loaded == params and loaded.model == kind
+    stored = json.loads((tmp_path / "p.json").read_text())
+    assert stored["format_version"] == 2 and stored["model"] == kind and stored["warnings"] == ["a warning"]
+    customers = rfm_in_days(cdnow_daily[1], "D")
+    pd.testing.assert_frame_equal(predict_clv(loaded, customers), predict_clv(params, customers))
+
+
+def test_format_1_loads_as_bgnbd_with_its_own_segment_rule(cdnow_daily: tuple[CLVParameters, pd.DataFrame]) -> None:
+    """A model saved before there was a choice ("bgnbd", no "model") keeps scoring as it did: one-time buyers can
+    still be loyal under its rule."""
+    params, _ = cdnow_daily
+    values = parameters_to_dict(params)
+    old = {k: v for k, v in values.items() if k not in ("model", "purchases", "warnings")}
+    old |= {"format_version": 1, "bgnbd": {k: v for k, v in values["purchases"].items() if k != "at_bound"}}
+    old["segment_rule"] = {k: v for k, v in values["segment_rule"].items()
+                           if k in ("p_alive_lost", "p_alive_at_risk", "value_lost", "value_loyal", "value_champions")}
+    loaded = parameters_from_dict(old)
+    assert isinstance(loaded.purchases, BgNbdParameters) and loaded.segment_rule.version == 1
+    assert loaded.warnings == ()
+    one_time_valuable = pd.DataFrame({"frequency": [0], "recency_days": [0.0], "age_days": [1.0],
+                                      "monetary_value": [0.0]})
+    assert predict_clv(loaded, one_time_valuable)["segment"].iloc[0] in ("loyal", "champions")
+    assert predict_clv(params, one_time_valuable)["segment"].iloc[0] == "promising"
+
+
+def test_segment_rule_by_p_alive_and_by_recency() -> None:
+    """P(alive) basis: lost/at_risk by P(alive) (and lost by low value); recency basis: by days since the last
+    purchase only; either way a one-time buyer is promising at best, never loyal or a champion."""
+    p_alive = np.array([0.1, 0.4, 0.9, 0.9, 0.9, 0.9, 0.99])
+    value = np.array([50.0, 50.0, 50.0, 30.0, 12.0, 50.0, 1.0])
+    frequency = np.array([3, 3, 3, 3, 3, 0, 3])
+    silence = np.array([10.0, 10.0, 200.0, 90.0, 10.0, 10.0, 10.0])
+    rule = SegmentRule(value_lost=5.0, value_loyal=20.0, value_champions=40.0)
+    by_p = assign_segments(p_alive, value, rule, frequency, silence)
+    assert by_p.tolist() == ["lost", "at_risk", "champions", "loyal", "promising", "promising", "lost"]
+    by_recency = assign_segments(p_alive, value, replace(rule, basis="recency", recency_at_risk_days=60.0,
+                                                         recency_lost_days=150.0), frequency, silence)
+    assert by_recency.tolist() == ["champions", "champions", "lost", "at_risk", "promising", "promising", "promising"]
+
+
+@pytest.mark.parametrize("b", [0.3, 0.658, 2.4])
+def test_bgnbd_one_time_buyers_expectation_holds_when_a_plus_b_is_below_1(b: float) -> None:
+    """With a + b < 1 (BG/NBD on CDNOW with penalizer 0.01: a=0.286, b=0.658) 2F1(r, b; a + b - 1; z) is negative for
+    one-time buyers and lifetimes answers NaN (the log of it). Ours equals the expectation integrated over the
+    dropout probability: E[(1 - ((alpha + T) / (alpha + T + p t)) ** r) / p], p ~ Beta(a, b) (eq. 8 with lambda
+    integrated out; a one-time buyer is alive and their p still the prior's)."""
+    r, alpha, a, t = 0.243, 4.43, 0.286, 39.0
+    model = BgNbdParameters(r, alpha, a, b, 0.0, 0.0, 1)
+    for age in (5.0, 60.0):
+        def integrand(p: float, age: float = age) -> float:
+            return -np.expm1(-r * np.log1p(p * t / (alpha + age))) / p if p > 0 else r * t / (alpha + age)
+
+        expected = quad(integrand, 0, 1, weight="alg", wvar=(a - 1, b - 1), epsabs=1e-13, epsrel=1e-12)[0]
+        ours = cumulative_purchases(model, np.array([0.0]), np.array([0.0]), np.array([age]))(t)
+        assert ours[0] == pytest.approx(expected / beta_function(a, b), rel=1e-9)

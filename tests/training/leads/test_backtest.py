@@ -2,7 +2,7 @@
 issue's "done when" on a demo-sized CRM.
 
 The pure parts run on hand-made frames with a stand-in model; one small simulated CRM (module fixture) holds the
-retrain to :func:`training.leads.job.crm_splits` + :func:`training.leads.fit.fit_lead_model`.
+retrain to :func:`training.leads.data.splits.crm_splits` + :func:`training.leads.fit.fit_lead_model`.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from training.leads.backtest import (
     score_as_of,
     store_backtest,
 )
+from training.leads.data.splits import CrmTrainingConfig, crm_splits
 from training.leads.fit import LeadModelConfig, fit_lead_model
-from training.leads.job import CrmTrainingConfig, crm_splits
 
 T = pd.Timestamp
 END = datetime(2026, 6, 30, 12)

@@ -18,23 +18,19 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from features.lead_history import load_crm_frames
 from features.crm.store import connect, create_schema
 from features.lead_features import lead_features
+from features.lead_history import load_crm_frames
 from features.lead_labels import open_leads
 from features.simulate.config import ConversionModel, SimulationConfig
 from features.simulate.generate import generate_crm
 from serving.cli.train import train_leads
+from tests.mlflow_stores import empty_tracking_uri
 from tests.training.leads.test_reasons import ABSENCE, fresh_intent_in_words
+from training.leads.data.splits import CrmTrainingConfig, crm_splits
 from training.leads.evaluation import calibration_table
 from training.leads.fit import LeadModelConfig
-from training.leads.job import (
-    CrmTrainingConfig,
-    LeadTrainingResult,
-    champion_holdout_auc,
-    crm_splits,
-    train_and_register,
-)
+from training.leads.job import ChampionOnHoldout, LeadTrainingResult, train_and_register
 from training.leads.pyfunc import score_leads, score_rows, scorer_of
 from training.registry import champion_version, load_registered, register_and_gate
 from training.tracking import use_tracking
@@ -53,7 +49,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[LeadTrainingResul
     generate_crm(engine, SimulationConfig(n_leads=8_000, n_customers=100, seed=2, conversion=INTERACTIONS,
                                           end=pd.Timestamp("2025-12-31")))
     config = CrmTrainingConfig()
-    tracking, artifacts = f"sqlite:///{root / 'mlflow.db'}", str(root / "artifacts")
+    tracking, artifacts = empty_tracking_uri(root), str(root / "artifacts")
     result = train_and_register(crm_splits(engine, config), config, tracking, artifacts, "auto", MODEL)
     engine.dispose()
     return result, url, tracking, artifacts
@@ -225,7 +221,7 @@ def test_champion_gating_both_ways(trained) -> None:
 
     def gate(logged: str, auc: float, promote: str):
         return register_and_gate(logged, MODEL, "roc_auc", auc,
-                                 lambda uri: champion_holdout_auc(uri, result.splits.test), True, promote)
+                                 ChampionOnHoldout(result.splits.test).roc_auc, True, promote)
 
     assert not gate(worse.logged_model_uri, worse.metrics["roc_auc"], "never").champion
     assert champion_version(MODEL) == result.model_version

@@ -15,7 +15,8 @@ from features.errors import InvalidInput
 from serving.cli.score import score_leads_command
 from serving.cli.train import train_leads
 from tests.conftest import REPO_ROOT
-from training.leads.job import TableTrainingConfig, read_lead_table, table_outcome, table_splits
+from tests.mlflow_stores import empty_tracking_uri
+from training.leads.data.splits import TableTrainingConfig, read_lead_table, table_outcome, table_splits
 
 BANK = REPO_ROOT / "datasets" / "bank-marketing" / "bank-additional-full.csv.gz"
 
@@ -34,7 +35,7 @@ def _json_last(output: str) -> dict:
 @pytest.fixture(scope="module")
 def bank_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, str]:
     root = tmp_path_factory.mktemp("bank")
-    tracking = f"sqlite:///{root / 'mlflow.db'}"
+    tracking = empty_tracking_uri(root)
     outcome = CliRunner(env={"LEADVAL_ARTIFACT_ROOT": str(root / "artifacts")}).invoke(
         _app(), ["train", "--table", str(BANK), "--target", "y", "--positive", "yes", "--drop", "duration",
                  "--tracking-uri", tracking, "--json"])
@@ -46,6 +47,9 @@ def test_bank_marketing_reaches_moro_et_al_auc_on_a_stratified_holdout(bank_mode
     result, _, said = bank_model
     assert "note: random holdout" in said and "--holdout latest" in said
     assert result["champion"] and result["model_version"] == "1"
+    assert result["model_name"] == "lead-scoring-bank-additional-full"  # never the CRM model's name
+    assert result["dropped"] == {} and result["warnings"] == [] and result["tuning"] is None
+    assert len(result["features_used"]) == 19 and "duration" not in result["features_used"]
     assert result["metrics"]["roc_auc"] >= 0.80  # Moro, Cortez & Rita (2014): 0.80 on richer private data
     assert result["metrics"]["roc_auc"] > result["baseline_metrics"]["roc_auc"]
     assert result["metrics"]["rows"] == pytest.approx(0.2 * 41_188, abs=1)
@@ -58,7 +62,8 @@ def test_scoring_a_file_writes_ids_scores_bands_and_reasons(bank_model, tmp_path
         leads, sep=";", index=False)
     out = tmp_path / "scores.csv"
     outcome = CliRunner().invoke(_app(), ["score", "--table", str(leads), "--out", str(out), "--tracking-uri",
-                                          tracking, "--json"])
+                                          tracking, "--model", "models:/lead-scoring-bank-additional-full@champion",
+                                          "--json"])
     assert outcome.exit_code == 0, outcome.output
     assert _json_last(outcome.stdout)["scored"] == 300
     scores = pd.read_csv(out)
@@ -92,12 +97,16 @@ def test_time_column_holds_out_the_latest_period_and_detects_categoricals(tmp_pa
     config = TableTrainingConfig(str(path), "won", positive="Won", id_column="lead", time_column="signed_up")
     splits = table_splits(read_lead_table(path, id_column="lead"), config)
     assert splits.spec.categorical == ("plan",) and splits.spec.numeric == ("visits",)
-    assert splits.source["ignored_columns"] == ["email"] and splits.source["holdout"] == "latest"
+    assert splits.source["dropped"] == {"email": "id-like: text, a different value on every row"}
+    assert splits.source["holdout"] == "latest"
     assert splits.train["signed_up"].max() < splits.valid["signed_up"].min()
     assert splits.valid["signed_up"].max() < splits.test["signed_up"].min()
     assert len(splits.test) == 80 and splits.spec.id_column == "lead"
     random = table_splits(read_lead_table(path), TableTrainingConfig(str(path), "won", positive="Won"))
-    assert random.source["holdout"] == "random"
+    assert random.source["holdout"] == "random" and random.spec.features == ("plan", "visits")
+    assert set(random.source["dropped"]) == {"lead", "signed_up", "email"}  # ids and dates unique per row
+    assert random.source["dropped"]["signed_up"].endswith("(dates: --time-col to hold out the latest period)")
+    assert "dates" not in random.source["dropped"]["email"]
     assert random.test["converted"].mean() == pytest.approx(random.train["converted"].mean(), abs=0.03)
     ordered = table_splits(read_lead_table(path), TableTrainingConfig(str(path), "won", positive="Won",
                                                                       id_column="lead", holdout="latest"))
@@ -113,9 +122,41 @@ def test_outcomes_and_bad_input_are_explained() -> None:
     with pytest.raises(InvalidInput, match="without an outcome"):
         table_outcome(pd.Series(["yes", None]), "y", None)
     frame = tiny_table()
-    with pytest.raises(InvalidInput, match=r"columns \['nope'\]"):
+    with pytest.raises(InvalidInput, match=r"^--drop nope: not a column of the file; it has \['lead'"):
         table_splits(frame, TableTrainingConfig("x.csv", "won", "Won", drop=("nope",)))
     with pytest.raises(InvalidInput, match="ids repeat"):
         table_splits(frame.assign(lead="same"), TableTrainingConfig("x.csv", "won", "Won", id_column="lead"))
     with pytest.raises(InvalidInput, match="--holdout"):
         TableTrainingConfig("x.csv", "won", holdout="sometimes")
+    with pytest.raises(InvalidInput, match=r"^--time-col when; --keep nope: not a column of the file"):
+        table_splits(frame, TableTrainingConfig("x.csv", "won", "Won", time_column="when", keep=("nope",)))
+    with pytest.raises(InvalidInput, match="--keep lead: the target, id"):
+        table_splits(frame, TableTrainingConfig("x.csv", "won", "Won", id_column="lead", keep=("lead",)))
+    with pytest.raises(InvalidInput, match="no feature columns left after the audit"):
+        table_splits(frame[["lead", "email", "won"]], TableTrainingConfig("x.csv", "won", "Won"))
+    with pytest.raises(InvalidInput, match="--tune"):
+        TableTrainingConfig("x.csv", "won", tune_seconds=-1)
+
+
+def test_how_a_files_numbers_are_read_decides_what_is_an_id(tmp_path: Path) -> None:
+    """Integers written as integers can be ids; numbers with decimals, a Parquet double or a decimal comma in a
+    semicolon file are measurements; a trailing comma in the header is a note, not an error."""
+    n = 200
+    frame = pd.DataFrame({"lead_no": np.arange(1_000, 1_000 + n), "income": [f"{v}.00" for v in 90_000 + np.arange(n)],
+                          "score": [f"{v:.4f}".replace(".", ",") for v in np.linspace(-1, 1, n)],
+                          "won": ["yes", "no"] * (n // 2)})
+    path = tmp_path / "euro.csv"
+    path.write_text(";".join(frame.columns) + ";\n"
+                    + "".join(";".join(map(str, row)) + ";\n" for row in frame.itertuples(index=False)))
+    table = read_lead_table(path)
+    assert str(table["lead_no"].dtype) == "int64" and str(table["income"].dtype) == "float64"
+    assert table["score"].iloc[0] == -1.0 and str(table["score"].dtype) == "float64"
+    assert table.attrs["notes"] == ("euro.csv: dropped column 5 (no name in the header, no values)",)
+    splits = table_splits(table, TableTrainingConfig(str(path), "won"))
+    assert set(splits.audit.dropped) == {"lead_no"} and splits.spec.numeric == ("income", "score")
+    assert splits.audit.notes[0] == "euro.csv: dropped column 5 (no name in the header, no values)"
+    parquet = tmp_path / "leads.parquet"
+    pd.DataFrame({"revenue": 9_000.0 + np.arange(n), "account_id": np.arange(n), "won": [1, 0] * (n // 2)}).to_parquet(
+        parquet)
+    audit = table_splits(read_lead_table(parquet), TableTrainingConfig(str(parquet), "won")).audit
+    assert audit.dropped == {"account_id": "id-like: integer, a different value on every row"}
