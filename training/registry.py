@@ -177,10 +177,12 @@ def load_registered(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from features.crm.store import safe_url
+
     try:
         return mlflow.pyfunc.load_model(model_uri)
     except MlflowException as exc:
-        raise ModelNotFound(f"cannot load model {model_uri!r} from {mlflow.get_tracking_uri()}: "
+        raise ModelNotFound(f"cannot load model {model_uri!r} from {safe_url(mlflow.get_tracking_uri())}: "
                             f"{exc.message.splitlines()[0]}") from None
 
 
@@ -192,6 +194,8 @@ def registered_identity(model_uri: str) -> tuple[str, str | None, str | None]:
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
+
+    from features.crm.store import safe_url
 
     if not model_uri.startswith("models:/"):
         return model_uri, None, None
@@ -205,5 +209,6 @@ def registered_identity(model_uri: str) -> tuple[str, str | None, str | None]:
             name, version = ref.split("/", 1)
             found = client.get_model_version(name, version)
     except (MlflowException, ValueError):
-        raise ModelNotFound(f"cannot find model {model_uri!r} in the registry at {mlflow.get_tracking_uri()}") from None
+        raise ModelNotFound(f"cannot find model {model_uri!r} in the registry at "
+                            f"{safe_url(mlflow.get_tracking_uri())}") from None
     return name, str(found.version), found.run_id

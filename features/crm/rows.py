@@ -49,7 +49,7 @@ def _parsed(rules: Sequence[ColumnRule], raw: pd.DataFrame) -> tuple[pd.DataFram
             if rule.blank_as is not None:
                 parsed[rule.name] = pd.Series(rule.blank_as, index=raw.index, dtype="str")
             continue
-        values = raw[rule.name] if rule.kind == "json" else _cleaned(raw[rule.name])
+        values = raw[rule.name] if rule.kind == "json" else _cleaned(raw[rule.name], stripped=not rule.identifier)
         given = values.notna().to_numpy()
         typed, checks = _parse(rule, values, given)
         if rule.required:
@@ -159,23 +159,27 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
-def _cleaned(values: pd.Series) -> pd.Series:
-    """Text (and object) values stripped, with empty cells missing; typed Parquet columns as they are."""
+def _cleaned(values: pd.Series, stripped: bool = True) -> pd.Series:
+    """Text (and object) values stripped, with empty cells missing; typed Parquet columns as they are.
+
+    Without ``stripped`` (ids) text keeps its surrounding whitespace; a cell of whitespace only is still empty.
+    """
     if pd.api.types.is_string_dtype(values.dtype) or isinstance(values.dtype, pd.CategoricalDtype):
-        text = _as_text(values)
-        return text.where(text.str.len() > 0)
+        text = _as_text(values, stripped)
+        held = (text if stripped else text.str.strip()).str.len() > 0
+        return text.where(held)
     return values
 
 
-def _as_text(values: pd.Series) -> pd.Series:
-    """Values as stripped text (``str`` dtype, missing stays missing); whole floats lose their ``.0``."""
+def _as_text(values: pd.Series, stripped: bool = True) -> pd.Series:
+    """Values as text (``str`` dtype, missing stays missing), stripped unless told not; whole floats lose ``.0``."""
     if pd.api.types.is_float_dtype(values.dtype):
         finite = values.dropna()
         if len(finite) and (finite == np.round(finite)).all():
             values = values.astype("Int64")
     if values.dtype != "str":
         values = values.astype(object).where(values.notna(), None).astype("str")
-    return values.str.strip()
+    return values.str.strip() if stripped else values
 
 
 def _text(values: pd.Series) -> pd.Series:

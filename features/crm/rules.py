@@ -59,6 +59,8 @@ class ColumnRule:
     earliest: pd.Timestamp | None = None
     latest: pd.Timestamp | None = None
     plain_text: bool = False
+    identifier: bool = False
+    """Text naming a record (a column ``*_id``): ids are data, kept exactly as given, surrounding whitespace too."""
     advice: str = ""
     """How to admit values beyond the plausibility bound (the earliest date, the maximum amount), for messages."""
 
@@ -98,6 +100,7 @@ def column_rules(table: Table) -> tuple[ColumnRule, ...]:
                 blank_as="" if column.name in blank else None,
                 references=(fks[0].column.table.name, fks[0].column.name) if fks else None,
                 money=bool(column.info.get("money")),
+                identifier=kind == "text" and column.name.endswith("_id"),
             )
         )
     return tuple(rules)

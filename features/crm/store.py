@@ -7,6 +7,7 @@ caller decides the transaction; upserts use ``INSERT ... ON CONFLICT`` on both d
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,8 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.types import Date, DateTime, Float, Integer
 
 from features.crm.schema import metadata
@@ -25,12 +26,37 @@ from features.errors import DatabaseUnavailable
 DEFAULT_CHUNK_ROWS = 50_000
 
 
+_SCHEME = re.compile(r"[^:/@]*:/+")
+_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:password|passwd|pwd)=)[^&]*")
+
+
 def safe_url(url: str) -> str:
-    """The URL with any password masked, for messages and logs."""
+    """The URL with any password masked, for messages and logs, whether it parses or not.
+
+    A URL that does not parse, or holds more than one ``@`` (an unencoded ``@`` in a password makes the parser
+    take the password's tail for the host), is masked as text: what lies between the scheme's ``:/`` or ``://``
+    and the last ``@`` is taken for credentials and shown as ``user:***``. A ``password=`` in the query is masked
+    too.
+    """
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable database URL>"
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is no number
+        parsed = None
+    shown = _masked_text(url) if parsed is None or url.count("@") > 1 else parsed.render_as_string(hide_password=True)
+    return _QUERY_PASSWORD.sub(r"\1***", shown)
+
+
+def _masked_text(url: str) -> str:
+    """``url`` as text with ``user:password`` before its last ``@`` (or a non-numeric port, without one) masked."""
+    scheme = _SCHEME.match(url)
+    start = scheme.end() if scheme else 0
+    end = url.rfind("@")
+    if end < start:  # no credentials: a host:port whose port is no number may be a password missing its @host
+        end = start + len(re.split(r"[/?#]", url[start:], maxsplit=1)[0])
+    user, colon, secret = url[start:end].partition(":")
+    if not colon or secret.isdigit():
+        return url
+    return f"{url[:start]}{user}:***{url[end:]}"
 
 
 def connect(url: str) -> Engine:
@@ -40,27 +66,35 @@ def connect(url: str) -> Engine:
     """
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise DatabaseUnavailable(
-            f"cannot parse database URL {url!r}; expected e.g. sqlite:///data/crm.db "
-            "or postgresql+psycopg://user@host:5432/dbname"
+            f"cannot parse database URL {safe_url(url)!r}; expected e.g. sqlite:///data/crm.db "
+            "or postgresql+psycopg://user:password@host:5432/dbname"
         ) from None
+    if parsed.get_backend_name() != "sqlite" and url.count("@") > 1:  # the password's tail would be taken for the host
+        raise DatabaseUnavailable(f"cannot use database URL {safe_url(url)!r}: it holds more than one '@'; write an "
+                                  "'@' in the user name, password or query as %40")
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     connect_args = {"connect_timeout": 5} if parsed.get_backend_name() == "postgresql" else {}
     try:
         engine = create_engine(parsed, connect_args=connect_args)
     except Exception as exc:  # missing driver, bad dialect name
-        raise DatabaseUnavailable(f"cannot use database {safe_url(url)}: {exc}") from None
+        raise DatabaseUnavailable(f"cannot use database {safe_url(url)}: {_unquoted(str(exc), parsed)}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-    except OperationalError as exc:
+    except DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise DatabaseUnavailable(f"cannot reach database {safe_url(url)}: {reason}") from None
+        raise DatabaseUnavailable(f"cannot reach database {safe_url(url)}: {_unquoted(reason, parsed)}") from None
     return engine
+
+
+def _unquoted(message: str, url: URL) -> str:
+    """A driver's ``message`` with the URL's password masked, should the driver quote it."""
+    return message.replace(url.password, "***") if url.password else message
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -9,6 +9,7 @@ import typer
 
 from features.errors import LeadvalError
 from serving.cli import backtest, data, report, score, serve, train
+from serving.cli.console import tell
 
 app = typer.Typer(
     name="leadval",
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     except LeadvalError as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        tell(f"error: {exc}")
         sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -76,5 +77,5 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(getattr(exc, "exit_code", 2))
         if debug:
             raise
-        print(f"error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        tell(f"error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
         sys.exit(1)

@@ -7,7 +7,6 @@ report. Nothing is registered or logged in MLflow.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import replace
 from datetime import datetime
@@ -17,7 +16,7 @@ import typer
 
 from features.errors import InvalidInput
 from features.settings import load_settings
-from serving.cli.console import progress_bar, report
+from serving.cli.console import progress_bar, report, tell
 from serving.cli.options import INSTANT_FORMATS, DbOption, JsonOption, TrackingOption
 
 if TYPE_CHECKING:
@@ -81,7 +80,7 @@ def backtest_leads(
     engine.dispose()
     result = replace(result, seconds=time.perf_counter() - started)
     for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        tell(f"warning: {warning}")
     out = {**result.summary(), "db": safe_url(settings.db), "rows_written": written}
     report(out, backtest_text(result), as_json)
 

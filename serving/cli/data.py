@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +10,7 @@ import typer
 
 from features.errors import InvalidInput
 from features.settings import load_settings
-from serving.cli.console import progress_bar, report
+from serving.cli.console import progress_bar, report, tell
 from serving.cli.options import DAY_FORMATS, DbOption, JsonOption
 
 
@@ -97,5 +96,5 @@ def import_table(
     create_schema(engine)
     summary = import_file(engine, table, file, column_map, plausibility=plausibility)
     for note in summary["notes"]:
-        print(f"note: {note}", file=sys.stderr)
+        tell(f"note: {note}")
     report(summary, f"Imported {summary['rows']:,} rows into {table} ({safe_url(settings.db)})", as_json)

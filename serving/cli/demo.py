@@ -47,7 +47,7 @@ def run_demo(app: typer.Typer) -> None:
     print(f"  KPI report:   {REPORT_PATH.resolve()}")
     print(f"  CRM:          {safe_url(settings.db)}  (tables lead_scores, customer_scores, scoring_runs)")
     print("  Best leads:   .venv/bin/leadval leads top --n 20")
-    print(f"  MLflow UI:    .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri}")
+    print(f"  MLflow UI:    .venv/bin/mlflow ui --backend-store-uri {safe_url(settings.tracking_uri)}")
     print("  Serve:        .venv/bin/leadval serve   (then, in another shell:)")
     print("  Sample call:  curl -s -X POST http://127.0.0.1:3000/predict_clv -H 'Content-Type: application/json' \\")
     print("                  -d '{\"customers\": [{\"customer_id\": \"c1\", \"frequency\": 3, \"recency_days\": 200, "

@@ -11,7 +11,6 @@ scores' P(alive).
 
 from __future__ import annotations
 
-import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -21,7 +20,7 @@ import typer
 
 from features.errors import InvalidInput
 from features.settings import load_settings
-from serving.cli.console import progress_bar
+from serving.cli.console import printable, progress_bar, tell
 from serving.cli.console import report as print_result
 from serving.cli.options import DbOption, JsonOption, TrackingOption
 
@@ -137,7 +136,7 @@ def report(
     seconds = time.perf_counter() - started
     note = built.clv_model or {}
     for warning in note.get("warnings", []):
-        print(f"warning: {_clv_name(note)}: {warning}", file=sys.stderr)
+        tell(f"warning: {_clv_name(note)}: {warning}")
     result = {**report_json(built), "out": str(out), "db": safe_url(url), "seconds": round(seconds, 2),
               "warnings": [f"{_clv_name(note)}: {w}" for w in note.get("warnings", [])]}
     print_result(result, _summary(built, out, seconds), as_json)
@@ -206,6 +205,7 @@ def segments_export(
     """Export scored customers (id, segment, CLV, P(alive), last order) for an email or ads tool."""
     from features.crm import schema
     from features.crm.store import read_frame, safe_url
+    from features.csv_export import write_csv
     from features.kpi.predictive import customer_list
 
     if out.suffix.lower() not in EXPORT_FORMATS:
@@ -218,7 +218,7 @@ def segments_export(
     table = customer_list(scores, orders, segment, min_clv)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".csv":
-        table.to_csv(out, index=False, date_format="%Y-%m-%dT%H:%M:%S")
+        write_csv(table, out, date_format="%Y-%m-%dT%H:%M:%S")
     else:
         table.to_parquet(out, index=False)
     counts = table["segment"].value_counts().to_dict()
@@ -265,8 +265,8 @@ def _lead_lines(table: pd.DataFrame, as_of: str) -> str:
     lines = [header]
     for rank, row in enumerate(table.to_dict("records"), start=1):
         value = "-" if pd.isna(row["expected_value"]) else f"{row['expected_value']:,.0f}"
-        reasons = row["reasons"] if len(row["reasons"]) <= 90 else row["reasons"][:89] + "\u2026"
-        lines.append(f"{rank:>3}  {str(row['lead_id']):<14} {int(row['score']):>5} {str(row['band']):<4} "
-                     f"{value:>10}  {str(row['channel']):<16} {reasons}")
+        lead, band, channel, reasons = (printable(str(row[key])) for key in ("lead_id", "band", "channel", "reasons"))
+        reasons = reasons if len(reasons) <= 90 else reasons[:89] + "\u2026"
+        lines.append(f"{rank:>3}  {lead:<14} {int(row['score']):>5} {band:<4} {value:>10}  {channel:<16} {reasons}")
     lines.append(f"Scores {as_of}.")
     return "\n".join(lines)

@@ -7,7 +7,6 @@ With ``--db`` (the default) they score every open lead or customer of the CRM an
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime
@@ -19,7 +18,7 @@ import typer
 
 from features.errors import InvalidInput
 from features.settings import load_settings
-from serving.cli.console import progress_bar, report
+from serving.cli.console import progress_bar, report, tell
 from serving.cli.options import AsOfOption, DbOption, JsonOption, OutFileOption, TrackingOption
 from training.registry import CLV_MODEL_URI, LEAD_MODEL_URI
 
@@ -85,7 +84,7 @@ def _summary(result: BatchResult) -> str:
 def _emit(result: BatchResult, as_json: bool) -> None:
     """Warnings to stderr (and under ``warnings`` in the JSON), then the summary."""
     for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        tell(f"warning: {warning}")
     fields = asdict(result) | {"run_id": result.scoring_run_id}
     report(fields, _summary(result), as_json)
 
@@ -236,11 +235,13 @@ def _check_out(out: Path) -> None:
 
 
 def _write(scores: pd.DataFrame, out: Path) -> None:
+    from features.csv_export import write_csv
+
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".parquet":
         scores.to_parquet(out, index=False)
     else:
-        scores.to_csv(out, index=False)
+        write_csv(scores, out)
 
 
 def score_leads_file(table: Path, out: Path, model: str, tracking_uri: str | None = None,

@@ -18,7 +18,7 @@ import typer
 
 from features.errors import InvalidInput
 from features.settings import load_settings
-from serving.cli.console import report
+from serving.cli.console import report, tell
 from serving.cli.options import DAY_FORMATS, INSTANT_FORMATS, DbOption, JsonOption, PromoteOption, TrackingOption
 from training.registry import LEAD_MODEL_NAME, Promote
 
@@ -113,7 +113,7 @@ def train_leads(
             print("note: random holdout (no --time-col, --holdout auto/random); if the file's rows are in time "
                   "order, --holdout latest gives the honest forward-looking figure", file=sys.stderr)
         for note in splits.audit.notes:
-            print(f"note: {note}", file=sys.stderr)
+            tell(f"note: {note}")
         if tune:
             print(f"tuning: searching for {tune:g} s on the training split ...", file=sys.stderr)
     else:
@@ -125,11 +125,11 @@ def train_leads(
         where = safe_url(settings.db)
     said = splits.audit.warnings if splits.audit else ()
     for warning in said:
-        print(f"warning: {warning}", file=sys.stderr)
+        tell(f"warning: {warning}")
     result = train_and_register(splits, config, settings.tracking_uri, settings.artifact_root, promote, model_name)
     for warning in result.warnings:
         if warning not in said:
-            print(f"warning: {warning}", file=sys.stderr)
+            tell(f"warning: {warning}")
     metrics, baseline = result.metrics, result.baseline_metrics
     status = "now @champion" if result.champion else "not promoted"
     tuned = ""
@@ -231,7 +231,7 @@ def train_clv(
                                 model=model.lower())
     out = result.as_dict()
     for warning in out["warnings"]:
-        print(f"warning: {warning}", file=sys.stderr)
+        tell(f"warning: {warning}")
     holdout = out["holdout"]
     status = "champion" if result.promotion.champion else "not promoted"
     candidates = "; ".join(

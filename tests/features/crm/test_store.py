@@ -96,6 +96,44 @@ def test_unreachable_database_is_a_clear_error_without_password() -> None:
     assert "s3cret" not in safe_url(url)
 
 
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql+psycopg://pg:s3cret@db.example:5432/crm", "postgresql+psycopg://pg:***@db.example:5432/crm"),
+    ("postgresql+psycopg:/pg:s3cret@db.example/crm", "postgresql+psycopg:/pg:***@db.example/crm"),  # one slash
+    ("postgresql+psycopg//pg:s3cret@db.example/crm", "postgresql+psycopg//pg:***@db.example/crm"),  # no colon
+    ("postgresql+psycopg:pg:s3cret@db.example/crm", "postgresql+psycopg:***@db.example/crm"),  # no slashes
+    ("postgresql+psycopg://pg:s3c@ret@db.example/crm", "postgresql+psycopg://pg:***@db.example/crm"),  # unencoded @
+    ("postgresql+psycopg://pg:s3c@r/et@db.example/crm", "postgresql+psycopg://pg:***@db.example/crm"),
+    ("postgresql+psycopg:/pg:s3c%40ret@db.example/crm", "postgresql+psycopg:/pg:***@db.example/crm"),
+    ("postgresql+psycopg://pg:s3c%ZZret@db.example/crm", "postgresql+psycopg://pg:***@db.example/crm"),
+    ("foodb://pg:s3cret@db.example/crm", "foodb://pg:***@db.example/crm"),  # parses; no such driver
+    ("postgresql+psycopg://pg:s3cret@db.example:port/crm", "postgresql+psycopg://pg:***@db.example:port/crm"),
+    ("postgresql+psycopg://pg:s3cret", "postgresql+psycopg://pg:***"),  # no @host: the password parses as a port
+    ("postgresql+psycopg://pg@db.example/crm?password=s3cret&sslmode=require",
+     "postgresql+psycopg://pg@db.example/crm?password=***&sslmode=require"),
+    ("sqlite:///data/crm.db", "sqlite:///data/crm.db"),
+    ("sqlite:///data/a@b/c@d.db", "sqlite:///data/a@b/c@d.db"),  # two @ but no credentials
+    ("postgresql:/db.example:5432/crm", "postgresql:/db.example:5432/crm"),  # unparseable, but nothing secret
+])
+def test_safe_url_masks_the_password_whether_the_url_parses_or_not(url: str, shown: str) -> None:
+    assert safe_url(url) == shown
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg:/pg:s3cret@127.0.0.1:1/crm",
+                                 "postgresql+psycopg://pg:s3cret@127.0.0.1:port/crm"])
+def test_an_unparseable_url_is_named_masked(url: str) -> None:
+    with pytest.raises(DatabaseUnavailable, match=r"cannot parse database URL '[^']*pg:\*\*\*@") as info:
+        connect(url)
+    assert "s3cret" not in str(info.value)
+
+
+def test_an_unencoded_at_sign_is_refused_before_connecting() -> None:
+    """Taken as is, ``s3c@ret@host`` would send ``ret@host`` to DNS and into the driver's message."""
+    with pytest.raises(DatabaseUnavailable, match="holds more than one '@'; write an '@' in the user name, "
+                                                  "password or query as %40") as info:
+        connect("postgresql+psycopg://pg:s3c@ret@127.0.0.1:1/crm")
+    assert "s3c" not in str(info.value) and "ret@" not in str(info.value)
+
 def test_every_column_is_documented_in_readme() -> None:
     from tests.conftest import REPO_ROOT
 
