@@ -68,6 +68,32 @@ class ModelNotFound(LeadvalError):
     """A model URI that names no registered model, version or alias."""
 
 
+def missing_store(tracking_uri: str) -> str | None:
+    """Why the local SQLite MLflow store at ``tracking_uri`` cannot hold any model (its file does not exist), as
+    one line naming the file and what to do; None when it exists or is no local SQLite file. Reading a model
+    never creates the store: MLflow would create an empty one (and fail only later, or not at all)."""
+    from features.crm.store import safe_url, sqlite_file
+
+    path = sqlite_file(tracking_uri) if tracking_uri.startswith("sqlite:") else None
+    if path is None or path.exists():
+        return None
+    return (f"no MLflow store at {path.absolute()} ({safe_url(tracking_uri)}); train a model first with leadval "
+            "train leads or leadval train clv, or pass --tracking-uri (env MLFLOW_TRACKING_URI) naming the store")
+
+
+def _require_store(model_uri: str) -> None:
+    """Raise ``ModelNotFound`` when ``model_uri`` needs the registry or tracking store and that is a missing
+    local SQLite file (checked before MLflow would create it)."""
+    import mlflow
+
+    if not model_uri.startswith(("models:/", "runs:/")):
+        return
+    uri = mlflow.get_registry_uri() if model_uri.startswith("models:/") else mlflow.get_tracking_uri()
+    problem = missing_store(uri)
+    if problem is not None:
+        raise ModelNotFound(f"cannot load model {model_uri!r}: {problem}")
+
+
 @dataclass(frozen=True)
 class Promotion:
     """What happened in the registry: the new version and whether it became ``@champion``, and why."""
@@ -179,6 +205,7 @@ def load_registered(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
 
     from features.crm.store import safe_url
 
+    _require_store(model_uri)
     try:
         return mlflow.pyfunc.load_model(model_uri)
     except MlflowException as exc:
@@ -200,6 +227,7 @@ def registered_identity(model_uri: str) -> tuple[str, str | None, str | None]:
     if not model_uri.startswith("models:/"):
         return model_uri, None, None
     ref = model_uri.removeprefix("models:/")
+    _require_store(model_uri)
     client = MlflowClient()
     try:
         if "@" in ref:

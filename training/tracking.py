@@ -30,9 +30,11 @@ class RunNotReadable(LeadvalError):
     """A training run's record cannot be read (no store, no such run, a store that does not answer)."""
 
 
-def use_tracking(tracking_uri: str) -> None:
-    """Point MLflow at ``tracking_uri``; a local SQLite store gets its folder created first."""
-    if tracking_uri.startswith("sqlite:"):
+def use_tracking(tracking_uri: str, create: bool = True) -> None:
+    """Point MLflow at ``tracking_uri``; with ``create`` (training) a local SQLite store gets its folder created
+    first. Without it (commands that only read models) nothing is created here, and loading a model from a
+    missing local store is a one-line ``ModelNotFound`` (:func:`training.registry.load_registered`)."""
+    if create and tracking_uri.startswith("sqlite:"):
         database = make_url(tracking_uri).database
         if database:
             Path(database).parent.mkdir(parents=True, exist_ok=True)

@@ -59,10 +59,27 @@ def _masked_text(url: str) -> str:
     return f"{url[:start]}{user}:***{url[end:]}"
 
 
-def connect(url: str) -> Engine:
-    """An engine for ``url`` that is known to answer; SQLite files get their folder and foreign keys on.
+def sqlite_file(url: str) -> Path | None:
+    """The file a local SQLite ``url`` names (relative to the working directory, as SQLite opens it), or None for
+    other databases, in-memory SQLite and URLs that do not parse."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    if parsed.database.startswith("file:"):  # an SQLite URI filename (?uri=true): its path part
+        return Path(parsed.database.removeprefix("file:").split("?", 1)[0])
+    return Path(parsed.database)
 
-    Raises ``DatabaseUnavailable`` naming the (password-masked) URL when it cannot be reached.
+
+def connect(url: str, *, create: bool = True) -> Engine:
+    """An engine for ``url`` that is known to answer; SQLite files get foreign keys on.
+
+    With ``create`` (the writing commands) a SQLite file that does not exist is created, with its folder; without
+    it (the read-only commands) a missing SQLite file is a ``DatabaseUnavailable`` saying how to create it, and
+    nothing is created on disk. Raises ``DatabaseUnavailable`` naming the (password-masked) URL when the database
+    cannot be reached.
     """
     try:
         parsed = make_url(url)
@@ -74,8 +91,12 @@ def connect(url: str) -> Engine:
     if parsed.get_backend_name() != "sqlite" and url.count("@") > 1:  # the password's tail would be taken for the host
         raise DatabaseUnavailable(f"cannot use database URL {safe_url(url)!r}: it holds more than one '@'; write an "
                                   "'@' in the user name, password or query as %40")
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_file(url)
+    if path is not None and not create and not path.exists():
+        raise DatabaseUnavailable(f"no CRM database at {path} ({safe_url(url)}); create it with leadval generate "
+                                  "or leadval import")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     connect_args = {"connect_timeout": 5} if parsed.get_backend_name() == "postgresql" else {}
     try:
         engine = create_engine(parsed, connect_args=connect_args)
@@ -83,6 +104,8 @@ def connect(url: str) -> Engine:
         raise DatabaseUnavailable(f"cannot use database {safe_url(url)}: {_unquoted(str(exc), parsed)}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        if path is not None:
+            event.listen(engine, "handle_error", _sqlite_file_error(path, url))
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -90,6 +113,36 @@ def connect(url: str) -> Engine:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise DatabaseUnavailable(f"cannot reach database {safe_url(url)}: {_unquoted(reason, parsed)}") from None
     return engine
+
+
+_SQLITE_FILE_PROBLEMS = {  # driver message -> (what failed, what to do)
+    "attempt to write a readonly database": (
+        "cannot write to", "it is read-only; give this user write access to the file and its folder (SQLite writes "
+                           "a -wal and a -shm file beside it), or run this command as a user who has it"),
+    "database is locked": (
+        "cannot use", "another process holds it locked (still after 30 s); let that process finish or stop it, then "
+                      "run this command again"),
+}
+
+
+def sqlite_file_problem(message: str, path: Path, url: str) -> str | None:
+    """One line naming the SQLite file and what to do for a driver ``message`` about the file itself (read-only,
+    locked), or None for any other message."""
+    for known, (failed, advice) in _SQLITE_FILE_PROBLEMS.items():
+        if known in message:
+            return f"{failed} the SQLite database {path} ({safe_url(url)}): {advice}"
+    return None
+
+
+def _sqlite_file_error(path: Path, url: str) -> Any:
+    """A ``handle_error`` listener turning a read-only or locked SQLite file into a one-line ``DatabaseUnavailable``."""
+
+    def handle(context: Any) -> None:
+        problem = sqlite_file_problem(str(context.original_exception), path, url)
+        if problem is not None:
+            raise DatabaseUnavailable(problem) from None
+
+    return handle
 
 
 def _unquoted(message: str, url: URL) -> str:

@@ -1,7 +1,9 @@
 """Request and response bodies of the scoring API: strict about what comes in, explicit about what goes out.
 
 Every field is typed strictly (a number sent as a string is a wrong type, not a guess) and checked
-where it enters: NaN and Infinity are refused, counts and amounts must be >= 0, recency cannot
+where it enters: NaN and Infinity are refused, counts and amounts must be >= 0 and within sane upper bounds
+(:data:`MAX_FREQUENCY` purchases, :data:`MAX_DAYS` days, :data:`MAX_AMOUNT` of money,
+:data:`MAX_DURATION_SECONDS` per activity: a number the models cannot hold is a 400, never a 500), recency cannot
 exceed age, lists cannot be empty or longer than :data:`MAX_BATCH`. A bad request gets a 400 whose
 ``detail`` gives, per problem, its location (``["leads", 3, "created_at"]``: field and item index)
 and a message. Profile categories (channels, industries, ...) are free text: values the model has not
@@ -53,6 +55,15 @@ MAX_BATCH = 10_000
 MAX_ACTIVITIES_PER_LEAD = 10_000
 MAX_ORDERS_PER_CUSTOMER = 10_000
 MAX_HORIZON_DAYS = 3_650
+MAX_FREQUENCY = 1_000_000
+"""Most repeat purchases (``frequency``) a customer may have: beyond any real customer, far below where the
+CLV model's arithmetic overflows (a 64-bit integer from 2**63, nonsense such as ``-0.0`` purchases long before)."""
+MAX_DAYS = 36_500
+"""Longest span in days (``recency_days``, ``age_days``): 100 years."""
+MAX_AMOUNT = 1e9
+"""Largest amount of money (``amount``, ``monetary_value``): the import's default, kept equal by a test."""
+MAX_DURATION_SECONDS = 604_800
+"""Longest engagement time of one activity (``duration_seconds``): a week."""
 EARLIEST = datetime(1970, 1, 1)
 LATEST = datetime(2200, 1, 1)
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([Tt ].*)?")
@@ -107,7 +118,8 @@ IsoTime = Annotated[str, Field(min_length=10, max_length=40, json_schema_extra={
 1,000-lead request carries ~40,000 activity times, and a per-value check here would cost more)."""
 Id = Annotated[str, Field(min_length=1, max_length=64)]
 Name = Annotated[str, Field(max_length=64)]
-Amount = Annotated[float, Field(ge=0)]
+Amount = Annotated[float, Field(ge=0, le=MAX_AMOUNT)]
+Days = Annotated[float, Field(ge=0, le=MAX_DAYS)]
 
 
 def _first_repeat(ids: list[str]) -> tuple[int, int] | None:
@@ -136,7 +148,7 @@ class Activity(TypedDict, total=False, extra_items=unknown_field("an activity", 
     occurred_at: Required[IsoTime]
     channel: Name | None
     content_id: Annotated[str, Field(max_length=128)] | None
-    duration_seconds: Amount | None
+    duration_seconds: Annotated[float, Field(ge=0, le=MAX_DURATION_SECONDS)] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,9 +318,9 @@ class Customer(BaseModel):
     model_config = STRICT
 
     customer_id: Id
-    frequency: Annotated[int, Field(ge=0)] | None = None
-    recency_days: Amount | None = None
-    age_days: Amount | None = None
+    frequency: Annotated[int, Field(ge=0, le=MAX_FREQUENCY)] | None = None
+    recency_days: Days | None = None
+    age_days: Days | None = None
     monetary_value: Amount | None = None
     orders: Annotated[list[Order], Field(min_length=1, max_length=MAX_ORDERS_PER_CUSTOMER)] | None = None
     __pydantic_extra__: dict[str, CustomerExtra]

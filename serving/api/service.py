@@ -31,7 +31,8 @@ loaded.
 Safety: bodies over ``LEADVAL_MAX_BODY_BYTES`` get 413 before they are read, requests without
 ``Authorization: Bearer $LEADVAL_API_KEY`` get 401 when that variable is set (probes excepted), bad
 input gets 400 naming the field and item index (unknown fields and activity types too, see
-:mod:`serving.api.schemas`), and request bodies are never logged. The server binds 127.0.0.1 unless told
+:mod:`serving.api.schemas`) and one log line without traceback (:mod:`serving.api.error_log`), and request
+bodies are never logged. The server binds 127.0.0.1 unless told
 otherwise.
 """
 
@@ -52,6 +53,7 @@ from starlette.routing import Route
 
 from features.errors import InvalidInput
 from features.json_ready import json_ready
+from serving.api import error_log
 from serving.api.champions import LoadedModel, NothingToServe, ServedModels, load_champions, report_startup_failure
 from serving.api.limits import RequestLimits
 from serving.api.request_times import utc_times
@@ -313,6 +315,7 @@ class LeadvalService:
     """Lead scores and customer lifetime value from the MLflow champions (see the module docstring)."""
 
     def __init__(self) -> None:
+        error_log.install()  # a bad request logs one line, not a traceback
         try:
             self._start()
         except Exception as exc:

@@ -39,7 +39,7 @@ def _engine(db: str | None, tables: tuple[str, ...]) -> tuple[Engine, str]:
     from features.crm.store import connect, missing_tables, safe_url
 
     settings = load_settings(db=db)
-    engine = connect(settings.db)
+    engine = connect(settings.db, create=False)
     absent = [name for name in tables if name in missing_tables(engine)]
     if absent:
         raise InvalidInput(f"the CRM at {safe_url(settings.db)} has no table(s) {', '.join(absent)}; run "

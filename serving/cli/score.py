@@ -89,12 +89,20 @@ def _emit(result: BatchResult, as_json: bool) -> None:
     report(fields, _summary(result), as_json)
 
 
-def _on_spark(job: Callable[[SparkSession, SparkSettings], BatchResult], master: str | None,
-              conf: Sequence[str] | None, parquet: str | None, partitions: int | None) -> BatchResult:
-    """Run ``job`` in a Spark session built from the flags, stopping the session afterwards."""
-    from serving.batch.spark_source import load_spark_settings, spark_session
+def _spark_flags(engine: BatchEngine, master: str | None, conf: Sequence[str] | None, parquet: str | None,
+                 partitions: int | None) -> SparkSettings | None:
+    """The Spark settings from the flags with ``--engine spark`` (checked before anything runs), else None."""
+    if engine is not BatchEngine.spark:
+        return None
+    from serving.batch.spark_source import load_spark_settings
 
-    spark_settings = load_spark_settings(master, conf or (), parquet, partitions)
+    return load_spark_settings(master, conf or (), parquet, partitions)
+
+
+def _on_spark(job: Callable[[SparkSession, SparkSettings], BatchResult], spark_settings: SparkSettings) -> BatchResult:
+    """Run ``job`` in a Spark session built from ``spark_settings``, stopping the session afterwards."""
+    from serving.batch.spark_source import spark_session
+
     spark = spark_session(spark_settings)
     try:
         return job(spark, spark_settings)
@@ -152,9 +160,10 @@ def score_leads_command(
     from serving.batch.jobs import score_open_leads
     from training.tracking import use_tracking
 
+    spark_settings = _spark_flags(engine, spark_master, spark_conf, parquet, spark_partitions)
     settings = load_settings(db=db, tracking_uri=tracking_uri)
-    use_tracking(settings.tracking_uri)
-    crm = connect(settings.db)
+    use_tracking(settings.tracking_uri, create=False)
+    crm = connect(settings.db, create=False)
     uri = model or LEAD_MODEL_URI
     with progress_bar(total=None, desc="scoring leads", unit="leads") as bar:
         if engine is BatchEngine.spark:
@@ -164,7 +173,7 @@ def score_leads_command(
                 lambda spark, spark_settings: score_open_leads_spark(
                     crm, settings.db, spark, spark_settings, uri, clv_model, _as_of(as_of), chunk_size, dry_run,
                     progress=bar.update),
-                spark_master, spark_conf, parquet, spark_partitions)
+                spark_settings)
         else:
             result = score_open_leads(crm, uri, clv_model, as_of, chunk_size, dry_run, progress=bar.update)
     _emit(result, as_json)
@@ -212,9 +221,10 @@ def score_customers_command(
     from serving.batch.jobs import score_customers
     from training.tracking import use_tracking
 
+    spark_settings = _spark_flags(engine, spark_master, spark_conf, parquet, spark_partitions)
     settings = load_settings(db=db, tracking_uri=tracking_uri)
-    use_tracking(settings.tracking_uri)
-    crm = connect(settings.db)
+    use_tracking(settings.tracking_uri, create=False)
+    crm = connect(settings.db, create=False)
     with progress_bar(total=None, desc="scoring customers", unit="customers") as bar:
         if engine is BatchEngine.spark:
             from serving.batch.spark_jobs import score_customers_spark
@@ -223,7 +233,7 @@ def score_customers_command(
                 lambda spark, spark_settings: score_customers_spark(
                     crm, settings.db, spark, spark_settings, model, _as_of(as_of), chunk_size, dry_run,
                     progress=bar.update),
-                spark_master, spark_conf, parquet, spark_partitions)
+                spark_settings)
         else:
             result = score_customers(crm, model, as_of, chunk_size, dry_run, progress=bar.update)
     _emit(result, as_json)
@@ -254,7 +264,7 @@ def score_leads_file(table: Path, out: Path, model: str, tracking_uri: str | Non
 
     _check_out(out)
     settings = load_settings(tracking_uri=tracking_uri)
-    use_tracking(settings.tracking_uri)
+    use_tracking(settings.tracking_uri, create=False)
     scorer = scorer_of(load_registered(model))
     scores = scorer.predict(read_lead_table(table, scorer.spec), reasons=True)
     _write(scores, out)
@@ -290,7 +300,7 @@ def score_customers_file(
 
     _check_out(out)
     settings = load_settings(tracking_uri=tracking_uri)
-    use_tracking(settings.tracking_uri)
+    use_tracking(settings.tracking_uri, create=False)
     python_model = load_registered(model).unwrap_python_model()
     if not hasattr(python_model, "params"):
         raise InvalidInput(f"--model {model}: not a CLV model (expected one trained by 'leadval train clv')")

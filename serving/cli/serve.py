@@ -6,13 +6,19 @@ answers 503; with neither servable it stops with one line and exit code 1. A wor
 anyway writes why to a file this command watches (:data:`serving.api.champions.STARTUP_FAILURE_ENV`): the
 server is then stopped, the reason printed as one line, and the exit code is 1, where BentoML alone would
 restart the worker for ever.
+
+Bound beyond loopback (``--host 0.0.0.0``) without ``LEADVAL_API_KEY`` it warns on stderr (anyone who can reach the
+port can call the API), and once the port accepts connections it prints the address it listens on, host names
+resolved (:func:`listening_line`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +37,7 @@ from serving.api.champions import (
     missing_champions,
     unservable_champions,
 )
+from serving.api.limits import API_KEY_ENV
 from training.registry import champion_uri
 
 SERVICE = "serving.api.service:LeadvalService"
@@ -58,6 +65,75 @@ def server_environment(tracking_uri: str, workers: int) -> dict[str, str]:
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("BENTOML_DO_NOT_TRACK", "True")
     return env
+
+
+def _addresses(host: str) -> list[str]:
+    """The numeric addresses ``host`` stands for (itself when numeric; none when it cannot be resolved)."""
+    bare = host.strip().strip("[]")
+    try:
+        return [str(ipaddress.ip_address(bare))]
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(bare, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []
+    return list(dict.fromkeys(str(info[4][0]) for info in found))
+
+
+def is_loopback(host: str) -> bool:
+    """True when every address ``host`` stands for is a loopback one (127.0.0.0/8, ::1, localhost)."""
+    addresses = _addresses(host)
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """The one-line warning for a server bound beyond loopback without an API key (None: nothing to say)."""
+    if api_key or is_loopback(host):
+        return None
+    return (f"warning: --host {host} exposes the scoring API beyond this machine and {API_KEY_ENV} is not set, so "
+            f"anyone who can reach the port can call it; set {API_KEY_ENV} to a secret (clients then send "
+            "'Authorization: Bearer <key>') or serve on --host 127.0.0.1")
+
+
+def _url(address: str, port: int) -> str:
+    return f"http://[{address}]:{port}" if ":" in address else f"http://{address}:{port}"
+
+
+def listening_line(host: str, port: int) -> str:
+    """What ``serve`` prints once the server accepts connections: the address it listens on, host names resolved,
+    and for a wildcard address (0.0.0.0, ::) the addresses of this machine's interfaces it is reachable at."""
+    address = (_addresses(host) or [host])[0]  # the one a bind uses
+    line = f"the scoring API listens on {_url(address, port)}"
+    if address in ("0.0.0.0", "::"):
+        import psutil
+
+        family = socket.AF_INET6 if address == "::" else socket.AF_INET
+        local = [a.address.split("%")[0] for nic in psutil.net_if_addrs().values() for a in nic if a.family == family]
+        line += f" (every interface: {', '.join(_url(a, port) for a in dict.fromkeys(local))})" if local else ""
+    return line
+
+
+class _Listening:
+    """Prints :func:`listening_line` once the server's port accepts a connection."""
+
+    def __init__(self, host: str, port: int) -> None:
+        addresses = _addresses(host)
+        target = addresses[0] if addresses else host
+        self.target = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(target, target)
+        self.host, self.port = host, port
+        self.printed = False
+
+    def poll(self) -> None:
+        if self.printed:
+            return
+        try:
+            with socket.create_connection((self.target, self.port), timeout=0.2):
+                pass
+        except OSError:
+            return
+        self.printed = True
+        print(listening_line(self.host, self.port), file=sys.stderr, flush=True)
 
 
 def check_models(tracking_uri: str) -> list[str]:
@@ -90,9 +166,13 @@ def serve(
 ) -> None:
     """Serve lead scores and customer value over HTTP from the MLflow champions (POST /score_leads, /predict_clv).
 
-    Set LEADVAL_API_KEY to require 'Authorization: Bearer <key>'. With no model in the registry it stops.
+    Set LEADVAL_API_KEY to require 'Authorization: Bearer <key>' (without it, a --host beyond loopback is
+    warned about). With no model in the registry it stops.
     """
     settings = load_settings(tracking_uri=tracking_uri)
+    warning = exposure_warning(host, os.environ.get(API_KEY_ENV))
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="leadval-serve-") as folder:
         failure = Path(folder) / "startup-failure.txt"
         env = {**server_environment(settings.tracking_uri, workers), STARTUP_FAILURE_ENV: str(failure)}
@@ -100,7 +180,7 @@ def serve(
         previous = signal.signal(signal.SIGTERM, lambda *_: server.terminate())
         check = _Check(settings.tracking_uri)
         try:
-            code = _wait(server, failure, check)
+            code = _wait(server, failure, check, _Listening(host, port))
         finally:
             signal.signal(signal.SIGTERM, previous)
             stop_server(server)
@@ -151,7 +231,8 @@ def stop_server(server: subprocess.Popen) -> None:
         server.wait()
 
 
-def _wait(server: subprocess.Popen, failure: Path | None = None, check: _Check | None = None) -> int | None:
+def _wait(server: subprocess.Popen, failure: Path | None = None, check: _Check | None = None,
+          listening: _Listening | None = None) -> int | None:
     """The server's exit code, or None as soon as the model check fails or a worker reports a start-up
     failure in ``failure``; Ctrl+C (or SIGINT to this process alone) is passed on for a clean stop.
 
@@ -166,5 +247,7 @@ def _wait(server: subprocess.Popen, failure: Path | None = None, check: _Check |
                 return None
             if failure is not None and failure.exists() and failure.stat().st_size:
                 return None
+            if listening is not None:
+                listening.poll()
         except KeyboardInterrupt:
             server.send_signal(signal.SIGINT)

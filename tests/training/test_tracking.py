@@ -123,3 +123,23 @@ def test_reading_a_runs_tags_says_why_it_cannot_and_creates_no_store(tracking: P
 def test_unknown_model_is_a_clear_error(tracking: Path) -> None:
     with pytest.raises(ModelNotFound, match="no-such-model"):
         load_registered("models:/no-such-model@champion")
+
+
+def test_a_missing_local_store_is_never_created_when_reading_a_model(tracking: Path, tmp_path: Path) -> None:
+    from training.registry import missing_store, registered_identity
+
+    previous = mlflow.get_tracking_uri()
+    missing = tmp_path / "nowhere" / "mlflow.db"
+    uri = f"sqlite:///{missing}"
+    try:
+        use_tracking(uri, create=False)
+        for read in (load_registered, registered_identity):
+            with pytest.raises(ModelNotFound) as caught:
+                read("models:/lead-scoring@champion")
+            assert str(caught.value) == (f"cannot load model 'models:/lead-scoring@champion': {missing_store(uri)}")
+            assert f"no MLflow store at {missing} ({uri}); train a model first" in str(caught.value)
+            assert "\n" not in str(caught.value)
+        assert not missing.parent.exists()
+        assert missing_store(previous) is None and missing_store("http://127.0.0.1:5000") is None
+    finally:
+        use_tracking(previous)

@@ -142,3 +142,33 @@ def test_every_column_is_documented_in_readme() -> None:
         for column in table.columns:
             assert column.info.get("doc"), f"{table.name}.{column.name} has no doc"
             assert f"`{column.name}`" in readme, f"README does not document {table.name}.{column.name}"
+
+
+def test_connect_without_create_refuses_a_missing_sqlite_file_and_creates_nothing(tmp_path) -> None:
+    from features.crm.store import connect
+
+    url = f"sqlite:///{tmp_path / 'typo' / 'crm.db'}"
+    with pytest.raises(DatabaseUnavailable) as caught:
+        connect(url, create=False)
+    assert str(caught.value) == (f"no CRM database at {tmp_path / 'typo' / 'crm.db'} ({url}); create it with "
+                                 "leadval generate or leadval import")
+    assert list(tmp_path.iterdir()) == []
+    connect(url).dispose()  # the writing commands create it, folder and all
+    connect(url, create=False).dispose()
+    assert (tmp_path / "typo" / "crm.db").exists()
+
+
+def test_read_only_and_locked_sqlite_messages_name_the_file(tmp_path) -> None:
+    from pathlib import Path
+
+    from features.crm.store import sqlite_file, sqlite_file_problem
+
+    path = Path("data/crm.db")
+    assert sqlite_file("sqlite:///data/crm.db") == path
+    assert sqlite_file("sqlite:///file:data/crm.db?mode=ro&uri=true") == path
+    assert sqlite_file("sqlite://") is None and sqlite_file("postgresql+psycopg://u:p@h/db") is None
+    readonly = sqlite_file_problem("attempt to write a readonly database", path, "sqlite:///data/crm.db")
+    assert readonly.startswith("cannot write to the SQLite database data/crm.db (sqlite:///data/crm.db): it is "
+                               "read-only")
+    assert "another process holds it locked" in sqlite_file_problem("database is locked", path, "sqlite:///x")
+    assert sqlite_file_problem("no such table: leads", path, "sqlite:///x") is None

@@ -18,7 +18,7 @@ from features.errors import InvalidInput
 from serving.api.champions import training_data_end
 from serving.api.limits import MAX_BODY_ENV, LimitsConfig
 from serving.api.request_times import utc_times
-from serving.api.schemas import ScoreLeadsRequest
+from serving.api.schemas import MAX_DURATION_SECONDS, ScoreLeadsRequest
 from serving.api.service import request_features
 
 MOMENTS = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2199, 12, 30))
@@ -59,7 +59,7 @@ def test_unreadable_or_out_of_range_times_are_pointed_at(text: str) -> None:
 ACTIVITY_ITEMS = st.fixed_dictionaries(
     {"activity_type": st.sampled_from(["page_view", "demo_request", "webinar_attend"]),
      "occurred_at": st.dates().map(date.isoformat)},
-    optional={"duration_seconds": st.none() | st.floats(min_value=0, max_value=1e6), "channel": st.none()},
+    optional={"duration_seconds": st.none() | st.floats(min_value=0, max_value=MAX_DURATION_SECONDS), "channel": st.none()},
 )
 
 

@@ -96,4 +96,6 @@ def test_without_a_champion_the_default_recipe_is_used_and_said(crm_copy: str, t
     assert result["recipe"]["model_version"] is None and "warning: no champion at" in ran.stderr
     current = run_leadval("backtest", "leads", "--db", crm_copy, "--tracking-uri",
                           f"sqlite:///{tmp_path / 'empty.db'}", "--model", "current", check=False)
-    assert current.returncode == 1 and "cannot find model 'models:/lead-scoring@champion'" in current.stderr
+    assert current.returncode == 1 and current.stderr.startswith(
+        f"error: cannot load model 'models:/lead-scoring@champion': no MLflow store at {tmp_path / 'empty.db'} ")
+    assert not (tmp_path / "empty.db").exists()  # neither backtest created the missing store

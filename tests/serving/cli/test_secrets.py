@@ -123,6 +123,11 @@ def test_a_working_url_with_a_password_is_shown_masked(pg_url: str, workdir) -> 
 def test_the_mlflow_tracking_uri_is_shown_masked(sqlite_url: str, workdir) -> None:
     import mlflow
 
+    from features.crm.store import create_schema
+
+    engine = connect(sqlite_url)  # an existing CRM: score reads it before the registry
+    create_schema(engine)
+    engine.dispose()
     before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     try:
         ran = run_leadval("score", "leads", "--db", sqlite_url, "--tracking-uri",

@@ -324,6 +324,7 @@ def test_report_rejects_a_target_for_an_unknown_channel(crm_url: str, tmp_path: 
 
 
 def test_report_on_a_database_without_tables_says_what_to_do(sqlite_url: str, tmp_path: Path) -> None:
+    connect(sqlite_url).dispose()  # an empty SQLite file: the database exists, its tables do not
     with pytest.raises(InvalidInput, match="run `leadval generate` or `leadval import` first"):
         _invoke("report", "--db", sqlite_url, "--out", str(tmp_path / "r.html"))
 
