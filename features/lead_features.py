@@ -89,6 +89,9 @@ def as_of_timestamp(value: str | date | datetime | pd.Timestamp) -> pd.Timestamp
         raise InvalidInput("as_of: missing; expected a date or timestamp")
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert("UTC").tz_localize(None)
+    if not pd.Timestamp.min <= stamp <= pd.Timestamp.max:
+        raise InvalidInput(f"as_of: {value!s} is outside the dates leadval can compute with "
+                           f"({pd.Timestamp.min:%Y-%m-%d} to {pd.Timestamp.max:%Y-%m-%d}); expected e.g. 2025-06-30")
     return stamp.as_unit("ns")
 
 

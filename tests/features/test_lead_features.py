@@ -75,6 +75,8 @@ def test_time_zones_and_strings_are_normalised_to_naive_utc() -> None:
     assert aware.loc[0, "days_since_created"] == pytest.approx(29.0)
     assert aware.loc[0, "web_session_7d"] == 1
     assert as_of_timestamp("2025-06-30") == pd.Timestamp("2025-06-30")
+    with pytest.raises(InvalidInput, match="as_of: 9999-01-01 is outside the dates leadval can compute with"):
+        as_of_timestamp("9999-01-01")  # a clear error, not pandas' OutOfBoundsDatetime
 
 
 def test_bad_input_names_the_field() -> None:
