@@ -20,9 +20,8 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from sqlalchemy.engine import make_url
 
-from features.crm.store import safe_url
+from features.crm.store import safe_url, sqlite_file
 from features.errors import LeadvalError
 
 
@@ -34,10 +33,9 @@ def use_tracking(tracking_uri: str, create: bool = True) -> None:
     """Point MLflow at ``tracking_uri``; with ``create`` (training) a local SQLite store gets its folder created
     first. Without it (commands that only read models) nothing is created here, and loading a model from a
     missing local store is a one-line ``ModelNotFound`` (:func:`training.registry.load_registered`)."""
-    if create and tracking_uri.startswith("sqlite:"):
-        database = make_url(tracking_uri).database
-        if database:
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    database = sqlite_file(tracking_uri) if create else None
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
 
@@ -108,10 +106,9 @@ def log_run_facts(config: Any, training_data: pd.DataFrame) -> None:
 def read_run_tags(run_id: str, tracking_uri: str) -> dict[str, str]:
     """The tags of run ``run_id`` at ``tracking_uri``; raises :class:`RunNotReadable` saying why when it cannot be
     read. A local SQLite store that does not exist is never created (unlike :func:`use_tracking`)."""
-    if tracking_uri.startswith("sqlite:"):
-        database = make_url(tracking_uri).database
-        if database and database != ":memory:" and not Path(database).exists():
-            raise RunNotReadable(f"no MLflow store at {database} (pass --tracking-uri)")
+    database = sqlite_file(tracking_uri)
+    if database is not None and not database.exists():
+        raise RunNotReadable(f"no MLflow store at {database} (pass --tracking-uri)")
     try:
         return dict(MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.tags)
     except (MlflowException, OSError) as exc:

@@ -113,12 +113,10 @@ def report_startup_failure(exc: BaseException) -> None:
 
 def _missing_store(tracking_uri: str) -> str | None:
     """Why a local SQLite tracking store cannot hold any model (it does not exist), else None."""
-    if not tracking_uri.startswith("sqlite:"):
-        return None
-    from sqlalchemy.engine import make_url
+    from features.crm.store import sqlite_file
 
-    database = make_url(tracking_uri).database
-    if database and database != ":memory:" and not Path(database).exists():
+    database = sqlite_file(tracking_uri)
+    if database is not None and not database.exists():
         return f"no MLflow store at {database} (train the models first, or pass --tracking-uri)"
     return None
 
