@@ -182,6 +182,8 @@ scoring_runs = _table(
     _col("model_version", String(32), "Registered model version."),
     _col("model_uri", String(512), "Model URI the run loaded (e.g. models:/lead-scoring@champion)."),
     _col("as_of", DateTime(), "Point in time the features were computed at (UTC).", nullable=False),
+    _col("as_of_source", String(8), "now: the run scored as of its own start (no --as-of), and the same command "
+         "resumes it after a crash; given: --as-of. Empty for runs recorded before this column existed."),
     _col("started_at", DateTime(), "When the run started (UTC).", nullable=False),
     _col("finished_at", DateTime(), "When the run finished (UTC); empty while running or after a crash."),
     _col("status", String(16), "running, succeeded or failed.", nullable=False, allowed=RUN_STATUSES),
@@ -202,7 +204,8 @@ lead_scores = _table(
     _col("reasons", JSON, "Top factors raising and lowering the score, worded for sales (JSON)."),
     _col("expected_value", Float, "Probability x predicted CLV of a new customer like this lead."),
     _col("trend", String(8), "up, steady or down against the lead's previous score by the same model "
-         "version; new on its first score by a model version."),
+         "version; new on its first score by a model version; empty when its current score is as of a later date (a "
+         "backfill)."),
     _col("previous_score", Integer, "The lead's score before this one."),
     _col("model_name", String(128), "Registered model that scored it.", nullable=False),
     _col("model_version", String(32), "Its version."),

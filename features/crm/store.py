@@ -160,8 +160,18 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create every leadval table and index that does not exist yet (idempotent)."""
+    """Create every leadval table and index that does not exist yet, and add the nullable columns a newer leadval
+    added to an existing table (idempotent): a CRM created by an earlier version keeps working."""
     metadata.create_all(engine, checkfirst=True)
+    present = inspect(engine)
+    quote = engine.dialect.identifier_preparer
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            have = {column["name"] for column in present.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have and column.nullable:
+                    conn.execute(text(f"ALTER TABLE {quote.format_table(table)} ADD COLUMN "
+                                      f"{quote.format_column(column)} {column.type.compile(dialect=engine.dialect)}"))
 
 
 def missing_tables(engine: Engine) -> list[str]:

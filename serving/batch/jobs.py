@@ -28,6 +28,7 @@ from features.lead_features import (
 )
 from features.lead_history import LEAD_COLUMNS
 from features.rfm import rfm_summary
+from serving.batch.runs import RunPlan, job_lock, plan_run
 from serving.batch.writeback import CUSTOMER_JOB, LEAD_JOB, ModelIdentity, RunState, run_batch, utc_now
 from training.clv.predict import CLVParameters, predict_clv, rfm_in_days
 from training.leads.pyfunc import scorer_of
@@ -61,16 +62,36 @@ class BatchResult:
     written: int = 0
     already: int = 0
     already_finished_at: datetime | None = None
+    as_of_source: str = "given"
     warnings: tuple[str, ...] = ()
 
 
-def written_result(job: str, run: RunState, written: int, total: int, identity: ModelIdentity, as_of: datetime,
+def written_result(job: str, run: RunState, written: int, total: int, identity: ModelIdentity, plan: RunPlan,
                    started: datetime, warnings: tuple[str, ...]) -> BatchResult:
-    """The result of a run that wrote back ``written`` of ``total`` rows (the rest an earlier attempt wrote)."""
-    return BatchResult(job, run.scoring_run_id, written, total, identity.name, identity.version, as_of, False,
+    """The result of a run that wrote back ``written`` of ``total`` rows (the rest an earlier attempt wrote), with
+    what it found of dead runs and newer scores among the warnings."""
+    kept = ()
+    if not run.writes_scores:
+        tables = LEAD_JOB if job == LEAD_JOB.name else CUSTOMER_JOB
+        kept = (f"{tables.scores.name} holds scores as of {run.newer_as_of:%Y-%m-%d %H:%M}, later than this run's "
+                f"as-of ({plan.as_of:%Y-%m-%d %H:%M}): they were kept, and this run's scores went to "
+                f"{tables.history.name} only; pass --backfill to replace them",)
+    return BatchResult(job, run.scoring_run_id, written, total, identity.name, identity.version, plan.as_of, False,
                        (utc_now() - started).total_seconds(), written=written, already=total - written,
                        already_finished_at=run.previous_finished_at if run.already_finished and not written else None,
-                       warnings=warnings)
+                       as_of_source=plan.source, warnings=plan.abandoned + kept + warnings)
+
+
+def dry_result(job: str, scored: int, total: int, identity: ModelIdentity, as_of: datetime, started: datetime,
+               warnings: tuple[str, ...]) -> BatchResult:
+    """The result of a dry run: scored, nothing written, no run recorded."""
+    return BatchResult(job, None, scored, total, identity.name, identity.version, as_of, True,
+                       (utc_now() - started).total_seconds(), warnings=warnings)
+
+
+def given_as_of(as_of: datetime | str | None) -> datetime | None:
+    """``--as-of`` as a naive UTC datetime, or None for "as of the run's start" (resolved once, in the ledger)."""
+    return None if as_of is None else as_of_timestamp(as_of).to_pydatetime()
 
 
 def latest_time(engine: Engine, column: Column) -> datetime | None:
@@ -171,30 +192,38 @@ def score_open_leads(
     chunk_size: int = 5_000,
     dry_run: bool = False,
     progress: Callable[[int], object] | None = None,
+    backfill: bool = False,
 ) -> BatchResult:
-    """Score every open lead as of ``as_of`` (default now, UTC) into ``lead_scores`` and its history.
+    """Score every open lead as of ``as_of`` (default: the run's start, UTC) into ``lead_scores`` and its history.
 
     ``expected_value`` needs the CLV model; without one it is left empty. A rerun of work already done
-    scores and writes nothing (see :class:`BatchResult`).
+    scores and writes nothing (see :class:`BatchResult`); one run per job at a time, and a crashed default
+    run is resumed (:mod:`serving.batch.runs`).
     """
     started = utc_now()
-    at = (as_of_timestamp(as_of) if as_of is not None else pd.Timestamp(started)).to_pydatetime()
     identity, model = model_identity(model_uri)
     clv_params = optional_clv_parameters(clv_model_uri)
     create_schema(engine)
-    warnings = staleness_warnings("leads", at, latest_time(engine, schema.activities.c.occurred_at))
-    ids = open_lead_ids(engine, at)
 
-    def score_chunk(chunk: list[str]) -> pd.DataFrame:
+    def score_chunk(chunk: list[str], at: datetime) -> pd.DataFrame:
         leads, activities = lead_chunk_frames(engine, chunk, at)
         return score_lead_chunk(model, clv_params, leads, activities, at)
 
+    def stale(at: datetime) -> tuple[str, ...]:
+        return staleness_warnings("leads", at, latest_time(engine, schema.activities.c.occurred_at))
+
     if dry_run:
-        scored = sum(len(score_chunk(ids[i : i + chunk_size])) for i in range(0, len(ids), chunk_size))
-        return BatchResult("leads", None, scored, len(ids), identity.name, identity.version, at, True,
-                           (utc_now() - started).total_seconds(), warnings=warnings)
-    run, written = run_batch(engine, LEAD_JOB, identity, at, ids, score_chunk, chunk_size, progress)
-    return written_result("leads", run, written, len(ids), identity, at, started, warnings)
+        at = given_as_of(as_of) or started
+        ids = open_lead_ids(engine, at)
+        scored = sum(len(score_chunk(ids[i : i + chunk_size], at)) for i in range(0, len(ids), chunk_size))
+        return dry_result("leads", scored, len(ids), identity, at, started, stale(at))
+    with job_lock(engine, LEAD_JOB):
+        plan = plan_run(engine, LEAD_JOB, identity, given_as_of(as_of), started)
+        ids = open_lead_ids(engine, plan.as_of)
+        run, written = run_batch(engine, LEAD_JOB, identity, plan.as_of, ids,
+                                 lambda chunk: score_chunk(chunk, plan.as_of), chunk_size, progress,
+                                 as_of_source=plan.source, backfill=backfill)
+    return written_result("leads", run, written, len(ids), identity, plan, started, stale(plan.as_of))
 
 
 def customer_rfm(engine: Engine, as_of: datetime) -> pd.DataFrame:
@@ -221,29 +250,36 @@ def score_customers(
     chunk_size: int = 20_000,
     dry_run: bool = False,
     progress: Callable[[int], object] | None = None,
+    backfill: bool = False,
 ) -> BatchResult:
-    """Score every customer as of ``as_of`` (default now, UTC) into ``customer_scores`` and its history.
+    """Score every customer as of ``as_of`` (default: the run's start, UTC) into ``customer_scores`` and its history.
 
-    A rerun of work already done scores and writes nothing (see :class:`BatchResult`).
+    A rerun of work already done scores and writes nothing (see :class:`BatchResult`); runs are locked and
+    resumed as the leads job's are.
     """
     started = utc_now()
-    at = (as_of_timestamp(as_of) if as_of is not None else pd.Timestamp(started)).to_pydatetime()
     identity, model = model_identity(model_uri)
     params = model.unwrap_python_model().params
     create_schema(engine)
-    warnings = (staleness_warnings("customers", at, latest_time(engine, schema.orders.c.ordered_at))
-                + clv_model_warnings(identity, params))
-    rfm = customer_rfm(engine, at).set_index("customer_id", drop=False)
     horizon = int(params.horizon_days)
 
-    def score_chunk(chunk: list[str]) -> pd.DataFrame:
-        scores = predict_clv(params, rfm.loc[chunk].reset_index(drop=True))
-        return scores.assign(horizon_days=horizon)
+    def warned(at: datetime) -> tuple[str, ...]:
+        return (staleness_warnings("customers", at, latest_time(engine, schema.orders.c.ordered_at))
+                + clv_model_warnings(identity, params))
 
-    ids = rfm["customer_id"].tolist()
+    def score_chunk(rfm: pd.DataFrame, chunk: list[str]) -> pd.DataFrame:
+        return predict_clv(params, rfm.loc[chunk].reset_index(drop=True)).assign(horizon_days=horizon)
+
     if dry_run:
-        scored = len(score_chunk(ids)) if ids else 0
-        return BatchResult("customers", None, scored, len(ids), identity.name, identity.version, at, True,
-                           (utc_now() - started).total_seconds(), warnings=warnings)
-    run, written = run_batch(engine, CUSTOMER_JOB, identity, at, ids, score_chunk, chunk_size, progress)
-    return written_result("customers", run, written, len(ids), identity, at, started, warnings)
+        at = given_as_of(as_of) or started
+        rfm = customer_rfm(engine, at).set_index("customer_id", drop=False)
+        return dry_result("customers", len(score_chunk(rfm, rfm.index.tolist())), len(rfm), identity, at, started,
+                          warned(at))
+    with job_lock(engine, CUSTOMER_JOB):
+        plan = plan_run(engine, CUSTOMER_JOB, identity, given_as_of(as_of), started)
+        rfm = customer_rfm(engine, plan.as_of).set_index("customer_id", drop=False)
+        ids = rfm["customer_id"].tolist()
+        run, written = run_batch(engine, CUSTOMER_JOB, identity, plan.as_of, ids,
+                                 lambda chunk: score_chunk(rfm, chunk), chunk_size, progress,
+                                 as_of_source=plan.source, backfill=backfill)
+    return written_result("customers", run, written, len(ids), identity, plan, started, warned(plan.as_of))

@@ -22,18 +22,21 @@ from sqlalchemy import Engine, Table, func, select
 from features.crm import schema
 from features.crm.store import create_schema
 from features.errors import InvalidInput
-from features.lead_features import ACTIVITY_INPUT_COLUMNS, LEAD_INPUT_COLUMNS, as_of_timestamp, lead_features
+from features.lead_features import ACTIVITY_INPUT_COLUMNS, LEAD_INPUT_COLUMNS, lead_features
 from features.lead_history import LEAD_COLUMNS
 from features.rfm import rfm_summary
 from serving.batch.jobs import (
     BatchResult,
     clv_model_warnings,
+    dry_result,
+    given_as_of,
     latest_time,
     model_identity,
     optional_clv_parameters,
     staleness_warnings,
     written_result,
 )
+from serving.batch.runs import job_lock, plan_run
 from serving.batch.spark_source import SparkSettings, read_crm_table, timestamp_literal
 from serving.batch.writeback import CUSTOMER_JOB, LEAD_JOB, ModelIdentity, utc_now, write_scored
 from training.clv.predict import rfm_in_days
@@ -132,12 +135,6 @@ def _udf_scores(spark: SparkSession, identity: ModelIdentity, frame: DataFrame, 
     return frame.select(*keep, udf(F.struct(*inputs)).alias("scored")).select(*keep, "scored.*")
 
 
-def _dry_result(job: str, scored: int, total: int, identity: ModelIdentity, at: datetime, started: datetime,
-                warnings: tuple[str, ...]) -> BatchResult:
-    return BatchResult(job, None, scored, total, identity.name, identity.version, at, True,
-                       (utc_now() - started).total_seconds(), warnings=warnings)
-
-
 def _last_time(engine: Engine, settings: SparkSettings, frame: DataFrame, table: Table, column: str
                ) -> datetime | None:
     """The latest ``column`` of the table the job reads: from the database, or from the Parquet export
@@ -161,12 +158,13 @@ def score_open_leads_spark(
     chunk_size: int = 5_000,
     dry_run: bool = False,
     progress: Callable[[int], object] | None = None,
+    backfill: bool = False,
 ) -> BatchResult:
-    """The Spark engine of :func:`serving.batch.jobs.score_open_leads`: same rows in ``lead_scores`` and history."""
+    """The Spark engine of :func:`serving.batch.jobs.score_open_leads`: same rows in ``lead_scores`` and history,
+    same lock and resumption."""
     from pyspark.sql import functions as F
 
     started = utc_now()
-    at = as_of_timestamp(as_of) if as_of is not None else pd.Timestamp(started)
     identity, model = model_identity(model_uri)
     spec = scorer_of(model).spec
     if spec.id_column != "lead_id":
@@ -174,35 +172,48 @@ def score_open_leads_spark(
                            "'leadval score leads --table FILE'")
     clv_params = optional_clv_parameters(clv_model_uri)
     create_schema(engine)
-    cutoff = timestamp_literal(at)
     leads = read_crm_table(spark, settings, db_url, schema.leads, LEAD_COLUMNS)
-    open_leads = leads.where((F.col("created_at") <= cutoff)
-                             & (F.col("converted_at").isNull() | (F.col("converted_at") > cutoff)))
-    open_leads = open_leads.select(*LEAD_INPUT_COLUMNS)
-    ids = sorted(open_leads.select("lead_id").toPandas()["lead_id"].tolist())
-    activities = read_crm_table(spark, settings, db_url, schema.activities, ACTIVITY_INPUT_COLUMNS)
-    warnings = staleness_warnings("leads", at.to_pydatetime(),
-                                  _last_time(engine, settings, activities, schema.activities, "occurred_at"))
-    activities = activities.where(F.col("occurred_at") <= cutoff)
-    buckets = bucket_count(spark, settings, len(ids))
+    all_activities = read_crm_table(spark, settings, db_url, schema.activities, ACTIVITY_INPUT_COLUMNS)
 
-    def scored(todo: list[str]) -> DataFrame:
-        features = lead_feature_frame(_only(open_leads, "lead_id", todo, len(ids)), activities, at, spec, buckets)
-        inputs = [spec.id_column, *spec.categorical, *spec.numeric]
-        return _udf_scores(spark, identity, features, inputs, ["lead_id", "source_channel"], LEAD_SCORES)
+    def prepared(as_of: datetime) -> tuple[list[str], Callable[[list[str]], DataFrame], tuple[str, ...]]:
+        """The open leads as of ``as_of``, how to score some of them, and the staleness warning."""
+        at = pd.Timestamp(as_of)
+        cutoff = timestamp_literal(at)
+        open_leads = leads.where((F.col("created_at") <= cutoff)
+                                 & (F.col("converted_at").isNull() | (F.col("converted_at") > cutoff)))
+        open_leads = open_leads.select(*LEAD_INPUT_COLUMNS)
+        ids = sorted(open_leads.select("lead_id").toPandas()["lead_id"].tolist())
+        warnings = staleness_warnings("leads", as_of,
+                                      _last_time(engine, settings, all_activities, schema.activities, "occurred_at"))
+        activities = all_activities.where(F.col("occurred_at") <= cutoff)
+        buckets = bucket_count(spark, settings, len(ids))
 
-    def scored_chunks(todo: list[str]) -> Iterator[pd.DataFrame]:
-        if not todo:
-            return
-        for chunk in row_chunks(scored(todo), chunk_size):
-            value = expected_values(chunk["probability"].tolist(), chunk["source_channel"].tolist(), clv_params)
-            yield chunk.drop(columns="source_channel").assign(expected_value=value)
+        def scored(todo: list[str]) -> DataFrame:
+            features = lead_feature_frame(_only(open_leads, "lead_id", todo, len(ids)), activities, at, spec, buckets)
+            inputs = [spec.id_column, *spec.categorical, *spec.numeric]
+            return _udf_scores(spark, identity, features, inputs, ["lead_id", "source_channel"], LEAD_SCORES)
+
+        return ids, scored, warnings
+
+    def scored_chunks(scored: Callable[[list[str]], DataFrame]) -> Callable[[list[str]], Iterator[pd.DataFrame]]:
+        def chunks(todo: list[str]) -> Iterator[pd.DataFrame]:
+            if not todo:
+                return
+            for chunk in row_chunks(scored(todo), chunk_size):
+                value = expected_values(chunk["probability"].tolist(), chunk["source_channel"].tolist(), clv_params)
+                yield chunk.drop(columns="source_channel").assign(expected_value=value)
+        return chunks
 
     if dry_run:
-        count = scored(ids).count() if ids else 0
-        return _dry_result("leads", count, len(ids), identity, at.to_pydatetime(), started, warnings)
-    run, written = write_scored(engine, LEAD_JOB, identity, at.to_pydatetime(), ids, scored_chunks, progress)
-    return written_result("leads", run, written, len(ids), identity, at.to_pydatetime(), started, warnings)
+        at = given_as_of(as_of) or started
+        ids, scored, warnings = prepared(at)
+        return dry_result("leads", scored(ids).count() if ids else 0, len(ids), identity, at, started, warnings)
+    with job_lock(engine, LEAD_JOB):
+        plan = plan_run(engine, LEAD_JOB, identity, given_as_of(as_of), started)
+        ids, scored, warnings = prepared(plan.as_of)
+        run, written = write_scored(engine, LEAD_JOB, identity, plan.as_of, ids, scored_chunks(scored), progress,
+                                    as_of_source=plan.source, backfill=backfill)
+    return written_result("leads", run, written, len(ids), identity, plan, started, warnings)
 
 
 def score_customers_spark(
@@ -215,44 +226,62 @@ def score_customers_spark(
     chunk_size: int = 20_000,
     dry_run: bool = False,
     progress: Callable[[int], object] | None = None,
+    backfill: bool = False,
 ) -> BatchResult:
-    """The Spark engine of :func:`serving.batch.jobs.score_customers`: same rows in ``customer_scores`` and history."""
+    """The Spark engine of :func:`serving.batch.jobs.score_customers`: same rows in ``customer_scores`` and history,
+    same lock and resumption."""
     from pyspark.sql import functions as F
 
     started = utc_now()
-    at = as_of_timestamp(as_of) if as_of is not None else pd.Timestamp(started)
     identity, model = model_identity(model_uri)
     params = model.unwrap_python_model().params
     horizon = int(params.horizon_days)
     create_schema(engine)
-    orders = read_crm_table(spark, settings, db_url, schema.orders, ["customer_id", "ordered_at", "amount"])
-    warnings = (staleness_warnings("customers", at.to_pydatetime(),
-                                   _last_time(engine, settings, orders, schema.orders, "ordered_at"))
-                + clv_model_warnings(identity, params))
-    orders = orders.where(F.col("ordered_at") <= timestamp_literal(at))
+    all_orders = read_crm_table(spark, settings, db_url, schema.orders, ["customer_id", "ordered_at", "amount"])
     with engine.connect() as conn:
         customers = conn.execute(select(func.count()).select_from(schema.customers)).scalar_one()
-    rfm = customer_rfm_frame(orders, at, bucket_count(spark, settings, customers)).cache()
-    ids = sorted(rfm.select("customer_id").toPandas()["customer_id"].tolist())
-    if not ids:
-        raise InvalidInput(f"orders: no orders on or before {at:%Y-%m-%d}; nothing to score")
 
-    def scored(todo: list[str]) -> DataFrame:
-        inputs = ["customer_id", "frequency", "recency_days", "age_days", "monetary_value"]
-        return _udf_scores(spark, identity, _only(rfm, "customer_id", todo, len(ids)), inputs, ["customer_id"],
-                           CUSTOMER_SCORES)
+    def prepared(as_of: datetime) -> tuple[DataFrame, list[str], Callable[[list[str]], DataFrame], tuple[str, ...]]:
+        """The customers' RFM as of ``as_of`` (cached: unpersist it), their ids, how to score some, the warnings."""
+        at = pd.Timestamp(as_of)
+        warnings = (staleness_warnings("customers", as_of,
+                                       _last_time(engine, settings, all_orders, schema.orders, "ordered_at"))
+                    + clv_model_warnings(identity, params))
+        orders = all_orders.where(F.col("ordered_at") <= timestamp_literal(at))
+        rfm = customer_rfm_frame(orders, at, bucket_count(spark, settings, customers)).cache()
+        ids = sorted(rfm.select("customer_id").toPandas()["customer_id"].tolist())
+        if not ids:
+            rfm.unpersist()
+            raise InvalidInput(f"orders: no orders on or before {at:%Y-%m-%d}; nothing to score")
 
-    def scored_chunks(todo: list[str]) -> Iterator[pd.DataFrame]:
-        if not todo:
-            return
-        for chunk in row_chunks(scored(todo), chunk_size):
-            yield chunk.assign(horizon_days=horizon)
+        def scored(todo: list[str]) -> DataFrame:
+            inputs = ["customer_id", "frequency", "recency_days", "age_days", "monetary_value"]
+            return _udf_scores(spark, identity, _only(rfm, "customer_id", todo, len(ids)), inputs, ["customer_id"],
+                               CUSTOMER_SCORES)
 
-    try:
-        if dry_run:
-            return _dry_result("customers", scored(ids).count(), len(ids), identity, at.to_pydatetime(), started,
-                               warnings)
-        run, written = write_scored(engine, CUSTOMER_JOB, identity, at.to_pydatetime(), ids, scored_chunks, progress)
-    finally:
-        rfm.unpersist()
-    return written_result("customers", run, written, len(ids), identity, at.to_pydatetime(), started, warnings)
+        return rfm, ids, scored, warnings
+
+    def scored_chunks(scored: Callable[[list[str]], DataFrame]) -> Callable[[list[str]], Iterator[pd.DataFrame]]:
+        def chunks(todo: list[str]) -> Iterator[pd.DataFrame]:
+            if not todo:
+                return
+            for chunk in row_chunks(scored(todo), chunk_size):
+                yield chunk.assign(horizon_days=horizon)
+        return chunks
+
+    if dry_run:
+        at = given_as_of(as_of) or started
+        rfm, ids, scored, warnings = prepared(at)
+        try:
+            return dry_result("customers", scored(ids).count(), len(ids), identity, at, started, warnings)
+        finally:
+            rfm.unpersist()
+    with job_lock(engine, CUSTOMER_JOB):
+        plan = plan_run(engine, CUSTOMER_JOB, identity, given_as_of(as_of), started)
+        rfm, ids, scored, warnings = prepared(plan.as_of)
+        try:
+            run, written = write_scored(engine, CUSTOMER_JOB, identity, plan.as_of, ids, scored_chunks(scored),
+                                        progress, as_of_source=plan.source, backfill=backfill)
+        finally:
+            rfm.unpersist()
+    return written_result("customers", run, written, len(ids), identity, plan, started, warnings)

@@ -39,6 +39,10 @@ class BatchEngine(str, Enum):
 
 OUT_SUFFIXES = (".csv", ".parquet")
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Score everything but write nothing.")]
+BackfillOption = Annotated[
+    bool, typer.Option("--backfill", help="Let scores as of an earlier --as-of replace newer ones in the score table "
+                                          "(without it such a run writes history only).")
+]
 EngineOption = Annotated[
     BatchEngine,
     typer.Option("--engine", help="pandas: this process; spark: a Spark cluster (pip install 'leadval[spark]')."),
@@ -132,6 +136,7 @@ def score_leads_command(
     as_of: AsOfOption = None,
     chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Leads per transaction.")] = 5_000,
     dry_run: DryRunOption = False,
+    backfill: BackfillOption = False,
     table: Annotated[
         Path | None, typer.Option("--table", help="Score a flat CSV/Parquet file instead of the CRM.", exists=True)
     ] = None,
@@ -150,8 +155,8 @@ def score_leads_command(
     if table is not None:
         if out is None:
             raise InvalidInput("--out: required with --table (where to write the scores)")
-        if engine is BatchEngine.spark:
-            raise InvalidInput("--table scores a file in this process; --engine spark reads the CRM")
+        if engine is BatchEngine.spark or backfill:
+            raise InvalidInput("--table scores a file in this process: --engine spark and --backfill do not apply")
         score_leads_file(table=table, out=out, model=model or LEAD_MODEL_URI, tracking_uri=tracking_uri,
                          as_json=as_json)
         return
@@ -172,10 +177,11 @@ def score_leads_command(
             result = _on_spark(
                 lambda spark, spark_settings: score_open_leads_spark(
                     crm, settings.db, spark, spark_settings, uri, clv_model, _as_of(as_of), chunk_size, dry_run,
-                    progress=bar.update),
+                    progress=bar.update, backfill=backfill),
                 spark_settings)
         else:
-            result = score_open_leads(crm, uri, clv_model, as_of, chunk_size, dry_run, progress=bar.update)
+            result = score_open_leads(crm, uri, clv_model, as_of, chunk_size, dry_run, progress=bar.update,
+                                      backfill=backfill)
     _emit(result, as_json)
 
 
@@ -185,6 +191,7 @@ def score_customers_command(
     as_of: AsOfOption = None,
     chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Customers per transaction.")] = 20_000,
     dry_run: DryRunOption = False,
+    backfill: BackfillOption = False,
     table: Annotated[
         Path | None, typer.Option("--table", exists=True, dir_okay=False,
                                   help="Score the customers of a CSV/Parquet orders file instead of the CRM.")
@@ -211,8 +218,9 @@ def score_customers_command(
     if table is not None:
         if out is None:
             raise InvalidInput("--out: required with --table (where to write the scores)")
-        if engine is BatchEngine.spark or db is not None or dry_run:
-            raise InvalidInput("--table scores a file in this process: --db, --dry-run and --engine spark do not apply")
+        if engine is BatchEngine.spark or db is not None or dry_run or backfill:
+            raise InvalidInput("--table scores a file in this process: --db, --dry-run, --backfill and --engine spark "
+                               "do not apply")
         score_customers_file(table, out, model, _as_of(as_of), customer_col, date_col, amount_col, tracking_uri,
                              as_json)
         return
@@ -232,10 +240,10 @@ def score_customers_command(
             result = _on_spark(
                 lambda spark, spark_settings: score_customers_spark(
                     crm, settings.db, spark, spark_settings, model, _as_of(as_of), chunk_size, dry_run,
-                    progress=bar.update),
+                    progress=bar.update, backfill=backfill),
                 spark_settings)
         else:
-            result = score_customers(crm, model, as_of, chunk_size, dry_run, progress=bar.update)
+            result = score_customers(crm, model, as_of, chunk_size, dry_run, progress=bar.update, backfill=backfill)
     _emit(result, as_json)
 
 

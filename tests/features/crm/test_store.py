@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 
 from features.crm import schema
 from features.crm.store import (
@@ -172,3 +172,18 @@ def test_read_only_and_locked_sqlite_messages_name_the_file(tmp_path) -> None:
                                "read-only")
     assert "another process holds it locked" in sqlite_file_problem("database is locked", path, "sqlite:///x")
     assert sqlite_file_problem("no such table: leads", path, "sqlite:///x") is None
+
+
+def test_create_schema_adds_the_columns_a_newer_leadval_added(db_url: str) -> None:
+    """A CRM created before ``scoring_runs.as_of_source`` existed gets the column, its rows kept."""
+    engine = connect(db_url)
+    create_schema(engine)
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE scoring_runs DROP COLUMN as_of_source"))
+        conn.execute(text("INSERT INTO scoring_runs (scoring_run_id, job, model_name, as_of, started_at, status, "
+                          "rows_scored) VALUES ('leads-1', 'leads', 'm', '2025-01-01', '2025-01-01', 'succeeded', 0)"))
+    create_schema(engine)
+    create_schema(engine)  # idempotent
+    assert "as_of_source" in {c["name"] for c in inspect(engine).get_columns("scoring_runs")}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT scoring_run_id, as_of_source FROM scoring_runs")).all() == [("leads-1", None)]

@@ -22,34 +22,12 @@ from sqlalchemy import func, select
 from features.crm import schema
 from features.crm.store import connect, read_frame
 from features.lead_history import crm_period, load_crm_frames
-from features.simulate.config import SimulationConfig
 from serving.batch.jobs import STALE_AFTER_DAYS, score_lead_chunk
 from tests.leadval_cli import LEADVAL, last_json, run_leadval
-from tests.serving.conftest import TrainedStore, simulated_crm
+from tests.serving.batch.conftest import batch_crm
 from training.clv.predict import CLVParameters
 from training.registry import load_registered
 from training.tracking import use_tracking
-
-
-@pytest.fixture(scope="module")
-def registry(trained_store: TrainedStore, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Environment for `leadval` with the session's lead and CLV champions (tests/serving/conftest.py).
-
-    LEADVAL_DB names a file of its own: each test points it at the CRM it scores.
-    """
-    return {
-        "MLFLOW_TRACKING_URI": trained_store.tracking_uri,
-        "LEADVAL_ARTIFACT_ROOT": trained_store.artifact_root,
-        "LEADVAL_DB": f"sqlite:///{tmp_path_factory.mktemp('batch') / 'unused.db'}",
-        "OPENBLAS_NUM_THREADS": "1",
-    }
-
-
-CRM_END = datetime(2025, 12, 31)
-
-
-def _crm(url: str, end: datetime = CRM_END) -> str:
-    return simulated_crm(url, SimulationConfig(n_leads=1200, n_customers=150, seed=11, end=end))
 
 
 def _count(url: str, table) -> int:
@@ -59,7 +37,7 @@ def _count(url: str, table) -> int:
 
 
 def test_scores_every_open_lead_and_customer_idempotently(registry: dict[str, str], db_url: str) -> None:
-    as_of = _crm(db_url)
+    as_of = batch_crm(db_url)
     env = registry | {"LEADVAL_DB": db_url}
     first = last_json(run_leadval("score", "leads", "--as-of", as_of, "--chunk-size", "300", "--json", env=env))
     engine = connect(db_url)
@@ -98,7 +76,7 @@ def test_scores_every_open_lead_and_customer_idempotently(registry: dict[str, st
 
 
 def test_batch_scores_equal_in_process_scores(registry: dict[str, str], sqlite_url: str) -> None:
-    as_of = _crm(sqlite_url)
+    as_of = batch_crm(sqlite_url)
     run_leadval("score", "leads", "--as-of", as_of, env=registry | {"LEADVAL_DB": sqlite_url})
     use_tracking(registry["MLFLOW_TRACKING_URI"])
     model = load_registered("models:/lead-scoring@champion")
@@ -113,7 +91,7 @@ def test_batch_scores_equal_in_process_scores(registry: dict[str, str], sqlite_u
 
 @pytest.mark.slow  # a real `leadval` process, killed midway
 def test_killed_run_is_completed_by_the_next(registry: dict[str, str], sqlite_url: str) -> None:
-    as_of = _crm(sqlite_url)
+    as_of = batch_crm(sqlite_url)
     env = registry | {"LEADVAL_DB": sqlite_url}
     proc = subprocess.Popen([LEADVAL, "score", "leads", "--as-of", as_of, "--chunk-size", "20"],
                             env=os.environ | env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -144,7 +122,7 @@ def test_killed_run_is_completed_by_the_next(registry: dict[str, str], sqlite_ur
 
 
 def test_a_stale_as_of_is_scored_with_a_warning(registry: dict[str, str], sqlite_url: str) -> None:
-    as_of = _crm(sqlite_url)
+    as_of = batch_crm(sqlite_url)
     env = registry | {"LEADVAL_DB": sqlite_url}
     engine = connect(sqlite_url)
     last_activity = crm_period(engine)[1]
@@ -171,7 +149,7 @@ def test_a_stale_as_of_is_scored_with_a_warning(registry: dict[str, str], sqlite
 def test_the_cron_line_on_a_crm_that_ends_now_scores_without_warnings(registry: dict[str, str],
                                                                       sqlite_url: str) -> None:
     """The README's cron line (no --as-of) on a CRM written now, as `leadval demo` writes it."""
-    _crm(sqlite_url, end=datetime.now(UTC).replace(tzinfo=None, microsecond=0) - timedelta(hours=1))
+    batch_crm(sqlite_url, end=datetime.now(UTC).replace(tzinfo=None, microsecond=0) - timedelta(hours=1))
     env = registry | {"LEADVAL_DB": sqlite_url}
     for job in ("leads", "customers"):
         result = run_leadval("score", job, "--json", env=env)
@@ -181,7 +159,7 @@ def test_the_cron_line_on_a_crm_that_ends_now_scores_without_warnings(registry: 
 
 
 def test_dry_run_writes_nothing(registry: dict[str, str], sqlite_url: str) -> None:
-    as_of = _crm(sqlite_url)
+    as_of = batch_crm(sqlite_url)
     out = last_json(run_leadval("score", "leads", "--as-of", as_of, "--dry-run", "--json",
                                 env=registry | {"LEADVAL_DB": sqlite_url}))
     assert out["dry_run"] and out["scored"] > 0
@@ -190,7 +168,7 @@ def test_dry_run_writes_nothing(registry: dict[str, str], sqlite_url: str) -> No
 
 def test_missing_model_or_database_is_a_clear_error_and_writes_nothing(registry: dict[str, str],
                                                                        sqlite_url: str) -> None:
-    as_of = _crm(sqlite_url)
+    as_of = batch_crm(sqlite_url)
     env = registry | {"LEADVAL_DB": sqlite_url}
     bad_model = run_leadval("score", "leads", "--as-of", as_of, "--model", "models:/nope@champion", env=env,
                             check=False)
@@ -204,7 +182,7 @@ def test_missing_model_or_database_is_a_clear_error_and_writes_nothing(registry:
 
 def test_customers_file_mode_scores_like_the_crm_job(registry: dict[str, str], sqlite_url: str,
                                                      tmp_path: Path) -> None:
-    as_of = _crm(sqlite_url)
+    as_of = batch_crm(sqlite_url)
     env = registry | {"LEADVAL_DB": sqlite_url}
     orders = read_frame(connect(sqlite_url), schema.orders)
     orders.rename(columns={"customer_id": "client", "ordered_at": "day", "amount": "value"}).to_csv(
