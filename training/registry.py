@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from features.errors import InvalidInput, LeadvalError
+from training.registry_store import check_store, store_failure
 
 if TYPE_CHECKING:
     import mlflow.pyfunc
@@ -83,12 +84,14 @@ def missing_store(tracking_uri: str) -> str | None:
 
 def _require_store(model_uri: str) -> None:
     """Raise ``ModelNotFound`` when ``model_uri`` needs the registry or tracking store and that is a missing
-    local SQLite file (checked before MLflow would create it)."""
+    local SQLite file (checked before MLflow would create it), ``TrackingStoreUnavailable`` when it is damaged, no
+    MLflow store or does not answer (:func:`training.registry_store.check_store`)."""
     import mlflow
 
     if not model_uri.startswith(("models:/", "runs:/")):
         return
     uri = mlflow.get_registry_uri() if model_uri.startswith("models:/") else mlflow.get_tracking_uri()
+    check_store(uri)
     problem = missing_store(uri)
     if problem is not None:
         raise ModelNotFound(f"cannot load model {model_uri!r}: {problem}")
@@ -112,6 +115,7 @@ def champion_version(model_name: str) -> str | None:
 
     Any other registry error (an unreachable store, say) propagates, so it can never pass for "no champion".
     """
+    import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -120,6 +124,9 @@ def champion_version(model_name: str) -> str | None:
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
+        failure = store_failure(exc, mlflow.get_registry_uri())
+        if failure is not None:
+            raise failure from None
         raise
 
 
@@ -161,14 +168,22 @@ def register_and_gate(
         chosen, reason = True, "no champion yet"
     else:
         champion = f"models:/{model_name}/{previous}"
-        current = float(champion_metric(champion))
-        caveat = champion_caveat(champion) if champion_caveat else None
-        if caveat:
+        worst = -math.inf if higher_is_better else math.inf
+        try:
+            current, unreadable = float(champion_metric(champion)), False
+        except ModelUnreadable:  # a damaged champion must not block its replacement
+            current, unreadable = worst, True
+        caveat = champion_caveat(champion) if champion_caveat and not unreadable else None
+        if unreadable:
+            chosen = True
+            reason = (f"champion v{previous} cannot be loaded (its files are damaged or incompatible), so it cannot "
+                      f"block this candidate's {metric_name} {candidate_metric:.4f}")
+        elif caveat:
             chosen = True
             figure = f"its {metric_name} {current:.4f}" if math.isfinite(current) else f"its {metric_name}"
             reason = (f"champion v{previous} {caveat}: {figure} on the same holdout does not block this "
                       f"candidate's {candidate_metric:.4f}")
-        elif current == (-math.inf if higher_is_better else math.inf):
+        elif current == worst:
             chosen = True
             reason = (f"champion v{previous} cannot score this holdout (it was trained on other columns or data), "
                       f"so it cannot block this candidate's {metric_name} {candidate_metric:.4f}")
@@ -199,7 +214,9 @@ def version_tags(model_uri: str) -> dict[str, str]:
 
 
 def load_registered(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
-    """Load a pyfunc model, turning an unknown name/version/alias into a clear ``ModelNotFound``."""
+    """Load a pyfunc model: an unknown name/version/alias is a ``ModelNotFound``, a damaged store a
+    ``TrackingStoreUnavailable`` and files that cannot be read (overwritten, cut short) a ``ModelUnreadable``, each
+    one line naming the store or the files and what to do."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -209,8 +226,64 @@ def load_registered(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
     try:
         return mlflow.pyfunc.load_model(model_uri)
     except MlflowException as exc:
+        failure = store_failure(exc, mlflow.get_registry_uri())
+        if failure is not None:
+            raise failure from None
         raise ModelNotFound(f"cannot load model {model_uri!r} from {safe_url(mlflow.get_tracking_uri())}: "
                             f"{exc.message.splitlines()[0]}") from None
+    except (LeadvalError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever reading the model's own files raised: named in the message
+        raise ModelUnreadable(unreadable_model(model_uri, exc)) from None
+
+
+INCOMPATIBLE_FILE_ERRORS = ("ImportError", "AttributeError")
+"""Errors that say a model's files were written by other code (a class or module that is not there), by class name;
+anything else that reading them raises says they are damaged (overwritten, cut short)."""
+
+
+class ModelUnreadable(LeadvalError):
+    """A registered model whose files cannot be read: overwritten, cut short, or saved by an incompatible version."""
+
+
+def unreadable_model(model_uri: str, exc: BaseException, version: str | None = None,
+                     location: str | None = None) -> str:
+    """One line for a model at ``model_uri`` whose files raised ``exc`` when loaded: which version, where its files
+    are (asked of the registry unless given), what failed and what to do."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    failed = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    if version is None and location is None:
+        version, location = model_files(model_uri)
+    location = location.removeprefix("file://") if location else None
+    which = f" (version {version})" if version and not model_uri.endswith(f"/{version}") else ""
+    files = f"its files at {location}" if location else "its files"
+    if {cls.__name__ for cls in type(exc).__mro__} & set(INCOMPATIBLE_FILE_ERRORS):
+        what = f"{files} were saved by another version of leadval or of its packages ({failed})"
+    else:
+        what = f"{files} are damaged ({failed})"
+    name = model_uri.removeprefix("models:/").split("@", 1)[0].split("/", 1)[0]
+    train = {LEAD_MODEL_NAME: "leadval train leads", CLV_MODEL_NAME: "leadval train clv"}.get(name, "leadval train")
+    return f"cannot load model {model_uri!r}{which}: {what}; restore them from a backup, or train a new version ({train})"
+
+
+def model_files(model_uri: str) -> tuple[str | None, str | None]:
+    """(version, where its files are) of the model at ``model_uri``, a local path when they are local; None for what
+    the registry cannot say."""
+    from mlflow.tracking import MlflowClient
+
+    if not model_uri.startswith("models:/"):
+        return None, model_uri.removeprefix("file://")
+    ref = model_uri.removeprefix("models:/")
+    try:
+        client = MlflowClient()
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            version = str(client.get_model_version_by_alias(name, alias).version)
+        else:
+            name, version = ref.split("/", 1)
+        return version, client.get_model_version_download_uri(name, version).removeprefix("file://")
+    except Exception:  # noqa: BLE001 - only to name the files in a message
+        return None, None
 
 
 def registered_identity(model_uri: str) -> tuple[str, str | None, str | None]:
@@ -236,7 +309,10 @@ def registered_identity(model_uri: str) -> tuple[str, str | None, str | None]:
         else:
             name, version = ref.split("/", 1)
             found = client.get_model_version(name, version)
-    except (MlflowException, ValueError):
+    except (MlflowException, ValueError) as exc:
+        failure = store_failure(exc, mlflow.get_registry_uri())
+        if failure is not None:
+            raise failure from None
         raise ModelNotFound(f"cannot find model {model_uri!r} in the registry at "
                             f"{safe_url(mlflow.get_tracking_uri())}") from None
     return name, str(found.version), found.run_id

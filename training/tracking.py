@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from features.crm.store import safe_url, sqlite_file
 from features.errors import LeadvalError
+from training.registry_store import TrackingStoreUnavailable, check_store, store_failure
 
 
 class RunNotReadable(LeadvalError):
@@ -32,7 +33,10 @@ class RunNotReadable(LeadvalError):
 def use_tracking(tracking_uri: str, create: bool = True) -> None:
     """Point MLflow at ``tracking_uri``; with ``create`` (training) a local SQLite store gets its folder created
     first. Without it (commands that only read models) nothing is created here, and loading a model from a
-    missing local store is a one-line ``ModelNotFound`` (:func:`training.registry.load_registered`)."""
+    missing local store is a one-line ``ModelNotFound`` (:func:`training.registry.load_registered`). A damaged or
+    foreign SQLite file, or a server that does not answer, is a one-line ``TrackingStoreUnavailable`` first
+    (:func:`training.registry_store.check_store`), before MLflow retries it or writes its tables into it."""
+    check_store(tracking_uri, create=create)
     database = sqlite_file(tracking_uri) if create else None
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +114,13 @@ def read_run_tags(run_id: str, tracking_uri: str) -> dict[str, str]:
     if database is not None and not database.exists():
         raise RunNotReadable(f"no MLflow store at {database} (pass --tracking-uri)")
     try:
+        check_store(tracking_uri)
         return dict(MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.tags)
+    except TrackingStoreUnavailable as exc:
+        raise RunNotReadable(str(exc)) from None
     except (MlflowException, OSError) as exc:
+        failure = store_failure(exc, tracking_uri)
+        if failure is not None:
+            raise RunNotReadable(str(failure)) from None
         raise RunNotReadable(f"run {run_id} not readable at {safe_url(tracking_uri)}: "
                              f"{str(exc).splitlines()[0]}") from None

@@ -4,8 +4,10 @@ The service needs ``models:/lead-scoring@champion`` and ``models:/clv@champion``
 serves everything; with one missing it serves the other and says what is missing; with none it
 refuses to start (:class:`NothingToServe`, naming both and why). A champion the service cannot serve
 counts as missing, with the reason: a lead model trained on a flat file (``train leads --table``) scores
-that file's columns, not CRM leads (:func:`lead_model_problem`). Nothing here creates an MLflow
-store: a local SQLite store that does not exist counts as "no models", not as a new empty store.
+that file's columns, not CRM leads (:func:`lead_model_problem`), and so does one whose files are damaged. Nothing
+here creates an MLflow store: a local SQLite store that does not exist counts as "no models", not as a new empty
+store; a damaged or foreign one, or a tracking server that does not answer, stops the start at once with one line
+(:class:`training.registry_store.TrackingStoreUnavailable`).
 
 Start-up failures: ``leadval serve`` names a file in :data:`STARTUP_FAILURE_ENV`; a worker that cannot
 start writes its one-line reason there (:func:`report_startup_failure`), and ``leadval serve`` stops the
@@ -23,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from features.errors import LeadvalError
-from training.registry import CHAMPION_ALIAS, CLV_MODEL_NAME, LEAD_MODEL_NAME, champion_uri
+from training.registry import CHAMPION_ALIAS, CLV_MODEL_NAME, LEAD_MODEL_NAME, champion_uri, unreadable_model
+from training.registry_store import check_store, store_failure
 
 SERVED_MODEL_NAMES: tuple[str, ...] = (LEAD_MODEL_NAME, CLV_MODEL_NAME)
 CRM_ID_COLUMN = "lead_id"
@@ -122,18 +125,23 @@ def _missing_store(tracking_uri: str) -> str | None:
 
 
 def _client(tracking_uri: str) -> Any:
+    """A client of the store at ``tracking_uri``, once :func:`check_store` found it readable and answering."""
     from mlflow.tracking import MlflowClient
 
+    check_store(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
 def _champion_version(client: Any, name: str) -> tuple[Any | None, str | None]:
-    """The champion's model version, or None and why not."""
+    """The champion's model version, or None and why not; a damaged store raises (it is no missing model)."""
     from mlflow.exceptions import MlflowException
 
     try:
         return client.get_model_version_by_alias(name, CHAMPION_ALIAS), None
     except MlflowException as exc:
+        failure = store_failure(exc, client.tracking_uri)
+        if failure is not None:
+            raise failure from None
         return None, exc.message.splitlines()[0]
 
 
@@ -171,7 +179,7 @@ def unservable_champions(tracking_uri: str, skip: Sequence[str] = ()) -> dict[st
             continue
         try:
             metadata = _model_metadata(client.get_model_version_download_uri(name, version.version), tracking_uri)
-        except (MlflowException, OSError):
+        except (MlflowException, OSError, ValueError):  # ValueError: an MLmodel file that is no YAML or UTF-8
             continue  # the service's own loading says what is wrong
         problem = metadata_problem(name, metadata)
         if problem:
@@ -242,10 +250,20 @@ def training_data_end(python_model: Any, tags: dict[str, str]) -> datetime | Non
 
 
 def _load(client: Any, name: str, version: Any) -> LoadedModel:
+    """The champion ``version`` of ``name`` with its run's facts; files that cannot be read are a
+    :class:`ModelUnreadable` naming them (a damaged model is then missing, not a crashed worker)."""
     import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
 
-    pyfunc = mlflow.pyfunc.load_model(client.get_model_version_download_uri(name, version.version),
-                                     suppress_warnings=True)
+    from training.registry import ModelUnreadable
+
+    location = client.get_model_version_download_uri(name, version.version)
+    try:
+        pyfunc = mlflow.pyfunc.load_model(location, suppress_warnings=True)
+    except (MlflowException, OSError, LeadvalError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever reading the model's own files raised: named in the message
+        raise ModelUnreadable(unreadable_model(champion_uri(name), exc, str(version.version), location)) from None
     python_model = pyfunc.unwrap_python_model()
     run_id = version.run_id or None
     trained_at, metrics, tags = None, {}, {}
@@ -266,6 +284,8 @@ def load_champions(tracking_uri: str) -> ServedModels:
     """
     from mlflow.exceptions import MlflowException
 
+    from training.registry import ModelUnreadable
+
     store_problem = _missing_store(tracking_uri)
     loaded: dict[str, LoadedModel] = {}
     missing: dict[str, str] = {}
@@ -280,6 +300,9 @@ def load_champions(tracking_uri: str) -> ServedModels:
             continue
         try:
             model = _load(client, name, version)
+        except ModelUnreadable as exc:
+            missing[name] = str(exc)
+            continue
         except (MlflowException, OSError) as exc:
             missing[name] = f"cannot load version {version.version}: {str(exc).splitlines()[0]}"
             continue

@@ -12,7 +12,7 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,6 +21,24 @@ from features.settings import load_settings
 from serving.cli.console import report, tell
 from serving.cli.options import DAY_FORMATS, INSTANT_FORMATS, DbOption, JsonOption, PromoteOption, TrackingOption
 from training.registry import LEAD_MODEL_NAME, Promote
+from training.registry_store import check_store
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+
+def existing_crm(db: str, tables: tuple[str, ...]) -> Engine:
+    """The CRM at ``db`` to train on: one that does not exist is a one-line error saying how to create it, and no
+    file or folder is created (training writes to MLflow, never to the CRM); one without ``tables`` too."""
+    from features.crm.store import connect, missing_tables, safe_url
+
+    engine = connect(db, create=False)
+    absent = [name for name in tables if name in missing_tables(engine)]
+    if absent:
+        engine.dispose()
+        raise InvalidInput(f"the CRM at {safe_url(db)} has no table(s) {', '.join(absent)}; create them with leadval "
+                           "generate or leadval import")
+    return engine
 
 
 def train_leads(
@@ -85,7 +103,7 @@ def train_leads(
     suspected leakage is named in a warning and left out unless --keep COL; --json lists features_used, dropped,
     kept, notes and warnings.
     """
-    from features.crm.store import connect, safe_url
+    from features.crm.store import safe_url
     from training.leads.data.splits import (
         CrmTrainingConfig,
         TableTrainingConfig,
@@ -98,6 +116,7 @@ def train_leads(
     file_flags = {"--target": target, "--positive": positive, "--id-col": id_col, "--time-col": time_col,
                   "--drop": drop, "--keep": keep, "--tune": tune}
     settings = load_settings(db=db, tracking_uri=tracking_uri)
+    check_store(settings.tracking_uri, create=True)  # before minutes of training, not after
     if table is not None:
         if db is not None or as_of is not None:
             raise InvalidInput("--table trains on a file: --db and --as-of do not apply")
@@ -121,7 +140,7 @@ def train_leads(
         if given:
             raise InvalidInput(f"{', '.join(given)} only apply with --table FILE")
         config = CrmTrainingConfig(as_of=as_of.isoformat() if as_of else None, horizon_days=horizon_days)
-        splits = crm_splits(connect(settings.db), config)
+        splits = crm_splits(existing_crm(settings.db, ("leads", "activities")), config)
         where = safe_url(settings.db)
     said = splits.audit.warnings if splits.audit else ()
     for warning in said:
@@ -208,6 +227,7 @@ def train_clv(
 
     time_unit = time_unit.upper()
     settings = load_settings(db=db, tracking_uri=tracking_uri)
+    check_store(settings.tracking_uri, create=True)  # before the fits, not after
     if transactions is not None:
         missing = [flag for flag, value in (("--customer-col", customer_col), ("--date-col", date_col))
                    if value is None]
@@ -224,6 +244,7 @@ def train_clv(
                                           ("--amount-col", amount_col)) if value is not None]
         if extra:
             raise InvalidInput(f"{', '.join(extra)} only apply with --transactions FILE")
+        existing_crm(settings.db, ("customers", "orders")).dispose()
         result = train_from_crm(settings.db, settings.tracking_uri, settings.artifact_root,
                                 calibration_end.date() if calibration_end else None,
                                 observation_end.date() if observation_end else None,

@@ -52,6 +52,21 @@ SMALL_BATCH = 2_000
 """Below this many rows LightGBM predicts on one thread (thread start-up costs more than it saves)."""
 
 
+class TruncatedModelFile(ValueError):
+    """A saved model file that lacks its later parts: cut short (a full disk, an interrupted copy) or overwritten."""
+
+
+def booster_from_text(text: str, path: Path) -> lgb.Booster:
+    """The LightGBM booster saved as ``text`` (read from ``path``), after checking that it is whole: LightGBM 4 aborts
+    the whole process on a model text cut short inside its trees, where Python could catch nothing."""
+    lines = text.splitlines()
+    sizes = next((line.split("=", 1)[1].split() for line in lines[:40] if line.startswith("tree_sizes=")), None)
+    trees = sum(1 for line in lines if line.startswith("Tree="))
+    if "\nend of trees" not in text or (sizes is not None and trees != len(sizes)):
+        raise TruncatedModelFile(f"{path.name} is not a whole LightGBM model (its trees do not end as its header says)")
+    return lgb.Booster(model_str=text)
+
+
 @dataclass(frozen=True)
 class Calibrator:
     """Raw margin -> calibrated probability: Platt's sigmoid(slope * margin + intercept) or isotonic steps."""
@@ -320,7 +335,7 @@ class LeadScorer:
         return cls(
             spec=FeatureSpec(spec["id_column"], tuple(spec["categorical"]),
                              tuple(tuple(c) for c in spec["categories"]), tuple(spec["numeric"])),
-            booster=lgb.Booster(model_str=(folder / BOOSTER_FILE).read_text()),
+            booster=booster_from_text((folder / BOOSTER_FILE).read_text(), folder / BOOSTER_FILE),
             calibrator=Calibrator(calibrator["method"], calibrator["slope"], calibrator["intercept"],
                                   tuple(calibrator["x"]), tuple(calibrator["y"])),
             band_thresholds=tuple(values["band_thresholds"]),

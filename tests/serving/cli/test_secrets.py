@@ -137,4 +137,4 @@ def test_the_mlflow_tracking_uri_is_shown_masked(sqlite_url: str, workdir) -> No
         mlflow.set_tracking_uri(before[0])
         mlflow.set_registry_uri(before[1])
     assert ran.returncode == 1 and PASSWORD not in _printed(ran)
-    assert "in the registry at http://mlflow:***@127.0.0.1:" in ran.stderr
+    assert "cannot reach the MLflow tracking server at http://mlflow:***@127.0.0.1:" in ran.stderr
