@@ -314,18 +314,29 @@ def run(tracking_uri: str, db: str, workdir: Path, requests: int, batch_requests
                   f"/ in-process API path p50 = {result.quantile(0.5) / statistics.median(api):.2f}x")
 
 
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--tracking-uri`` and ``--db``: an MLflow store with both champions and its CRM, instead of fresh ones."""
+    parser.add_argument("--tracking-uri", help="MLflow store with both champions (default: train a fresh one)")
+    parser.add_argument("--db", help="CRM the leads are taken from (with --tracking-uri)")
+
+
+def on_a_store(args: argparse.Namespace, prefix: str, work: Callable[[str, str, Path], None]) -> None:
+    """``work(tracking_uri, crm_url, workdir)`` on the store ``args`` name, or a fresh one in a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        workdir = Path(tmp)
+        tracking_uri, db = (args.tracking_uri, args.db) if args.tracking_uri else prepare_store(workdir)
+        work(tracking_uri, db, workdir)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000, help="single-record requests per workload")
     parser.add_argument("--batch-requests", type=int, default=100, help="1,000-lead requests")
     parser.add_argument("--startups", type=int, default=3, help="server starts timed to /readyz")
-    parser.add_argument("--tracking-uri", help="MLflow store with both champions (default: train a fresh one)")
-    parser.add_argument("--db", help="CRM the leads are taken from (with --tracking-uri)")
+    add_store_arguments(parser)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench_service_") as tmp:
-        workdir = Path(tmp)
-        tracking_uri, db = (args.tracking_uri, args.db) if args.tracking_uri else prepare_store(workdir)
-        run(tracking_uri, db, workdir, args.requests, args.batch_requests, args.startups)
+    on_a_store(args, "bench_service_", lambda tracking_uri, db, workdir: run(
+        tracking_uri, db, workdir, args.requests, args.batch_requests, args.startups))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,28 @@
-"""What the HTTP layer refuses before any scoring code runs: oversized bodies (413) and missing API keys (401).
+"""What the HTTP layer refuses before any scoring code runs: missing API keys (401), oversized bodies (413),
+large requests past the concurrency limit (503), bodies that arrive too slowly (408).
 
 BentoML reads a whole request body into memory and has no size limit of its own, so
 :class:`RequestLimits` checks ``Content-Length`` before the body is read and counts the bytes of
 bodies sent without one (chunked), answering 413 as soon as the limit is passed. When an API key is
 configured, every request except the health and metrics endpoints needs
 ``Authorization: Bearer <key>``. Nothing here logs or echoes a request body.
+
+A large request (a body of :data:`LARGE_REQUEST_BYTES` or more, or of unknown length) takes seconds of CPU and
+hundreds of MB while it is validated and scored. At most ``LEADVAL_MAX_CONCURRENT_REQUESTS`` of them are in
+flight per worker; the next one gets a 503 with ``Retry-After`` at once, instead of waiting in a queue (holding its
+body) until it times out; its body (within the body limit) is then read and dropped, so the answer is not lost to
+a reset. Small requests (a single lead is ~5 KB) never count
+and are never refused, so they keep flowing during a burst of large ones. When the last large request in flight
+has been answered for :data:`GIVE_BACK_AFTER_S` with no other arriving, the memory they freed is handed back to
+the operating system (:func:`serving.api.memory.give_back`).
+Every body must arrive within ``LEADVAL_BODY_TIMEOUT_S`` seconds: a client sending it slower gets a 408 and its
+connection is closed; a connection that has not sent a whole request head by then is closed
+(:func:`close_silent_connections`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
@@ -17,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from features.errors import InvalidInput
+from serving.api.memory import give_back
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -26,39 +41,94 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 """32 MiB: room for 10,000 leads with a few dozen activities each."""
+LARGE_REQUEST_BYTES = 1024 * 1024
+"""A body of 1 MiB or more (~200 leads with their activities) makes a large request: it counts towards
+``LEADVAL_MAX_CONCURRENT_REQUESTS`` (the largest are also computed off the event loop:
+:mod:`serving.api.large_requests`)."""
+DEFAULT_MAX_CONCURRENT_REQUESTS = 2
+"""Large requests in flight per worker. Scoring is CPU-bound under one interpreter lock, so a second one overlaps
+its upload and validation with the first one's scoring; a third would add only memory and waiting."""
+DEFAULT_MAX_REQUEST_ACTIVITIES = 300_000
+"""Most activities (over all leads) in one ``/score_leads`` request: ~30 MB of JSON, ~1.5 s of CPU."""
+DEFAULT_MAX_REQUEST_ORDERS = 200_000
+"""Most orders (over all customers) in one ``/predict_clv`` request: ~11 MB of JSON, ~1.5 s of CPU (an order
+costs about twice what an activity does to validate)."""
+DEFAULT_BODY_TIMEOUT_S = 10
+"""Seconds a request body has to arrive: under BentoML's 15 s request timeout, so a slow sender gets a 408 and a
+closed connection, where the timeout alone answers 504 and leaves the connection open for as long as it trickles."""
+RETRY_AFTER_S = 2
+GIVE_BACK_AFTER_S = 1.0
+"""Seconds without a large request in flight before freed memory is given back: a steady stream of them keeps its
+memory (giving it back takes ~10-100 ms and holds the allocator's locks, +35 ms on each of back-to-back
+1,000-lead requests when done after every one)."""
+"""What a 503 for a busy worker tells the client to wait: about what a large request takes to score."""
 OPEN_PATHS: frozenset[str] = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
 """Paths that never need the API key: orchestrators and Prometheus probe them without credentials."""
 
 
 API_KEY_ENV = "LEADVAL_API_KEY"
 MAX_BODY_ENV = "LEADVAL_MAX_BODY_BYTES"
+MAX_CONCURRENT_ENV = "LEADVAL_MAX_CONCURRENT_REQUESTS"
+MAX_ACTIVITIES_ENV = "LEADVAL_MAX_REQUEST_ACTIVITIES"
+MAX_ORDERS_ENV = "LEADVAL_MAX_REQUEST_ORDERS"
+BODY_TIMEOUT_ENV = "LEADVAL_BODY_TIMEOUT_S"
+
+
+def _whole_number(name: str, default: int, unit: str) -> int:
+    """The environment variable ``name`` as a whole number > 0 (``default`` when unset or empty)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not (raw.isdigit() and int(raw) > 0):
+        raise InvalidInput(f"{name} must be a whole number of {unit} > 0, not {raw!r}")
+    return int(raw)
 
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    """The request body limit in bytes, and the API key (None: no key needed)."""
+    """The request limits (body bytes, large requests in flight, activities and orders per request, seconds for a
+    body to arrive) and the API key (None: no key needed)."""
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     api_key: str | None = None
+    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
+    max_request_activities: int = DEFAULT_MAX_REQUEST_ACTIVITIES
+    max_request_orders: int = DEFAULT_MAX_REQUEST_ORDERS
+    body_timeout_s: int = DEFAULT_BODY_TIMEOUT_S
 
     @classmethod
     def from_environment(cls) -> LimitsConfig:
-        """``LEADVAL_API_KEY`` (unset or empty: no key) and ``LEADVAL_MAX_BODY_BYTES`` (default 32 MiB)."""
-        raw_limit = os.environ.get(MAX_BODY_ENV, "").strip()
-        if raw_limit and not (raw_limit.isdigit() and int(raw_limit) > 0):
-            raise InvalidInput(f"{MAX_BODY_ENV} must be a whole number of bytes > 0, not {raw_limit!r}")
-        return cls(max_body_bytes=int(raw_limit) if raw_limit else DEFAULT_MAX_BODY_BYTES,
-                   api_key=os.environ.get(API_KEY_ENV) or None)
+        """``LEADVAL_API_KEY`` (unset or empty: no key) and the limits' variables (unset: the defaults above)."""
+        return cls(max_body_bytes=_whole_number(MAX_BODY_ENV, DEFAULT_MAX_BODY_BYTES, "bytes"),
+                   api_key=os.environ.get(API_KEY_ENV) or None,
+                   max_concurrent_requests=_whole_number(MAX_CONCURRENT_ENV, DEFAULT_MAX_CONCURRENT_REQUESTS,
+                                                         "requests"),
+                   max_request_activities=_whole_number(MAX_ACTIVITIES_ENV, DEFAULT_MAX_REQUEST_ACTIVITIES,
+                                                        "activities"),
+                   max_request_orders=_whole_number(MAX_ORDERS_ENV, DEFAULT_MAX_REQUEST_ORDERS, "orders"),
+                   body_timeout_s=_whole_number(BODY_TIMEOUT_ENV, DEFAULT_BODY_TIMEOUT_S, "seconds"))
 
 
-async def _reply(send: Send, status: int, error: str, headers: dict[str, str] | None = None) -> None:
-    """A JSON ``{"error": ...}`` response with ``Connection: close`` (the unread body is not drained)."""
+async def _reply(send: Send, status: int, error: str, headers: dict[str, str] | None = None,
+                 drain: Receive | None = None, seconds: float = DEFAULT_BODY_TIMEOUT_S) -> None:
+    """A JSON ``{"error": ...}`` response with ``Connection: close``. With ``drain``, the rest of the request body
+    is then read and dropped (for up to ``seconds``) before the connection closes: closing on unread bytes resets
+    the connection, and a client still sending would lose the answer (the body is not read otherwise)."""
     body = json.dumps({"error": error}).encode()
     raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                    (b"connection", b"close")]
     raw_headers += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": drain is not None})
+    if drain is None:
+        return
+    try:
+        async with asyncio.timeout(seconds):
+            while (await drain()).get("more_body", False):
+                pass
+    except TimeoutError:
+        pass
+    await send({"type": "http.response.body", "body": b""})
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -75,7 +145,8 @@ def _has_key(scope: Scope, api_key: str) -> bool:
 
 
 class RequestLimits:
-    """ASGI middleware: 401 without the API key (when one is set), 413 for bodies over the limit.
+    """ASGI middleware: 401 without the API key (when one is set), 413 for bodies over the limit, 503 for a large
+    request while the limit of them is in flight, 408 for a body that does not arrive in time.
 
     ``config`` defaults to :meth:`LimitsConfig.from_environment`, read when the server builds its
     middleware stack (in the worker process, not at import).
@@ -84,6 +155,8 @@ class RequestLimits:
     def __init__(self, app: ASGIApp, config: LimitsConfig | None = None) -> None:
         self.app = app
         self.config = config or LimitsConfig.from_environment()
+        self.large_in_flight = 0
+        self.give_back_later: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,33 +168,90 @@ class RequestLimits:
                          {"www-authenticate": "Bearer"})
             return
         declared = _header(scope, b"content-length")
+        chunked = declared is None and _header(scope, b"transfer-encoding") is not None
         if declared is not None and not declared.strip().isdigit():
             await _reply(send, 400, "Content-Length must be a whole number of bytes")
         elif declared is not None and int(declared) > limit:
             await _reply(send, 413, f"request body is {int(declared):,} bytes; the limit is {limit:,} bytes")
-        elif declared is None and _header(scope, b"transfer-encoding") is not None:
-            await self._counted(scope, receive, send, limit)
+        elif chunked or (declared is not None and int(declared) >= LARGE_REQUEST_BYTES):
+            await self._large(scope, receive, send)
+        elif declared is not None and int(declared) > 0:
+            await self._with_body(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
-    async def _counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        """A body without Content-Length (chunked): read it up to the limit, then hand it on."""
+    async def _large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A large request: 503 while the limit of them is in flight, else handled, then freed memory given back."""
+        most = self.config.max_concurrent_requests
+        if self.large_in_flight >= most:
+            await _reply(send, 503, f"busy: {self.large_in_flight} large requests (bodies of 1 MiB or more) are being "
+                                    f"scored, the most this worker takes at once ({MAX_CONCURRENT_ENV}={most}); "
+                                    f"retry after {RETRY_AFTER_S} s or send smaller batches",
+                         {"retry-after": str(RETRY_AFTER_S)}, drain=receive, seconds=self.config.body_timeout_s)
+            return
+        if self.give_back_later is not None:
+            self.give_back_later.cancel()
+        self.large_in_flight += 1
+        try:
+            await self._with_body(scope, receive, send)
+        finally:
+            self.large_in_flight -= 1
+            if not self.large_in_flight:
+                loop = asyncio.get_running_loop()
+                self.give_back_later = loop.call_later(GIVE_BACK_AFTER_S, loop.run_in_executor, None, give_back)
+
+    async def _with_body(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read the whole body (up to the limit, within the body timeout), then hand the request on with it."""
+        limit, seconds = self.config.max_body_bytes, self.config.body_timeout_s
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > limit:
-                await _reply(send, 413, f"request body is over the limit of {limit:,} bytes")
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+        try:
+            async with asyncio.timeout(seconds):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return  # the client went away
+                    size += len(message.get("body", b""))
+                    if size > limit:
+                        await _reply(send, 413, f"request body is over the limit of {limit:,} bytes")
+                        return
+                    chunks.append(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await _reply(send, 408, f"the request body did not arrive within {seconds} s ({BODY_TIMEOUT_ENV}); "
+                                    f"{size:,} bytes came")
+            return
+        replay = [{"type": "http.request", "body": chunks[0] if len(chunks) == 1 else b"".join(chunks),
+                   "more_body": False}]
+        del chunks
 
         async def replayed() -> Message:
             return replay.pop() if replay else await receive()
 
         await self.app(scope, replayed, send)
+
+
+def close_silent_connections(seconds: int) -> None:
+    """Have uvicorn close a connection whose first request head has not arrived ``seconds`` after it opened.
+
+    Uvicorn times out idle connections only after a response (keep-alive): one that connects and sends nothing,
+    or trickles its headers, stayed open for good, holding a socket and a file descriptor. Its HTTP protocols
+    are patched here (idempotent), in the worker, before it accepts connections.
+    """
+    from uvicorn.protocols.http import h11_impl, httptools_impl
+
+    for protocol in (h11_impl.H11Protocol, httptools_impl.HttpToolsProtocol):
+        opened = getattr(protocol.connection_made, "__wrapped__", protocol.connection_made)
+
+        def connection_made(self: Any, transport: Any, opened: Callable[..., None] = opened) -> None:
+            opened(self, transport)
+
+            def close_if_silent() -> None:
+                if self.cycle is None and not transport.is_closing():
+                    transport.close()
+
+            self.loop.call_later(seconds, close_if_silent)
+
+        connection_made.__wrapped__ = opened  # type: ignore[attr-defined]
+        protocol.connection_made = connection_made

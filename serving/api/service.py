@@ -28,12 +28,13 @@ with too few customers, and channels it has never seen, get the mean over all cu
 to bring, not only by their likelihood to convert. ``expected_value`` is null when no CLV model is
 loaded.
 
-Safety: bodies over ``LEADVAL_MAX_BODY_BYTES`` get 413 before they are read, requests without
-``Authorization: Bearer $LEADVAL_API_KEY`` get 401 when that variable is set (probes excepted), bad
-input gets 400 naming the field and item index (unknown fields and activity types too, see
-:mod:`serving.api.schemas`) and one log line without traceback (:mod:`serving.api.error_log`), and request
-bodies are never logged. The server binds 127.0.0.1 unless told
-otherwise.
+Safety and load (:mod:`serving.api.limits`, :mod:`serving.api.large_requests`): 401 without ``Authorization:
+Bearer $LEADVAL_API_KEY`` when that is set (probes excepted); 413 for bodies over ``LEADVAL_MAX_BODY_BYTES``
+(before they are read) or requests over ``LEADVAL_MAX_REQUEST_ACTIVITIES`` / ``_ORDERS``; 503 with
+``Retry-After`` for a large request (1 MiB or more) past ``LEADVAL_MAX_CONCURRENT_REQUESTS`` in flight; 408 for a
+body slower than ``LEADVAL_BODY_TIMEOUT_S``; 400 naming field and item for bad input, logged in one line
+(:mod:`serving.api.error_log`). The largest requests are validated and scored in a worker thread, so the probes
+answer meanwhile. Bodies are never logged; the server binds 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
@@ -55,7 +56,16 @@ from features.errors import InvalidInput
 from features.json_ready import json_ready
 from serving.api import error_log
 from serving.api.champions import LoadedModel, NothingToServe, ServedModels, load_champions, report_startup_failure
-from serving.api.limits import RequestLimits
+from serving.api.large_requests import (
+    activity_count,
+    off_the_loop,
+    order_count,
+    too_many_activities,
+    too_many_orders,
+    validate_large_bodies_in_threads,
+)
+from serving.api.limits import LimitsConfig, RequestLimits, close_silent_connections
+from serving.api.openapi_document import OpenAPIDocument
 from serving.api.request_times import utc_times
 from serving.api.schemas import (
     NO_ACTIVITIES,
@@ -329,6 +339,8 @@ class LeadvalService:
         from features.settings import load_settings
 
         self.served: ServedModels = load_champions(load_settings().tracking_uri)
+        self.limits = LimitsConfig.from_environment()
+        close_silent_connections(self.limits.body_timeout_s)
         # pandas 3 infers its ``str`` dtype for every Index and column built from Python strings (the CLV
         # request's frame and its segments), and with the default arrow storage each such build, lookup
         # and insertion goes through pyarrow: ~0.3-0.9 ms of a one-customer request's ~3 ms. Python
@@ -378,17 +390,30 @@ class LeadvalService:
 
     @bentoml.api(route="/score_leads")
     async def score_leads(self, request: ScoreLeadsRequest, /) -> ScoreLeadsResponse:
-        """Score leads (with their activities) as of ``as_of``; see the module docstring for expected_value."""
+        """Score leads (with their activities) as of ``as_of``; see the module docstring for expected_value.
+
+        At most 10,000 leads, and LEADVAL_MAX_REQUEST_ACTIVITIES activities in all (default 300,000; over: 413).
+        """
         if LEAD_MODEL_NAME not in self.served.loaded:
             return _unavailable(LEAD_MODEL_NAME, self.served.missing[LEAD_MODEL_NAME])
-        return lead_scores(self.served, request)
+        too_many = too_many_activities(request, self.limits)
+        if too_many is not None:
+            return too_many
+        return await off_the_loop(len(request.leads) + activity_count(request), lead_scores, self.served, request)
 
     @bentoml.api(route="/predict_clv")
     async def predict_clv(self, request: PredictCLVRequest, /) -> PredictCLVResponse:
-        """Expected purchases, P(alive), expected order value, CLV and segment per customer."""
+        """Expected purchases, P(alive), expected order value, CLV and segment per customer.
+
+        At most 10,000 customers, and LEADVAL_MAX_REQUEST_ORDERS orders in all (default 200,000; over: 413).
+        """
         if CLV_MODEL_NAME not in self.served.loaded:
             return _unavailable(CLV_MODEL_NAME, self.served.missing[CLV_MODEL_NAME])
-        return customer_values(self.served, request)
+        too_many = too_many_orders(request, self.limits)
+        if too_many is not None:
+            return too_many
+        return await off_the_loop(len(request.customers) + order_count(request), customer_values, self.served,
+                                  request)
 
 
 class ReadinessReport:
@@ -417,5 +442,7 @@ class ReadinessReport:
         await self.app(scope, receive, send)
 
 
+validate_large_bodies_in_threads(LeadvalService)
 LeadvalService.add_asgi_middleware(RequestLimits)
 LeadvalService.add_asgi_middleware(ReadinessReport)
+LeadvalService.add_asgi_middleware(OpenAPIDocument)
