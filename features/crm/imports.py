@@ -1,8 +1,8 @@
 """Load a real CRM export (CSV or Parquet) into the store: map its columns, validate every row, then upsert.
 
-Import in dependency order: leads, activities, customers, orders (marketing_spend stands alone).
-Activities must point at known leads, customers at known leads (or none) and orders at known customers,
-in the database. ``leads.customer_id`` is not checked: leads come first, so their customers do not exist
+Import in dependency order: leads, activities, customers, orders (marketing_spend stands alone), then
+experiment_assignments. Activities and experiment assignments must point at known leads, customers at known leads
+(or none) and orders at known customers, in the database. ``leads.customer_id`` is not checked: leads come first, so their customers do not exist
 yet when they are imported, and the schema does not enforce it either.
 
 Validation runs before anything is written and, like the write, inside one transaction: a file with any

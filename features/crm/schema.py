@@ -174,6 +174,18 @@ marketing_spend = _table(
     _col("clicks", Integer, "Clicks, >= 0.", nullable=False, minimum=0, check="ck_spend_nonnegative"),
 )
 
+experiment_assignments = _table(
+    "experiment_assignments",
+    _col("experiment", String(128), "Experiment (A/B test) name, e.g. nurture_subject_line.", primary_key=True),
+    _col("lead_id", String(64), "Lead assigned to one of its variants.", ForeignKey("leads.lead_id"),
+         primary_key=True),
+    _col("variant", String(64), "Variant the lead saw; the control is the one called control (else A, else the "
+         "first by name).", nullable=False),
+    _col("assigned_at", DateTime(), "When the lead was assigned (UTC); only what it did after this counts for the "
+         "experiment.", nullable=False),
+    Index("ix_experiment_assignments_lead", "lead_id"),
+)
+
 scoring_runs = _table(
     "scoring_runs",
     _col("scoring_run_id", String(64), "Identifier of one batch scoring run.", primary_key=True),
@@ -302,7 +314,7 @@ lead_backtest_bands = _table(
                          name="fk_lead_backtest_bands_as_of"),
 )
 
-CRM_TABLES: tuple[Table, ...] = (leads, activities, customers, orders, marketing_spend)
+CRM_TABLES: tuple[Table, ...] = (leads, activities, customers, orders, marketing_spend, experiment_assignments)
 """Tables a CRM export can be imported into, in dependency order."""
 
 SCORE_TABLES: tuple[Table, ...] = (

@@ -1,7 +1,8 @@
 """The tables the KPIs are computed from, checked and typed, and the reporting window and its periods.
 
 :func:`kpi_tables` takes the CRM and score tables as DataFrames (from the database or built by hand) and
-checks and types them by the schema's column rules; a table not given is an empty one. :class:`Window` is the report's
+checks and types them by the schema's column rules; a table not given is an empty one (a CRM made before
+``experiment_assignments`` existed simply has no experiments). :class:`Window` is the report's
 ``[start, end)`` and :func:`period_starts` its weeks, months or quarters.
 """
 
@@ -31,6 +32,7 @@ _NEEDED: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "lead_scores": ("lead_id", "score", "probability", "band"),
         "customer_scores": ("customer_id", "p_alive", "clv", "segment"),
         "customer_score_history": ("customer_id", "p_alive", "clv", "segment"),
+        "experiment_assignments": ("experiment", "variant", "lead_id", "assigned_at"),
     }
 )
 """The columns each table must have for the KPIs; the others the schema gives the table are optional."""
@@ -48,6 +50,8 @@ class KpiTables:
     lead_scores: pd.DataFrame
     customer_scores: pd.DataFrame
     customer_score_history: pd.DataFrame
+    experiment_assignments: pd.DataFrame
+    """Which lead saw which variant of which A/B test (``features.kpi.experiments``); empty in a CRM without any."""
 
     @cached_property
     def activity_lead_rows(self) -> np.ndarray:
@@ -79,6 +83,7 @@ def kpi_tables(
     lead_scores: pd.DataFrame | None = None,
     customer_scores: pd.DataFrame | None = None,
     customer_score_history: pd.DataFrame | None = None,
+    experiment_assignments: pd.DataFrame | None = None,
 ) -> KpiTables:
     """Check and type the tables the KPIs need by the schema's rules; a missing table is an empty one.
 
@@ -96,6 +101,7 @@ def kpi_tables(
         "lead_scores": lead_scores,
         "customer_scores": customer_scores,
         "customer_score_history": customer_score_history,
+        "experiment_assignments": experiment_assignments,
     }
     return KpiTables(**{name: _conformed(name, frame) for name, frame in given.items()})
 

@@ -172,6 +172,37 @@ DEFAULT_CHANNELS: tuple[Channel, ...] = _channels()
 """paid_search, paid_social, organic_search, email, referral, events, direct, partner."""
 
 
+@dataclass(frozen=True)
+class Experiment:
+    """An A/B test the simulator runs on the leads created while it is active, with its true effects.
+
+    ``effects`` are the true differences of each variant's rate from the control's (the first variant, effect
+    0), in rate units (0.05 = +5 points) of ``metric``: ``conversion`` (leads converting after assignment) or
+    ``ctr`` (leads clicking an email, of those opening one after assignment). ``active`` is the (from, to)
+    window of creation times as fractions of the timeline.
+    """
+
+    name: str
+    metric: str
+    variants: tuple[str, ...]
+    effects: tuple[float, ...]
+    active: tuple[float, float]
+    description: str = ""
+
+
+DEFAULT_EXPERIMENTS: tuple[Experiment, ...] = (
+    Experiment("nurture_subject_line", "conversion", ("control", "question_subject"), (0.0, 0.05), (0.30, 0.75),
+               "Subject line of the nurture emails: a question instead of a statement; +5 points of conversion."),
+    Experiment("landing_page_hero", "conversion", ("control", "video_hero"), (0.0, 0.0), (0.45, 0.95),
+               "Landing page hero: a video instead of a picture; no effect at all."),
+    Experiment("email_cta_button", "ctr", ("control", "orange_button"), (0.0, 0.08), (0.80, 1.0),
+               "Call-to-action button of the emails: orange instead of grey; +8 points of click-to-open, running."),
+)
+"""The demo's experiments: one with an effect on conversion, one with none, one on email clicks still running."""
+
+EXPERIMENT_METRICS: tuple[str, ...] = ("conversion", "ctr")
+
+
 def current_end() -> datetime:
     """Now in UTC, naive and to the whole second: the end of a simulated CRM unless one is given."""
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
@@ -200,6 +231,7 @@ class SimulationConfig:
     order_value: OrderValue = field(default_factory=OrderValue)
     activity_rate: float = 1.0
     lead_growth: float = 0.8
+    experiments: tuple[Experiment, ...] = DEFAULT_EXPERIMENTS
 
     @property
     def starts_at(self) -> datetime:
@@ -255,3 +287,21 @@ class SimulationConfig:
         campaigns = [k.name for c in self.channels for k in c.campaigns]
         if len(set(campaigns)) != len(campaigns):
             raise InvalidInput(f"channels: campaign names must be unique, got {campaigns}")
+        for experiment in self.experiments:
+            _check_experiment(experiment)
+        if len({e.name for e in self.experiments}) != len(self.experiments):
+            raise InvalidInput(f"experiments: names must be unique, got {[e.name for e in self.experiments]}")
+
+
+def _check_experiment(experiment: Experiment) -> None:
+    """An ``InvalidInput`` naming what is wrong with ``experiment``, if anything."""
+    name, variants, effects = experiment.name, experiment.variants, experiment.effects
+    if experiment.metric not in EXPERIMENT_METRICS:
+        raise InvalidInput(f"experiment {name}: metric {experiment.metric!r}; expected one of {EXPERIMENT_METRICS}")
+    if len(variants) < 2 or len(set(variants)) != len(variants) or len(effects) != len(variants):
+        raise InvalidInput(f"experiment {name}: expected 2 or more distinct variants with one effect each")
+    if effects[0] != 0 or not all(-1 < e < 1 for e in effects):
+        raise InvalidInput(f"experiment {name}: the control's effect must be 0 and the others between -1 and 1")
+    low, high = experiment.active
+    if not 0 <= low < high <= 1:
+        raise InvalidInput(f"experiment {name}: active {experiment.active}; expected 0 <= from < to <= 1")

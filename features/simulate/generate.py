@@ -4,8 +4,9 @@ About two years of leads, up to the simulation's end (default: now), across chan
 daily marketing spend (``simulated_marketing``), their profiles, behaviour and conversion
 (``simulated_leads``), customers from converted leads and from outside the tracked leads
 (``simulated_customers``) and their orders from a true BG/NBD + Gamma-Gamma process
-(``simulated_orders``). The true parameters (``simulation_config``) and every lead's and customer's latent
-values go to the ``truth_*`` tables defined here, on their own MetaData: nothing in the product reads them.
+(``simulated_orders``), and the A/B tests run on the leads (``simulate_experiments``, drawn from the leads'
+outcomes so that adding them changed no other table of a seed). The true parameters (``simulation_config``) and every lead's and customer's latent
+values and every experiment variant's true rate go to the ``truth_*`` tables defined here, on their own MetaData: nothing in the product reads them.
 
 Determinism: random numbers are drawn from one stream per chunk (``np.random.SeedSequence(seed,
 spawn_key=(stream, chunk))``), so the same ``seed``, ``end`` and ``chunk_leads`` give a bit-identical
@@ -57,20 +58,21 @@ from features.simulate.config import (
 )
 from features.simulate.content import content_catalog
 from features.simulate.customers import customers_from_leads, orders_of, other_customers, plan_customers
+from features.simulate.experiments import OUTCOME_COLUMNS, experiment_outcomes, simulate_experiments
 from features.simulate.leads import simulate_leads
 from features.simulate.marketing import LeadPlan, marketing_spend, plan_leads
 
 __all__ = [
     "DEFAULT_CHANNELS", "Campaign", "Channel", "ConversionModel", "OrderValue", "PurchaseProcess",
     "SimulationConfig", "TRUTH_TABLES", "bulk_insert", "generate_crm", "true_parameters", "truth_customers",
-    "truth_leads", "truth_metadata", "truth_parameters",
+    "truth_experiments", "truth_leads", "truth_metadata", "truth_parameters",
 ]
 
 WRITE_BATCH_ROWS = 100_000
 SQLITE_CACHE_KIB = 64 * 1024
 SQLITE_MAX_VARIABLES = 4_000
 LOADED_TABLES: tuple[Table, ...] = (schema.leads, schema.activities, schema.customers, schema.orders)
-PLAN_STREAM, SPEND_STREAM, LEAD_STREAM, CUSTOMER_PLAN_STREAM, CUSTOMER_STREAM = range(5)
+PLAN_STREAM, SPEND_STREAM, LEAD_STREAM, CUSTOMER_PLAN_STREAM, CUSTOMER_STREAM, EXPERIMENT_STREAM = range(6)
 
 truth_metadata = MetaData()
 
@@ -120,7 +122,24 @@ truth_customers = Table(
     _col("dropout_at", DateTime(), "When it dropped out (its last order), empty while alive (UTC)."),
 )
 
-TRUTH_TABLES: tuple[Table, ...] = (truth_parameters, truth_leads, truth_customers)
+truth_experiments = Table(
+    "truth_experiments",
+    truth_metadata,
+    _col("experiment", String(128), "Simulated experiment (A/B test).", primary_key=True),
+    _col("variant", String(64), "One of its variants.", primary_key=True),
+    _col("metric", String(16), "The rate the experiment moves: conversion or ctr (click-to-open of emails).",
+         nullable=False),
+    _col("is_control", Boolean, "Whether the variant is the control.", nullable=False),
+    _col("true_rate", Float, "The variant's true rate: eligible_rate + true_effect."),
+    _col("true_effect", Float, "True difference of the variant's rate from the control's (0.05 = +5 points).",
+         nullable=False),
+    _col("eligible_rate", Float, "Rate of all leads created while the experiment ran, assigned or not."),
+    _col("eligible_from", DateTime(), "Leads created from then on joined it (UTC).", nullable=False),
+    _col("eligible_to", DateTime(), "Until then, excluded (UTC).", nullable=False),
+    _col("description", Text, "What was tested and its true effect in words."),
+)
+
+TRUTH_TABLES: tuple[Table, ...] = (truth_parameters, truth_leads, truth_customers, truth_experiments)
 
 
 def generate_crm(
@@ -145,7 +164,8 @@ def generate_crm(
     create_schema(engine)
     with engine.begin() as conn:
         _restore_load_constraints(conn)
-    counts = dict.fromkeys(("leads", "activities", "customers", "orders", "marketing_spend"), 0)
+    counts = dict.fromkeys(("leads", "activities", "customers", "orders", "marketing_spend",
+                            "experiment_assignments"), 0)
     with engine.begin() as conn:
         held = {t.name: n for t in schema.CRM_TABLES if (n := _row_count(conn, t))}
         if held and not replace:
@@ -159,8 +179,12 @@ def generate_crm(
         bulk_insert(conn, truth_parameters, true_parameters(config))
         _drop_load_constraints(conn)
     try:
-        _write_leads(engine, config, plan, counts, progress)
+        outcomes = _write_leads(engine, config, plan, counts, progress)
         _write_other_customers(engine, config, counts)
+        assignments, truth = simulate_experiments(config, outcomes, _rng(config, EXPERIMENT_STREAM))
+        with _loading(engine) as conn:
+            counts["experiment_assignments"] = bulk_insert(conn, schema.experiment_assignments, assignments)
+            bulk_insert(conn, truth_experiments, truth)
     finally:
         with engine.begin() as conn:
             _restore_load_constraints(conn)
@@ -170,14 +194,17 @@ def generate_crm(
 def _write_leads(
     engine: Engine, config: SimulationConfig, plan: LeadPlan, counts: dict[str, int],
     progress: Callable[[int], object] | None,
-) -> None:
-    """Leads chunk by chunk, each with its activities, the customers it won and their orders."""
+) -> pd.DataFrame:
+    """Leads chunk by chunk, each with its activities, the customers it won and their orders; returns what the
+    experiments select on (``experiment_outcomes``) for every lead."""
     catalog = content_catalog(config)
+    outcomes = []
     for chunk, first in enumerate(range(0, config.n_leads, config.chunk_leads)):
         stop = min(first + config.chunk_leads, config.n_leads)
         rng = _rng(config, LEAD_STREAM, chunk)
         batch = simulate_leads(config, plan, catalog, first, stop, counts["activities"], rng)
         customers = customers_from_leads(batch.leads)
+        outcomes.append(experiment_outcomes(batch.leads, batch.activities))
         orders, truth = orders_of(customers, config, counts["orders"], rng)
         with _loading(engine) as conn:
             counts["leads"] += bulk_insert(conn, schema.leads, batch.leads)
@@ -188,6 +215,7 @@ def _write_leads(
             bulk_insert(conn, truth_customers, truth)
         if progress is not None:
             progress(stop - first)
+    return pd.concat(outcomes, ignore_index=True) if outcomes else pd.DataFrame(columns=list(OUTCOME_COLUMNS))
 
 
 def _write_other_customers(engine: Engine, config: SimulationConfig, counts: dict[str, int]) -> None:

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from features.errors import LeadvalError
-from serving.cli import backtest, data, report, score, serve, train
+from serving.cli import abtest, backtest, data, report, score, serve, train
 from serving.cli.console import tell
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ app.command("serve")(serve.serve)
 app.command("report")(report.report)
 app.command("segments")(report.segments_export)
 leads_app.command("top")(report.leads_top)
+app.command("abtest")(abtest.abtest)
 backtest_app.command("leads")(backtest.backtest_leads)
 
 

@@ -62,7 +62,8 @@ def _instant(flag: str, value: str) -> datetime:
 
 def import_table(
     file: Annotated[Path, typer.Argument(help="CSV or Parquet export to load.", exists=True, dir_okay=False)],
-    table: Annotated[str, typer.Option("--table", help="Target table: leads, activities, customers, orders, marketing_spend.")],
+    table: Annotated[str, typer.Option("--table", help="Target table: leads, activities, customers, orders, "
+                                                       "marketing_spend, experiment_assignments.")],
     db: DbOption = None,
     mapping: Annotated[
         list[str] | None, typer.Option("--map", help="Rename an export column: their_col=our_col (repeatable).")

@@ -44,6 +44,7 @@ COMMANDS = {  # every command that takes --db, with what else it needs to get as
     "report": ["report", "--out", "{tmp}/report.html"],
     "segments": ["segments", "--out", "{tmp}/segments.csv"],
     "leads top": ["leads", "top"],
+    "abtest": ["abtest"],
 }
 
 
