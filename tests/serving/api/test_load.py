@@ -12,18 +12,25 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import httpx
 import psutil
 import pytest
 
-from serving.api.limits import DEFAULT_MAX_REQUEST_ACTIVITIES, DEFAULT_MAX_REQUEST_ORDERS, LARGE_REQUEST_BYTES
+from serving.api.limits import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_MAX_REQUEST_ACTIVITIES,
+    DEFAULT_MAX_REQUEST_ORDERS,
+    LARGE_REQUEST_BYTES,
+)
 from tests.serving.conftest import RunningServer, TrainedStore, start_server, stop_server
 
 pytestmark = pytest.mark.slow  # a real server of its own over HTTP (seconds to start)
 
-BODY_TIMEOUT_S = 3
+BODY_TIMEOUT_S = DEFAULT_BODY_TIMEOUT_S
+"""The default: a shorter one would turn the burst's slowest uploads (a loaded machine) into 408s."""
 BURST_BODY_BYTES = 30_000_000
 LEAD = {"lead_id": "L-1", "created_at": "2024-03-01T10:00:00Z", "source_channel": "paid_search",
         "activities": [{"activity_type": "pricing_page_view", "occurred_at": "2024-03-02T11:00:00Z",
@@ -33,10 +40,9 @@ ORDER = {"ordered_at": "2024-05-01T10:00:00", "amount": 42.5}
 
 @pytest.fixture(scope="module")
 def loaded_server(trained_store: TrainedStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """The service with the default limits (32 MiB bodies, two large requests in flight) and a 3 s body timeout."""
+    """The service with the default limits (32 MiB bodies, two large requests in flight, 10 s for a body)."""
     running = start_server(trained_store.tracking_uri, tmp_path_factory.mktemp("load"), api_key=None,
-                           extra_env={"LEADVAL_MAX_BODY_BYTES": str(32 * 1024 * 1024),
-                                      "LEADVAL_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)})
+                           extra_env={"LEADVAL_MAX_BODY_BYTES": str(32 * 1024 * 1024)})
     yield running
     stop_server(running)
 
@@ -106,12 +112,17 @@ def test_past_the_limit_a_large_request_gets_503_at_once_and_single_leads_and_pr
 def test_a_connection_without_a_whole_request_head_is_closed_after_the_body_timeout(
         loaded_server: RunningServer) -> None:
     address = urlsplit(loaded_server.url)
-    for sent in (b"", b"POST /score_leads HTTP/1.1\r\nHost: x\r\n"):
+
+    def seconds_until_closed(sent: bytes) -> float:
         started = time.monotonic()
         with socket.create_connection((address.hostname, address.port), timeout=BODY_TIMEOUT_S + 10) as silent:
             silent.sendall(sent)
             assert _until_closed(silent) == b""
-        assert BODY_TIMEOUT_S - 0.5 < time.monotonic() - started < BODY_TIMEOUT_S + 3
+        return time.monotonic() - started
+
+    with ThreadPoolExecutor(2) as both:
+        waited = list(both.map(seconds_until_closed, (b"", b"POST /score_leads HTTP/1.1\r\nHost: x\r\n")))
+    assert all(BODY_TIMEOUT_S - 0.5 < seconds < BODY_TIMEOUT_S + 3 for seconds in waited), waited
 
 
 def test_more_activities_or_orders_than_the_limit_get_413_naming_count_and_limit(
