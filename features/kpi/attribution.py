@@ -1,11 +1,14 @@
 """Channel contribution: first-touch, last-touch, linear and Markov removal-effect attribution of conversions.
 
-A *touchpoint* is a moment a lead met a channel: the lead's source channel when it entered the CRM (at
-``created_at``), then every activity of its own that names a channel (``activities.channel``; outbound
-``email_sent`` is not a touch, the lead did nothing), in time order. A lead's *path* is its touchpoints up to
-its conversion (converted leads) or to the end of the window (open leads); consecutive touches on the same
-channel count once. Rule-based methods share each conversion among the channels of converted paths; the
-Markov method also learns from the paths that did not convert.
+Every method credits the KPI table's channels (the leads' source channels): a *touchpoint* is a moment a lead
+met one of them: the lead's source channel when it entered the CRM (at ``created_at``), then every activity of
+its own that names a channel (``activities.channel``; outbound ``email_sent`` is not a touch, the lead did
+nothing), counted on the source channel :data:`features.kpi.definitions.TOUCH_CHANNELS` maps it to, in time
+order. The leads are those of the KPI table's cohort: created in the window, converted (before its end) or
+open. A lead's *path* is its touchpoints up to its conversion (converted leads) or to the end of the window
+(open leads); consecutive touches on the same channel count once. Rule-based methods share each conversion
+among the channels of converted paths; the Markov method also learns from the paths that did not convert. So
+every method credits the KPI table's ``conversions`` in total, and first touch gives each channel its own.
 
 The functions take a touchpoint frame with columns ``lead_id``, ``position`` (0 = first), ``channel`` and
 ``converted`` (bool, the same on every row of a path), and return the conversions credited per channel; every
@@ -19,12 +22,13 @@ learned from graph-based online attribution modeling. International Journal of R
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from features.errors import InvalidInput
+from features.kpi.definitions import LEAD_SOURCE, TOUCH_CHANNELS, UNKNOWN_CHANNEL
 
 NOT_TOUCHES: tuple[str, ...] = ("email_sent",)
 """Activity types that are not touchpoints: the lead did nothing."""
@@ -41,32 +45,28 @@ def touchpoints(
     start: pd.Timestamp,
     end: pd.Timestamp,
     not_touches: Sequence[str] = NOT_TOUCHES,
+    channel_map: Mapping[str, str] = TOUCH_CHANNELS,
+    channels: Collection[str] | None = None,
 ) -> pd.DataFrame:
-    """The touchpoint paths of the leads that converted in ``[start, end)`` and of those still open at ``end``.
+    """The touchpoint paths of the leads created in ``[start, end)``: converted before ``end``, or still open.
 
-    Open leads are those created in the window that had not converted by its end. A converted lead's path
-    stops at its conversion (touches at the same instant count); an open lead's at ``end``. Paths may start
-    before ``start``: a journey is credited where it ends.
+    A converted lead's path stops at its conversion (touches at the same instant count); an open lead's at
+    ``end``. Activity channels count as ``channel_map`` says (see :data:`TOUCH_CHANNELS`); ``channels`` are the
+    channels a touch may count on (default: the leads' source channels), any other touch counts on the lead's own.
     """
-    converted_at = leads["converted_at"]
-    converted = converted_at.notna() & (converted_at >= start) & (converted_at < end)
     created = (leads["created_at"] >= start) & (leads["created_at"] < end)
-    open_ = created & ~(converted_at.notna() & (converted_at < end))
-    in_scope = converted | open_
-    scoped = leads[in_scope]
+    scoped = leads[created]
     if scoped.empty:
         return pd.DataFrame({"lead_id": pd.Series(dtype=object), "position": pd.Series(dtype="int64"),
                              "channel": pd.Series(dtype=object), "converted": pd.Series(dtype=bool)})
     ids = scoped["lead_id"].to_numpy()
-    is_converted = pd.Series(converted[in_scope].to_numpy(dtype=bool), index=ids)
-    cutoff = pd.Series(scoped["converted_at"].where(is_converted.to_numpy(), end).to_numpy(dtype="datetime64[ns]"),
-                       index=ids)
-    sources = pd.DataFrame({
-        "lead_id": scoped["lead_id"].to_numpy(),
-        "at": scoped["created_at"].to_numpy(),
-        "tie": 0,
-        "channel": scoped["source_channel"].to_numpy(),
-    })
+    source = pd.Series(scoped["source_channel"].astype("object").fillna(UNKNOWN_CHANNEL).to_numpy(), index=ids)
+    known = set(source) if channels is None else set(channels)
+    done = (scoped["converted_at"].notna() & (scoped["converted_at"] < end)).to_numpy()
+    is_converted = pd.Series(done, index=ids)
+    cutoff = pd.Series(scoped["converted_at"].where(done, end).to_numpy(dtype="datetime64[ns]"), index=ids)
+    sources = pd.DataFrame({"lead_id": ids, "at": scoped["created_at"].to_numpy(), "tie": 0,
+                            "channel": source.to_numpy()})
     acts = activities[activities["channel"].notna() & ~activities["activity_type"].isin(list(not_touches))]
     limit = cutoff.reindex(acts["lead_id"].to_numpy()).to_numpy()
     acts = acts[~np.isnat(limit) & (acts["occurred_at"].to_numpy(dtype="datetime64[ns]") <= limit)]
@@ -74,14 +74,23 @@ def touchpoints(
         "lead_id": acts["lead_id"].to_numpy(),
         "at": acts["occurred_at"].to_numpy(),
         "tie": 1,
-        "channel": acts["channel"].to_numpy(),
+        "channel": source_channels(acts["channel"], source.reindex(acts["lead_id"].to_numpy()), channel_map, known),
     })
     frame = pd.concat([sources, touches], ignore_index=True)
-    frame = frame[frame["channel"].notna()]
-    frame["channel"] = frame["channel"].astype(str)
     frame = frame.sort_values(["lead_id", "at", "tie"], kind="stable")
     frame["converted"] = frame["lead_id"].map(is_converted).astype(bool)
     return collapse_repeats(frame[["lead_id", "channel", "converted"]])
+
+
+def source_channels(
+    touched: pd.Series, lead_source: pd.Series, channel_map: Mapping[str, str], channels: Collection[str]
+) -> np.ndarray:
+    """The source channel each activity channel counts on: itself if it is one of ``channels``, else its mapping
+    if that is one of them, else the lead's own source channel (``lead_source``, row for row)."""
+    named = touched.astype(str).reset_index(drop=True)
+    allowed = list(channels)
+    mapped = named.where(named.isin(allowed), named.map(dict(channel_map)).fillna(LEAD_SOURCE))
+    return np.where(mapped.isin(allowed), mapped.to_numpy(dtype=object), lead_source.to_numpy()).astype(object)
 
 
 def collapse_repeats(frame: pd.DataFrame) -> pd.DataFrame:
@@ -209,14 +218,19 @@ def _shared(effects: pd.Series, frame: pd.DataFrame) -> pd.Series:
 def attribution_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Conversions credited to each channel by every method, side by side, most credited (linear) first.
 
-    Returns ``channel``, one column per method in :data:`METHODS` and ``removal_effect``.
+    Returns ``channel``, one column per method in :data:`METHODS`, ``removal_effect`` and each method's share of
+    the conversions (``first_touch_share`` ..., adding up to 1 when anything converted).
     """
-    columns = ["channel", *METHODS, "removal_effect"]
+    shares = [f"{method}_share" for method in METHODS]
+    columns = ["channel", *METHODS, "removal_effect", *shares]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     effects = removal_effects(frame)
     parts = [first_touch(frame), last_touch(frame), linear(frame), _shared(effects, frame), effects]
     table = pd.concat(parts, axis=1).fillna(0.0)
     table.index.name = "channel"
+    conversions = float(_converted(frame)["lead_id"].nunique())
+    for method, share in zip(METHODS, shares):
+        table[share] = table[method] / conversions if conversions else 0.0
     table = table.reset_index().sort_values(["linear", "channel"], ascending=[False, True])
     return table[columns].reset_index(drop=True)

@@ -10,11 +10,15 @@ score tables (``customer_scores``); the simulator's ``truth_*`` tables are never
   first order up to the end of the window is the ``attributed_revenue`` of the channel (or campaign) that
   acquired them, which is what ``roi`` and ``historic_cltv`` use. ``predicted_cltv`` is the mean of their
   ``customer_scores.clv`` (future value over the CLV model's horizon); ``clv_to_cac`` puts both together:
-  (revenue to date + predicted future value) / spend.
+  (revenue to date + predicted future value) of the paid channels' new customers / spend.
 - *Activity KPIs* count the activities that happened in the window, credited to the source channel (or
   campaign) of the lead who did them.
 
 A customer's channel is ``customers.acquisition_channel``, else the source channel of the lead it came from.
+*Converted leads* (``conversions``) and *new customers* are different counts: the first follows leads (those
+created in the window that became customers), the second all customers acquired in the window, with or without
+a lead. *Paid* KPIs (``cac``, ``roi``, ``clv_to_cac``) put spend against the new customers of the channels with
+recorded spend in the window (a channel's own, for a channel); ``blended_cac`` against all new customers.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ GRAINS: Mapping[str, str] = MappingProxyType({"week": "W", "month": "M", "quarte
 """Period lengths of a trend and their pandas period codes."""
 
 NO_CAMPAIGN = "(none)"
+LEAD_SOURCE = "(lead source)"
+"""In :data:`TOUCH_CHANNELS`: the touch counts on the source channel of the lead who made it."""
 UNKNOWN_CHANNEL = "(unknown)"
 UNSCORED = "(unscored)"
 
@@ -60,6 +66,15 @@ CONTENT_WEIGHTS: Mapping[str, float] = MappingProxyType(
 it counts (a sent email 0, a view or open 1, a click 3, a download or sign-up 5, attending a webinar 8, asking
 for a demo 10)."""
 
+TOUCH_CHANNELS: Mapping[str, str] = MappingProxyType(
+    {"web": LEAD_SOURCE, "email": "email", "event": "events", "social": "paid_social"}
+)
+"""The source channel an activity's ``channel`` counts as in attribution, so that every method credits the KPI
+table's channels: an email on ``email``, an event (webinar) on ``events``, social content on ``paid_social`` (the
+one social source channel), and a website visit or form on the lead's own source channel (the CRM does not record
+what brought a known lead back to the site). An activity channel that is itself a source channel counts as it is;
+any other, or one mapped to a channel the CRM does not have, counts on the lead's source channel."""
+
 Unit = Literal["count", "money", "percent", "ratio", "rate", "probability"]
 
 
@@ -85,24 +100,32 @@ METRICS: Mapping[str, Metric] = MappingProxyType(
         m.name: m
         for m in (
             Metric("leads", "Leads", "count", "Leads created in the period."),
-            Metric("conversions", "Conversions", "count",
-                   "Leads created in the period that became customers before the end of the report window."),
+            Metric("conversions", "Converted leads", "count",
+                   "Leads created in the period that became customers before the end of the report window (a "
+                   "count of leads, not of all new customers)."),
             Metric("conversion_rate", "Lead-to-customer conversion rate", "percent",
-                   "Conversions / leads, for the leads created in the period (a cohort rate: the most recent "
+                   "Converted leads / leads, for the leads created in the period (a cohort rate: the most recent "
                    "leads are still converting).", upper_bound=1.0),
-            Metric("new_customers", "New customers", "count", "Customers created (acquired) in the period.",
-                   _CUSTOMER_SCOPES),
+            Metric("new_customers", "New customers (all)", "count",
+                   "All customers created (acquired) in the period, with or without a lead: besides converted "
+                   "leads, customers who bought without being a lead first (e.g. direct).", _CUSTOMER_SCOPES),
+            Metric("paid_new_customers", "New customers of paid channels", "count",
+                   "New customers acquired through a channel with recorded spend in the report window."),
             Metric("spend", "Marketing spend", "money", "Money spent on the channel or campaign in the period.",
                    higher_is_better=False),
-            Metric("cac", "Customer acquisition cost (CAC)", "money",
-                   "Spend / new customers: what one new customer cost (undefined without recorded spend).",
-                   higher_is_better=False),
+            Metric("cac", "Paid CAC (customer acquisition cost)", "money",
+                   "Spend / new customers of the channels with spend: what one paid-for customer cost. For a "
+                   "channel, its spend / the new customers it acquired; undefined (a dash, null in JSON) without "
+                   "recorded spend, so channels like direct are neither free nor counted.", higher_is_better=False),
+            Metric("blended_cac", "Blended CAC", "money",
+                   "All spend / all new customers, including those of channels without recorded spend (direct, "
+                   "...): always at most the paid CAC. Undefined without spend.", higher_is_better=False),
             Metric("attributed_revenue", "Attributed revenue", "money",
                    "Revenue, from their first order until the end of the report window, of the customers the "
                    "channel or campaign acquired in the period.", _CUSTOMER_SCOPES),
-            Metric("roi", "Marketing ROI", "percent",
-                   "(Attributed revenue - spend) / spend: money back per unit spent, net of the spend.",
-                   lower_bound=-1.0),
+            Metric("roi", "Marketing ROI (paid)", "percent",
+                   "(Attributed revenue of the new customers of the channels with spend - spend) / spend: money "
+                   "back per unit spent, net of the spend, on the same customers as the paid CAC.", lower_bound=-1.0),
             Metric("historic_cltv", "Historic CLTV", "money",
                    "Actual revenue per customer acquired in the period, to date (attributed revenue / new "
                    "customers).", _CUSTOMER_SCOPES),
@@ -110,9 +133,10 @@ METRICS: Mapping[str, Metric] = MappingProxyType(
                    "Mean predicted future value (customer_scores.clv, discounted, over the CLV model's horizon) "
                    "of the customers acquired in the period that have a score; for a segment, of the customers "
                    "in it at each scoring run.", _CUSTOMER_SCOPES),
-            Metric("clv_to_cac", "CLV:CAC ratio", "ratio",
-                   "(Revenue to date + predicted future value) of the new customers / spend, i.e. lifetime value "
-                   "per customer over CAC. Above 3 is the usual rule of thumb."),
+            Metric("clv_to_cac", "CLV:CAC ratio (paid)", "ratio",
+                   "(Revenue to date + predicted future value) of the new customers of the channels with spend / "
+                   "spend, i.e. their lifetime value per customer over the paid CAC. Above 3 is the usual rule of "
+                   "thumb."),
             Metric("revenue", "Revenue", "money", "Order revenue placed in the period, by the customer's channel.",
                    _CUSTOMER_SCOPES),
             Metric("p_alive", "Mean P(alive)", "probability",

@@ -116,9 +116,16 @@ def _lead_part(crm: KpiTables, window: Window, keys: np.ndarray, grain: str | No
     return _grouped(frame, ["leads", "conversions"])
 
 
+def paid_channels(crm: KpiTables, window: Window) -> set[str]:
+    """The channels with recorded spend in the window: their new customers are the ones the paid CAC counts."""
+    spend = crm.marketing_spend[window.contains(crm.marketing_spend["date"]).to_numpy()]
+    return set(spend.loc[spend["spend"] > 0, "channel"].dropna().astype(str))
+
+
 def _customer_part(crm: KpiTables, window: Window, keys: np.ndarray, grain: str | None) -> pd.DataFrame:
     inside = window.contains(crm.customers["created_at"]).to_numpy()
     customers = crm.customers[inside]
+    paid = np.isin(customer_keys(crm, "channel")[inside], sorted(paid_channels(crm, window))).astype("float64")
     rows = crm.order_customer_rows
     counted = (crm.orders["ordered_at"] < window.end).to_numpy() & (rows >= 0)
     amounts = crm.orders["amount"].to_numpy(dtype="float64")
@@ -132,14 +139,16 @@ def _customer_part(crm: KpiTables, window: Window, keys: np.ndarray, grain: str 
         "period": _period(customers["created_at"], grain, window),
         "new_customers": 1.0,
         "attributed_revenue": revenue_to_date,
-        "customer_value": revenue_to_date + np.nan_to_num(clv),
+        "paid_new_customers": paid,
+        "paid_revenue": paid * revenue_to_date,
+        "paid_customer_value": paid * (revenue_to_date + np.nan_to_num(clv)),
         "predicted_clv_sum": np.nan_to_num(clv),
         "scored_customers": (~np.isnan(clv)).astype("float64"),
         "p_alive_sum": np.nan_to_num(alive),
         "p_alive_n": (~np.isnan(alive)).astype("float64"),
     })
-    columns = ["new_customers", "attributed_revenue", "customer_value", "predicted_clv_sum", "scored_customers",
-               "p_alive_sum", "p_alive_n"]
+    columns = ["new_customers", "attributed_revenue", "paid_new_customers", "paid_revenue", "paid_customer_value",
+               "predicted_clv_sum", "scored_customers", "p_alive_sum", "p_alive_n"]
     return _grouped(frame, columns)
 
 
@@ -214,7 +223,8 @@ def _ratio(numerator: pd.Series | np.ndarray, denominator: pd.Series | np.ndarra
 
 
 KPI_COLUMNS: tuple[str, ...] = (
-    "leads", "conversions", "conversion_rate", "new_customers", "spend", "cac", "attributed_revenue", "roi",
+    "leads", "conversions", "conversion_rate", "new_customers", "paid_new_customers", "spend", "cac", "blended_cac",
+    "attributed_revenue", "roi",
     "historic_cltv", "predicted_cltv", "clv_to_cac", "revenue", "p_alive", "web_sessions", "page_views",
     "email_sent", "email_clicks", "email_ctr", "email_open_rate", "impressions", "clicks", "ad_ctr",
     "active_leads", "social_engagement_rate", "micro_conversions", "engagement_index",
@@ -264,13 +274,15 @@ def _derive(base: pd.DataFrame, lead_based: bool) -> pd.DataFrame:
         "conversions": b["conversions"],
         "conversion_rate": _ratio(b["conversions"], b["leads"]),
         "new_customers": b["new_customers"],
+        "paid_new_customers": b["paid_new_customers"],
         "spend": b["spend"],
-        "cac": np.where(b["spend"] > 0, _ratio(b["spend"], b["new_customers"]), np.nan),
+        "cac": np.where(b["spend"] > 0, _ratio(b["spend"], b["paid_new_customers"]), np.nan),
+        "blended_cac": np.where(b["spend"] > 0, _ratio(b["spend"], b["new_customers"]), np.nan),
         "attributed_revenue": b["attributed_revenue"],
-        "roi": _ratio(b["attributed_revenue"] - b["spend"], b["spend"]),
+        "roi": _ratio(b["paid_revenue"] - b["spend"], b["spend"]),
         "historic_cltv": _ratio(b["attributed_revenue"], b["new_customers"]),
         "predicted_cltv": _ratio(b["predicted_clv_sum"], b["scored_customers"]),
-        "clv_to_cac": _ratio(b["customer_value"], b["spend"]) if lead_based else nothing,
+        "clv_to_cac": _ratio(b["paid_customer_value"], b["spend"]) if lead_based else nothing,
         "revenue": b["revenue"],
         "p_alive": _ratio(b["p_alive_sum"], b["p_alive_n"]),
         "web_sessions": b["web_sessions"],
@@ -296,9 +308,10 @@ def _ordered(table: pd.DataFrame, dimension: str) -> pd.DataFrame:
 
 
 def kpi_totals(crm: KpiTables, window: Window) -> dict[str, float]:
-    """The KPIs over everything in the window, as one dict."""
+    """The KPIs over everything in the window, as one dict; ``paid_cac`` names ``cac`` beside ``blended_cac``."""
     row = kpi_table(crm, window, "all").iloc[0]
-    return {column: float(row[column]) for column in KPI_COLUMNS}
+    totals = {column: float(row[column]) for column in KPI_COLUMNS}
+    return {**totals, "paid_cac": totals["cac"]}
 
 
 def scope_values(crm: KpiTables) -> dict[str, set[str]]:

@@ -169,14 +169,15 @@ def customer_list(
 ) -> pd.DataFrame:
     """Scored customers for a campaign list: ``customer_id, segment, clv, p_alive, last_order_at``, highest CLV first.
 
-    Raises ``InvalidInput`` for a segment no scored customer is in.
+    A segment of the CLV model (:data:`SEGMENT_ORDER`) with no customers gives an empty table; raises
+    ``InvalidInput`` for any other segment no scored customer is in.
     """
     scores = customer_scores
     if segment is not None:
-        known = sorted(scores["segment"].dropna().astype(str).unique())
-        if segment not in known:
+        present = sorted(scores["segment"].dropna().astype(str).unique())
+        if segment not in present and segment not in SEGMENT_ORDER:
             raise InvalidInput(f"--segment {segment!r} is unknown; segments with customers: "
-                               f"{', '.join(known) or 'none'}")
+                               f"{', '.join(present) or 'none'}; the CLV model's segments: {', '.join(SEGMENT_ORDER)}")
         scores = scores[scores["segment"] == segment]
     if min_clv is not None:
         scores = scores[scores["clv"].astype("float64") >= min_clv]

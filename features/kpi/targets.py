@@ -15,11 +15,14 @@ window's last day, so a targets file can move with its data (the example file's 
 simulated CRM, which ends when it is generated).
 
 A target is judged on the metric's value per period (month, or week for short windows) in the report
-window: *current* is the latest complete period's value, *trend* the least-squares slope per period over
-the complete periods, *projected* that line's value in the deadline's period. Status: ``on_track`` (the
-projection meets the target), ``at_risk`` (it does not), ``met`` / ``missed`` (the deadline has passed:
-the value in the deadline's period, or the latest one, did / did not meet it) and ``no_data`` (the scope has
-no data yet, e.g. segments before customers are scored). A segment's ``customers``, ``predicted_cltv`` and
+window, by one method: *current* is the latest complete period's value, *trend* the least-squares slope per
+period over the last :data:`PROJECTION_PERIODS` complete periods, and *projected* = current + trend x the
+periods from the current one to the deadline's, so a falling trend never projects a rise. The band around it
+is the :data:`PREDICTION_LEVEL` prediction interval of that projection under the fitted line (Student t on the
+line's residuals; with three periods or more). Status, from the projection: ``on_track`` (it meets the target),
+``at_risk`` (it does not), ``met`` / ``missed`` (the deadline has passed: the value in the deadline's period, or
+the latest one, did / did not meet it) and ``no_data`` (the scope has no data, e.g. segments before customers
+are scored, or a segment of the CLV model with no customers). A segment's ``customers``, ``predicted_cltv`` and
 ``p_alive`` follow the scoring runs (``features.kpi.metrics.segment_snapshots``) instead of the report window.
 """
 
@@ -36,16 +39,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from features.errors import InvalidInput
 from features.kpi.definitions import DIMENSIONS, METRICS, SNAPSHOT_METRICS
 from features.kpi.metrics import kpi_table, scope_values, segment_snapshots
+from features.kpi.predictive import SEGMENT_ORDER
 from features.kpi.tables import KpiTables, Window, default_grain
 
 DIRECTIONS: tuple[str, ...] = ("at_least", "at_most")
 STATUSES: tuple[str, ...] = ("on_track", "at_risk", "met", "missed", "no_data")
 _FIELDS = ("name", "metric", "scope", "target", "direction", "deadline")
 _RELATIVE = re.compile(r"\+\s*(\d{1,4})\s*(day|week|month)s?", re.IGNORECASE)
+PROJECTION_PERIODS = 6
+"""How many of the latest complete periods the trend line is fitted on: recent enough to follow a change."""
+PREDICTION_LEVEL = 0.8
+"""Coverage of the band shown around a projection."""
 RELATIVE_EXPECTED = 'YYYY-MM-DD, or "+N days", "+N weeks" or "+N months" after the report\'s last day'
 
 
@@ -205,7 +214,7 @@ def check_scopes(targets: tuple[Target, ...], known: Mapping[str, set[str]]) -> 
 
 @dataclass(frozen=True)
 class TargetStatus:
-    """How one target stands: current value, trend per period, projection at the deadline and status."""
+    """How one target stands: current value, trend per period, projection at the deadline with its band, status."""
 
     target: Target
     current: float
@@ -214,18 +223,20 @@ class TargetStatus:
     projected: float
     periods: int
     status: str
+    projected_low: float = math.nan
+    projected_high: float = math.nan
 
 
 def assess(target: Target, series: pd.DataFrame, as_of: date) -> TargetStatus:
     """Judge ``target`` on ``series`` (``period`` start, ``value``, ``complete``) as of the day ``as_of``.
 
-    See the module docstring for the rules; a relative deadline counts from ``as_of``. Projections are clipped
-    to the metric's possible range.
+    See the module docstring for the method; a relative deadline counts from ``as_of``. Projections and their
+    band are clipped to the metric's possible range.
     """
     target = target.on(as_of)
     points = series.dropna(subset=["value"]).sort_values("period")
     complete = points[points["complete"].astype(bool)]
-    used = complete if not complete.empty else points
+    used = (complete if not complete.empty else points).tail(PROJECTION_PERIODS)
     if used.empty:
         return TargetStatus(target, math.nan, None, math.nan, math.nan, 0, "no_data")
     current = float(used["value"].iloc[-1])
@@ -233,21 +244,40 @@ def assess(target: Target, series: pd.DataFrame, as_of: date) -> TargetStatus:
     deadline = pd.Timestamp(target.deadline)
     days = (used["period"] - pd.Timestamp("1970-01-01")).dt.days.to_numpy(dtype="float64")
     values = used["value"].to_numpy(dtype="float64")
+    projected, low, high, trend = current, math.nan, math.nan, math.nan
     if len(used) >= 2 and np.ptp(days) > 0:
-        slope, intercept = np.polyfit(days, values, 1)
         step = float(np.median(np.diff(days)))
-        deadline_period = _period_of(deadline, used["period"], step)
-        projected = _clip(slope * (deadline_period - pd.Timestamp("1970-01-01")).days + intercept, target.metric)
-        trend = float(slope * step)
-    else:
-        projected, trend = current, math.nan
+        ahead = max((_period_of(deadline, used["period"], step) - used["period"].iloc[-1]).days, 0)
+        slope, low, high = _projection(days, values, ahead)
+        projected, trend = current + slope * ahead, float(slope * step)
+        low, high = current + low, current + high
     if target.deadline < as_of:
         at_deadline = points[points["period"] <= deadline]
         value = float(at_deadline["value"].iloc[-1]) if not at_deadline.empty else current
         status = "met" if target.is_met_by(value) else "missed"
     else:
-        status = "on_track" if target.is_met_by(projected) else "at_risk"
-    return TargetStatus(target, current, current_period, trend, float(projected), len(used), status)
+        status = "on_track" if target.is_met_by(_clip(projected, target.metric)) else "at_risk"
+    return TargetStatus(target, current, current_period, trend, _clip(projected, target.metric), len(used), status,
+                        _clip(low, target.metric), _clip(high, target.metric))
+
+
+def _projection(days: np.ndarray, values: np.ndarray, ahead: float) -> tuple[float, float, float]:
+    """Least-squares slope per day, and the band of ``slope x ahead`` around the last value at PREDICTION_LEVEL.
+
+    The projection's error, last value plus ``ahead`` days of fitted slope against the line's value then, has
+    variance s^2 (2 + ahead^2 / Sxx + 2 ahead (x_last - mean x) / Sxx) under the fitted line with residual variance
+    s^2; NaN bounds below three points, where s cannot be estimated.
+    """
+    slope, intercept = np.polyfit(days, values, 1)
+    n = len(days)
+    if n < 3:
+        return float(slope), math.nan, math.nan
+    residual = values - (slope * days + intercept)
+    s2 = float(residual @ residual) / (n - 2)
+    sxx = float(((days - days.mean()) ** 2).sum())
+    variance = s2 * (2 + ahead**2 / sxx + 2 * ahead * (days[-1] - days.mean()) / sxx)
+    half = float(stats.t.ppf((1 + PREDICTION_LEVEL) / 2, n - 2)) * math.sqrt(max(variance, 0.0))
+    return float(slope), slope * ahead - half, slope * ahead + half
 
 
 def _period_of(day: pd.Timestamp, periods: pd.Series, step_days: float) -> pd.Timestamp:
@@ -262,6 +292,8 @@ def _period_of(day: pd.Timestamp, periods: pd.Series, step_days: float) -> pd.Ti
 
 
 def _clip(value: float, metric: str) -> float:
+    if math.isnan(value):
+        return value
     m = METRICS[metric]
     low = -math.inf if m.lower_bound is None else m.lower_bound
     high = math.inf if m.upper_bound is None else m.upper_bound
@@ -280,7 +312,10 @@ def evaluate_targets(
     ``tables`` may hold :func:`features.kpi.metrics.kpi_table` results of the same window and grain by dimension,
     to save computing them again. Raises ``InvalidInput`` for scopes the data does not know.
     """
-    check_scopes(targets, scope_values(crm))
+    known = scope_values(crm)
+    if known["segment"]:
+        known["segment"] |= set(SEGMENT_ORDER)  # the CLV model's segments exist even when one is empty
+    check_scopes(targets, known)
     grain = grain or default_grain(window)
     tables = dict(tables or {})
     rows = []
@@ -300,7 +335,7 @@ def evaluate_targets(
 def status_frame(statuses: list[TargetStatus], grain: str) -> pd.DataFrame:
     """Target statuses as a table: the target's fields, then current, trend, projected and status."""
     columns = ["name", "metric", "scope", "direction", "target", "deadline", "current", "current_period",
-               "trend_per_period", "period", "projected", "periods", "status"]
+               "trend_per_period", "period", "projected", "projected_low", "projected_high", "periods", "status"]
     rows = [
         {
             "name": s.target.name,
@@ -314,6 +349,8 @@ def status_frame(statuses: list[TargetStatus], grain: str) -> pd.DataFrame:
             "trend_per_period": s.trend_per_period,
             "period": grain,
             "projected": s.projected,
+            "projected_low": s.projected_low,
+            "projected_high": s.projected_high,
             "periods": s.periods,
             "status": s.status,
         }

@@ -48,14 +48,17 @@ def _engine(db: str | None, tables: tuple[str, ...]) -> tuple[Engine, str]:
 
 
 def read_crm(engine: Engine) -> KpiTables:
-    """The CRM and score tables the report needs, with only the columns it uses."""
+    """The CRM and score tables the report needs, with only the columns it uses.
+
+    ``experiment_assignments`` is optional: a CRM created before the table existed reads as one without experiments.
+    """
     from features.crm import schema
-    from features.crm.store import read_frame
+    from features.crm.store import missing_tables, read_frame
     from features.kpi.tables import kpi_tables
 
     columns = {
         schema.leads: ["lead_id", "created_at", "source_channel", "campaign", "converted_at", "customer_id"],
-        schema.activities: ["lead_id", "occurred_at", "activity_type", "channel", "content_id"],
+        schema.activities: ["lead_id", "occurred_at", "activity_type", "channel", "content_id", "duration_seconds"],
         schema.customers: ["customer_id", "lead_id", "created_at", "acquisition_channel"],
         schema.orders: ["customer_id", "ordered_at", "amount"],
         schema.marketing_spend: ["date", "channel", "campaign", "spend", "impressions", "clicks"],
@@ -66,8 +69,11 @@ def read_crm(engine: Engine) -> KpiTables:
                                  "scored_at"],
         schema.customer_score_history: ["customer_id", "p_alive", "clv", "segment", "scoring_run_id", "as_of",
                                         "scored_at"],
+        schema.experiment_assignments: ["experiment", "variant", "lead_id", "assigned_at"],
     }
-    return kpi_tables(**{table.name: read_frame(engine, table, cols) for table, cols in columns.items()})
+    absent = set(missing_tables(engine))
+    return kpi_tables(**{table.name: read_frame(engine, table, cols) for table, cols in columns.items()
+                         if table.name not in absent})
 
 
 def read_backtest(engine: Engine) -> StoredBacktest | None:
@@ -107,10 +113,15 @@ def report(
     targets: Annotated[Path | None, typer.Option("--targets", help="SMART targets file (TOML), e.g. "
                                                  "targets.example.toml.", exists=True, dir_okay=False)] = None,
     tracking_uri: TrackingOption = None,
+    brand_pattern: Annotated[str | None, typer.Option(
+        "--brand-pattern", help="Regular expression (case-insensitive, found anywhere in the name) naming brand "
+        "campaigns, for the branded-search share of the brand awareness proxies [default: 'brand', "
+        "features.kpi.awareness.BRAND_PATTERN].", show_default=False)] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Write the KPI report: one self-contained HTML page of channel, trend, attribution and predictive KPIs."""
     from features.crm.store import safe_url
+    from features.kpi.awareness import BRAND_PATTERN
     from features.kpi.tables import report_window
     from features.kpi.targets import read_targets
     from serving.report.data import build_report, report_json
@@ -127,7 +138,8 @@ def report(
         recorded = read_clv_recorded(crm.customer_scores, load_settings(tracking_uri=tracking_uri).tracking_uri)
         bar.update()
         window = report_window(crm, start, end)
-        built = build_report(crm, window, goals, backtest=backtest, clv_recorded=recorded)
+        built = build_report(crm, window, goals, backtest=backtest, clv_recorded=recorded,
+                             brand_pattern=BRAND_PATTERN if brand_pattern is None else brand_pattern)
         bar.update()
         page = render_html(built)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -135,10 +147,11 @@ def report(
         bar.update()
     seconds = time.perf_counter() - started
     note = built.clv_model or {}
-    for warning in note.get("warnings", []):
-        tell(f"warning: {_clv_name(note)}: {warning}")
+    warnings = [f"{_clv_name(note)}: {w}" for w in note.get("warnings", [])] + built.warnings
+    for warning in warnings:
+        tell(f"warning: {warning}")
     result = {**report_json(built), "out": str(out), "db": safe_url(url), "seconds": round(seconds, 2),
-              "warnings": [f"{_clv_name(note)}: {w}" for w in note.get("warnings", [])]}
+              "warnings": warnings}
     print_result(result, _summary(built, out, seconds), as_json)
 
 
@@ -162,27 +175,50 @@ def _clv_line(note: dict | None) -> str | None:
 
 
 def _summary(built: KPIReport, out: Path, seconds: float) -> str:
-    from serving.report.page import fmt, scores_as_of_text
+    from serving.report.cells import fmt
+    from serving.report.page import scores_as_of_text
 
     t = built.totals
     lines = [
         f"Wrote {out} ({built.window.label}, {seconds:.1f} s)",
-        f"  {fmt(t['leads'], 'count')} leads on {len(built.channels)} channels; conversion rate "
-        f"{fmt(t['conversion_rate'], 'percent')}; {fmt(t['new_customers'], 'count')} new customers; spend "
-        f"{fmt(t['spend'], 'money')}; CAC {fmt(t['cac'], 'money')}; ROI {fmt(t['roi'], 'percent')}",
+        f"  {fmt(t['leads'], 'count')} leads on {len(built.channels)} channels; {fmt(t['conversions'], 'count')} "
+        f"converted leads (conversion rate {fmt(t['conversion_rate'], 'percent')}); {fmt(t['new_customers'], 'count')} "
+        f"new customers in all (with or without a lead), {fmt(t['paid_new_customers'], 'count')} of them through "
+        "channels with spend",
+        f"  spend {fmt(t['spend'], 'money')}; paid CAC {fmt(t['paid_cac'], 'money')} (spend / new customers of "
+        f"channels with spend); blended CAC {fmt(t['blended_cac'], 'money')} (spend / all new customers); ROI (paid) "
+        f"{fmt(t['roi'], 'percent')}; CLV:CAC (paid) {fmt(t['clv_to_cac'], 'ratio')}",
     ]
     lines.append(f"  lead scores {scores_as_of_text(built.scores_as_of)}; " + _bands_line(built))
     clv_line = _clv_line(built.clv_model)
     if clv_line:
         lines.append(clv_line)
+    lines.append(f"  engagement time {fmt(t['engagement_time_seconds'] / 3600, 'decimal')} h over "
+                 f"{fmt(t['engagement_time_sessions'], 'count')} sessions and "
+                 f"{fmt(t['engagement_time_webinars'], 'count')} webinars "
+                 f"({fmt(t['engagement_time_per_engaged_lead_seconds'] / 60, 'decimal')} min per engaged lead)")
+    lines.append(f"  brand proxies: branded search {fmt(t['brand_search_click_share'], 'percent')} of search clicks, "
+                 f"{fmt(t['brand_search_lead_share'], 'percent')} of search leads; direct "
+                 f"{fmt(t['brand_direct_lead_share'], 'percent')} of leads; social reach "
+                 f"{fmt(t['brand_social_reach_impressions'], 'count')} impressions")
+    lines.extend(_experiment_lines(built))
     if not built.targets.empty:
         counts = built.targets["status"].value_counts()
         lines.append("  targets: " + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items()))
     return "\n".join(lines)
 
 
+def _experiment_lines(built: KPIReport) -> list[str]:
+    """One line per experiment: status and verdict on conversion; the peeking caution once."""
+    if not built.experiments:
+        return ["  experiments (A/B tests): none in the CRM"]
+    lines = [f"  experiment {printable(r.experiment)} ({r.status}): {printable(r.verdict_text)}"
+             for r in built.experiments]
+    return [*lines, "  experiments compared on conversion, fixed-horizon: peeking inflates false winners"]
+
+
 def _bands_line(built: KPIReport) -> str:
-    from serving.report.page import fmt
+    from serving.report.cells import fmt
 
     if built.backtest is None:
         return "conversion by band: no backtest yet: run leadval backtest leads"
@@ -222,8 +258,20 @@ def segments_export(
     else:
         table.to_parquet(out, index=False)
     counts = table["segment"].value_counts().to_dict()
-    result = {"out": str(out), "rows": len(table), "segment": segment, "min_clv": min_clv, "segments": counts}
+    warnings = [_empty_segment_note(segment, min_clv, len(scores))] if table.empty else []
+    for warning in warnings:
+        tell(f"note: {warning}")
+    result = {"out": str(out), "rows": len(table), "segment": segment, "min_clv": min_clv, "segments": counts,
+              "warnings": warnings}
     print_result(result, f"Wrote {len(table):,} customers to {out}", as_json)
+
+
+def _empty_segment_note(segment: str | None, min_clv: float | None, scored: int) -> str:
+    """Why an export is empty, in words: the file holds only the header."""
+    which = f"segment {segment!r}" if segment is not None else "the scored customers"
+    value = f" with a predicted CLV of at least {min_clv:,.2f}" if min_clv is not None else ""
+    return (f"no customers in {which}{value} (of {scored:,} scored customers); the file holds only the header, "
+            "so a campaign tool reading it gets an empty list")
 
 
 def leads_top(

@@ -111,8 +111,8 @@ def chart_spend_and_cac(trend: pd.DataFrame, grain: str) -> str:
     ax.bar(x, trend["spend"], color="#f0b98a", label="Spend")
     _style(ax, f"Marketing spend and customer acquisition cost per {grain}", "Spend (account currency)")
     cac_ax = ax.twinx()
-    cac_ax.plot(x, trend["cac"], color="#2f6db5", marker="o", markersize=3, label="CAC")
-    cac_ax.set_ylabel("CAC (account currency)")
+    cac_ax.plot(x, trend["cac"], color="#2f6db5", marker="o", markersize=3, label="Paid CAC")
+    cac_ax.set_ylabel("Paid CAC (account currency)")
     cac_ax.set_ylim(bottom=0)
     cac_ax.spines[["top"]].set_visible(False)
     _thin_ticks(ax, period_labels(trend["period"], grain))
@@ -318,3 +318,22 @@ def chart_pipeline(pipeline: pd.DataFrame) -> str:
     ax.grid(axis="x", color="#e5e5e5", linewidth=0.8)
     ax.grid(axis="y", visible=False)
     return _svg(fig, "Value-weighted pipeline of open leads, per channel")
+
+
+def chart_brand_shares(trend: pd.DataFrame, grain: str) -> str:
+    """The brand awareness share proxies per period (lines, %): branded search of clicks and leads, direct leads."""
+    shares = {"search_click_share": ("Branded share of search clicks", "#2f6db5"),
+              "search_lead_share": ("Branded share of search leads", "#e0823d"),
+              "direct_lead_share": ("Direct share of leads", "#3a9d5d")}
+    if trend.empty or not trend[list(shares)].notna().any().any():
+        return ""
+    fig = _figure()
+    ax = fig.subplots()
+    x = np.arange(len(trend))
+    for column, (label, color) in shares.items():
+        ax.plot(x, 100 * trend[column], color=color, marker="o", markersize=3, label=label)
+    _style(ax, f"Brand awareness proxies per {grain}", "Share (%)")
+    ax.set_ylim(bottom=0)
+    _thin_ticks(ax, period_labels(trend["period"], grain))
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    return _svg(fig, f"Brand awareness proxies per {grain}")

@@ -8,7 +8,7 @@ stored backtest (``leadval backtest leads``), never from today's open leads, whi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +16,9 @@ import pandas as pd
 
 from features.json_ready import json_ready
 from features.kpi.attribution import attribution_table, touchpoints
+from features.kpi.awareness import BRAND_PATTERN, BrandAwareness, brand_awareness
+from features.kpi.engagement import EngagementTime, engagement_time
+from features.kpi.experiments import PEEKING_CAUTION, ExperimentResult, experiment_results, experiment_trials
 from features.kpi.metrics import content_influence, kpi_table, kpi_totals
 from features.kpi.predictive import (
     backtest_calibration,
@@ -32,6 +35,9 @@ from features.kpi.tables import KpiTables, Window, default_grain
 from features.kpi.targets import Target, evaluate_targets, status_frame
 
 TOP_CONTENT = 15
+TOP_ENGAGED_CONTENT = 10
+EXPERIMENT_METRIC = "conversion"
+"""The metric the report compares experiments on (``leadval abtest --metric`` offers the others)."""
 TOP_CUSTOMERS = 15
 SCATTER_POINTS = 1_500
 BAND_KEYS = ("band", "leads", "predicted_rate", "actual_rate", "as_of")
@@ -88,7 +94,17 @@ class KPIReport:
     top_customers: pd.DataFrame
     pipeline: pd.DataFrame
     targets: pd.DataFrame
+    engagement_time: EngagementTime
+    brand_awareness: BrandAwareness
+    experiments: list[ExperimentResult]
+    experiments_as_of: pd.Timestamp
     clv_model: Mapping[str, Any] | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """What could mislead in engagement time, the brand proxies and the experiments, in words."""
+        found = [*self.engagement_time.warnings, *self.brand_awareness.warnings]
+        return found + [w for result in self.experiments for w in result.warnings]
 
 
 def clv_model_note(customer_scores: pd.DataFrame, recorded: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -135,14 +151,18 @@ def build_report(
     generated_at: datetime | None = None,
     backtest: StoredBacktest | None = None,
     clv_recorded: Mapping[str, Any] | None = None,
+    brand_pattern: str = BRAND_PATTERN,
 ) -> KPIReport:
     """Compute every KPI, attribution, predictive KPI and target status of the report for ``window``.
 
     ``backtest``: the latest stored backtest, the source of conversion by band (None: there is none yet).
     ``clv_recorded``: what the CLV model's training recorded (see :func:`clv_model_note`).
+    ``brand_pattern``: the regular expression naming brand campaigns (``features.kpi.awareness``). Experiments are
+    compared on conversion as of the window's last instant.
     """
     grain = grain or default_grain(window)
-    paths = touchpoints(crm.leads, crm.activities, window.start, window.end)
+    channels = kpi_table(crm, window, "channel")
+    paths = touchpoints(crm.leads, crm.activities, window.start, window.end, channels=set(channels["channel"]))
     scores = crm.customer_scores
     points = scores[["segment", "clv", "p_alive"]].dropna()
     if len(points) > SCATTER_POINTS:
@@ -151,14 +171,18 @@ def build_report(
     channel_trend = kpi_table(crm, window, "channel", grain)
     goals = (evaluate_targets(tuple(targets), crm, window, grain, {"all": trend, "channel": channel_trend})
              if targets else status_frame([], grain))
+    engagement = engagement_time(crm, window)
+    brand = brand_awareness(crm, window, grain, brand_pattern)
+    as_of = window.end - pd.Timedelta(nanoseconds=1)
+    experiments = experiment_results(experiment_trials(crm, EXPERIMENT_METRIC, as_of), EXPERIMENT_METRIC, as_of)
     return KPIReport(
         window=window,
         grain=grain,
         generated_at=generated_at or datetime.now(UTC).replace(tzinfo=None, microsecond=0),
         rows={name: len(getattr(crm, name)) for name in ("leads", "activities", "customers", "orders",
                                                          "marketing_spend", "lead_scores", "customer_scores")},
-        totals=kpi_totals(crm, window),
-        channels=kpi_table(crm, window, "channel"),
+        totals={**kpi_totals(crm, window), **engagement.totals, **brand.totals},
+        channels=channels,
         trend=trend,
         channel_trend=channel_trend,
         attribution=attribution_table(paths),
@@ -173,6 +197,10 @@ def build_report(
         top_customers=top_customers(scores, crm.customers, crm.orders, TOP_CUSTOMERS),
         pipeline=lead_pipeline(crm.leads, crm.lead_scores),
         targets=goals,
+        engagement_time=engagement,
+        brand_awareness=brand,
+        experiments=experiments,
+        experiments_as_of=as_of,
         clv_model=clv_model_note(scores, clv_recorded),
     )
 
@@ -215,4 +243,17 @@ def report_json(report: KPIReport) -> dict[str, Any]:
             "pipeline": records(report.pipeline),
         },
         "targets": records(report.targets),
+        "engagement_time": {
+            "by_channel": records(report.engagement_time.by_channel),
+            "by_content": records(report.engagement_time.by_content.head(TOP_ENGAGED_CONTENT)),
+        },
+        "brand_awareness": {"pattern": report.brand_awareness.brand_pattern,
+                            "trend": records(report.brand_awareness.trend)},
+        "experiments": experiment_records(report.experiments, report.experiments_as_of),
+        "experiments_caution": PEEKING_CAUTION,
     }
+
+
+def experiment_records(results: Sequence[ExperimentResult], as_of: pd.Timestamp) -> list[dict[str, Any]]:
+    """Each experiment compared on the report's metric as a JSON-ready dict, with the as-of instant it counts to."""
+    return [{**json_ready(asdict(result)), "as_of": json_ready(as_of)} for result in results]

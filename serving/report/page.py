@@ -8,18 +8,18 @@ charts' SVG passes through as markup. The page needs nothing but a browser: no s
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined
-from markupsafe import Markup
 
 from features.kpi.attribution import METHODS, NOT_TOUCHES
-from features.kpi.definitions import CONTENT_WEIGHTS, METRICS, MICRO_CONVERSIONS
-from features.kpi.targets import STATUSES
+from features.kpi.definitions import CONTENT_WEIGHTS, LEAD_SOURCE, METRICS, MICRO_CONVERSIONS, TOUCH_CHANNELS
+from features.kpi.targets import PREDICTION_LEVEL, PROJECTION_PERIODS, STATUSES
+from serving.report.cells import MISSING, Cell, Column, Row, Table, fmt, safe_svg, table_of
 from serving.report.charts import (
     BAND_COLORS,
     METHOD_LABELS,
@@ -38,19 +38,20 @@ from serving.report.charts import (
     period_labels,
 )
 from serving.report.data import SCATTER_POINTS, TOP_CONTENT, TOP_CUSTOMERS, KPIReport
+from serving.report.sections import sections
 
 SECTIONS = (("headline", "Headline"), ("channels", "Channels"), ("trends", "Trends"),
             ("attribution", "Channel contribution"), ("engagement", "Engagement and content"),
+            ("engagement-time", "Engagement time"), ("brand", "Brand awareness"), ("experiments", "Experiments"),
             ("predictive", "Predictive KPIs"), ("targets", "Targets"), ("glossary", "Glossary"))
 """The page's sections in order: anchor and title in the navigation bar."""
 
 SHORT_LABELS: Mapping[str, str] = {
     "conversion_rate": "Conversion rate",
-    "new_customers": "New customers",
     "spend": "Spend",
-    "cac": "CAC",
-    "roi": "ROI",
-    "clv_to_cac": "CLV:CAC",
+    "cac": "Paid CAC",
+    "roi": "ROI (paid)",
+    "clv_to_cac": "CLV:CAC (paid)",
     "email_ctr": "Email CTR",
     "email_open_rate": "Email open rate",
     "ad_ctr": "Ad CTR",
@@ -59,68 +60,15 @@ SHORT_LABELS: Mapping[str, str] = {
 }
 """Table headers where the full KPI name (in the glossary) is too long for a column."""
 
-_MISSING = "\u2013"
-
-
-def fmt(value: Any, unit: str) -> str:
-    """A number as the page shows it: thousands separators, percentages, ratios with x; missing as a dash."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)) or value is pd.NaT:
-        return _MISSING
-    if unit in ("text", "label"):
-        return str(value)
-    if unit == "date":
-        return pd.Timestamp(value).date().isoformat()
-    number = float(value)
-    if unit == "count":
-        return f"{number:,.0f}"
-    if unit == "money":
-        return f"{number:,.0f}" if abs(number) >= 1000 else f"{number:,.2f}"
-    if unit == "percent":
-        return f"{100 * number:,.1f}%"
-    if unit == "small_percent":
-        return f"{100 * number:,.2f}%"
-    if unit == "ratio":
-        return f"{number:,.2f}\u00d7"
-    if unit in ("rate", "probability"):
-        return f"{number:,.2f}"
-    if unit == "decimal":
-        return f"{number:,.1f}"
-    raise ValueError(f"unknown unit {unit!r}")
-
 
 def _trend(value: Any, unit: str) -> str:
     """A target's trend per period with its sign: +2.0%, -150, or 0.0% for no change."""
     text = fmt(value, unit)
-    if text == _MISSING:
+    if text == MISSING:
         return text
     if set(text.lstrip("-")) <= set("0.,%\u00d7"):
         return text.lstrip("-")
     return text if text.startswith("-") else f"+{text}"
-
-
-@dataclass(frozen=True)
-class Cell:
-    """A table cell or header: its text, its CSS class and, for a target's status, the badge to show it in."""
-
-    text: str
-    css: str
-    badge: str = ""
-
-
-@dataclass(frozen=True)
-class Row:
-    """A table row; ``css`` is the row's class attribute (None: no attribute)."""
-
-    cells: list[Cell]
-    css: str | None = None
-
-
-@dataclass(frozen=True)
-class Table:
-    """A table as the template draws it; without rows, the template says there is no data."""
-
-    header: list[Cell]
-    rows: list[Row]
 
 
 @dataclass(frozen=True)
@@ -130,22 +78,6 @@ class Tile:
     label: str
     value: str
     hint: str
-
-
-Column = tuple[str, str, str]
-"""A table column: frame column, header, unit."""
-
-_CELL_CLASSES: Mapping[str, str] = {"text": "txt", "label": "txt nowrap", "date": "txt nowrap"}
-
-
-def _table(frame: pd.DataFrame, columns: Sequence[Column],
-           row_class: Callable[[Mapping], str] | None = None) -> Table:
-    """``frame`` as a table of ``columns``, every value formatted by ``fmt``; ``row_class`` styles a row."""
-    header = [Cell(title, _CELL_CLASSES.get(unit, "num")) for _, title, unit in columns]
-    rows = [Row([Cell(fmt(row.get(column), unit), _CELL_CLASSES.get(unit, "num")) for column, _, unit in columns],
-                row_class(row) if row_class else None)
-            for row in frame.to_dict("records")]
-    return Table(header, rows)
 
 
 def _unit(metric: str) -> str:
@@ -159,24 +91,25 @@ def _metric_column(name: str) -> Column:
     return name, SHORT_LABELS.get(name, METRICS[name].label), _unit(name)
 
 
-def _safe_svg(chart: str) -> Markup:
-    """A chart's SVG as markup the template passes on: matplotlib escapes the text it draws into it."""
-    return Markup(chart)
-
-
 def _tiles(report: KPIReport) -> list[Tile]:
-    """The headline figures of the window, and the value of the open pipeline."""
+    """The headline figures of the window, each saying what it counts, and the value of the open pipeline."""
     t = report.totals
     pipeline = report.pipeline["pipeline_value"].sum() if not report.pipeline.empty else math.nan
+    paid = fmt(t["paid_new_customers"], "count")
     return [
-        Tile("Leads", fmt(t["leads"], "count"), f"{fmt(t['conversions'], 'count')} became customers"),
-        Tile("Conversion rate", fmt(t["conversion_rate"], "percent"), "leads to customers"),
-        Tile("New customers", fmt(t["new_customers"], "count"), "acquired in the window"),
+        Tile("Leads", fmt(t["leads"], "count"), "created in the window"),
+        Tile("Converted leads", fmt(t["conversions"], "count"),
+             f"of those leads became customers: {fmt(t['conversion_rate'], 'percent')} conversion rate"),
+        Tile("New customers (all)", fmt(t["new_customers"], "count"),
+             f"acquired in the window, with or without a lead; {paid} through channels with spend"),
         Tile("Marketing spend", fmt(t["spend"], "money"), "account currency"),
-        Tile("CAC", fmt(t["cac"], "money"), "spend per new customer"),
-        Tile("Attributed revenue", fmt(t["attributed_revenue"], "money"), "from the new customers, to date"),
-        Tile("Marketing ROI", fmt(t["roi"], "percent"), "(revenue - spend) / spend"),
-        Tile("CLV:CAC", fmt(t["clv_to_cac"], "ratio"), "lifetime value per unit of CAC"),
+        Tile("Paid CAC", fmt(t["paid_cac"], "money"), f"spend / the {paid} new customers of channels with spend"),
+        Tile("Blended CAC", fmt(t["blended_cac"], "money"),
+             f"spend / all {fmt(t['new_customers'], 'count')} new customers"),
+        Tile("Attributed revenue", fmt(t["attributed_revenue"], "money"), "of all new customers, to date"),
+        Tile("Marketing ROI (paid)", fmt(t["roi"], "percent"),
+             "(revenue of the paid channels' new customers - spend) / spend"),
+        Tile("CLV:CAC (paid)", fmt(t["clv_to_cac"], "ratio"), "lifetime value per paid new customer / paid CAC"),
         Tile("Web sessions", fmt(t["web_sessions"], "count"), f"{fmt(t['page_views'], 'count')} page views"),
         Tile("Open pipeline value", fmt(pipeline, "money"), "probability x predicted CLV"),
     ]
@@ -188,9 +121,9 @@ def _channels(report: KPIReport) -> dict[str, Any]:
         "leads", "conversions", "conversion_rate", "new_customers", "spend", "cac", "attributed_revenue", "roi",
         "historic_cltv", "predicted_cltv", "clv_to_cac"))]
     return {
-        "table": _table(report.channels, acquisition),
-        "rates_chart": _safe_svg(chart_channel_rates(report.channels)),
-        "value_chart": _safe_svg(chart_channel_value(report.channels)),
+        "table": table_of(report.channels, acquisition),
+        "rates_chart": safe_svg(chart_channel_rates(report.channels)),
+        "value_chart": safe_svg(chart_channel_value(report.channels)),
     }
 
 
@@ -200,26 +133,33 @@ def _trends(report: KPIReport) -> dict[str, Any]:
         "leads", "conversion_rate", "new_customers", "spend", "cac", "revenue", "roi", "web_sessions",
         "page_views", "email_ctr", "engagement_index"))]
     return {
-        "leads_chart": _safe_svg(chart_leads_and_conversion(report.trend, report.grain)),
-        "spend_chart": _safe_svg(chart_spend_and_cac(report.trend, report.grain)),
-        "channel_chart": _safe_svg(chart_channel_leads(report.channel_trend, report.grain)),
-        "traffic_chart": _safe_svg(chart_traffic(report.trend, report.grain)),
-        "table": _table(report.trend.assign(period_label=period_labels(report.trend["period"], report.grain)),
+        "leads_chart": safe_svg(chart_leads_and_conversion(report.trend, report.grain)),
+        "spend_chart": safe_svg(chart_spend_and_cac(report.trend, report.grain)),
+        "channel_chart": safe_svg(chart_channel_leads(report.channel_trend, report.grain)),
+        "traffic_chart": safe_svg(chart_traffic(report.trend, report.grain)),
+        "table": table_of(report.trend.assign(period_label=period_labels(report.trend["period"], report.grain)),
                        columns, row_class=lambda r: "" if r.get("complete") else "partial"),
     }
 
 
 def _attribution(report: KPIReport) -> dict[str, Any]:
     """Conversions credited to each touchpoint channel by the four attribution methods."""
-    columns = [("channel", "Touchpoint channel", "text"), *((m, METHOD_LABELS[m], "decimal") for m in METHODS),
+    columns = [("channel", "Channel", "text"),
+               *((m, f"{METHOD_LABELS[m]} (conversions)", "decimal") for m in METHODS),
+               *((f"{m}_share", f"{METHOD_LABELS[m]} (share)", "percent") for m in METHODS),
                ("removal_effect", "Markov removal effect", "percent")]
-    conversions = report.attribution["first_touch"].sum() if not report.attribution.empty else 0
     return {
-        "conversions": f"{conversions:,.0f}",
+        "conversions": fmt(report.totals["conversions"], "count"),
         "not_touches": NOT_TOUCHES,
-        "chart": _safe_svg(chart_attribution(report.attribution)),
-        "table": _table(report.attribution, columns),
+        "chart": safe_svg(chart_attribution(report.attribution)),
+        "table": table_of(report.attribution, columns),
     }
+
+
+def touch_mapping() -> str:
+    """How activity channels count in attribution (:data:`TOUCH_CHANNELS`), as people read it."""
+    own = "the lead's own source channel"
+    return ", ".join(f"{name} \u2192 {own if to == LEAD_SOURCE else to}" for name, to in TOUCH_CHANNELS.items())
 
 
 def _engagement(report: KPIReport) -> dict[str, Any]:
@@ -232,8 +172,8 @@ def _engagement(report: KPIReport) -> dict[str, Any]:
                ("influence_index", "Influence index (100 = average)", "decimal"),
                ("converted_leads", "Leads converted after it", "count"),
                ("lead_conversion_rate", "Their conversion rate", "percent")]
-    return {"channels": _table(report.channels, columns), "top": TOP_CONTENT,
-            "content": _table(report.content, content)}
+    return {"channels": table_of(report.channels, columns), "top": TOP_CONTENT,
+            "content": table_of(report.content, content)}
 
 
 def _lead_scores(report: KPIReport) -> dict[str, Any] | None:
@@ -248,11 +188,11 @@ def _lead_scores(report: KPIReport) -> dict[str, Any] | None:
                 ("pipeline_value", "Pipeline value", "money"), ("mean_score", "Mean score", "decimal"),
                 ("band_A_leads", "Band A leads", "count")]
     return {
-        "heatmap_chart": _safe_svg(chart_score_heatmap(report.score_distribution)),
-        "bands_chart": _safe_svg(chart_score_bands(report.score_summary)),
-        "table": _table(report.score_summary, summary),
-        "pipeline_chart": _safe_svg(chart_pipeline(report.pipeline)),
-        "pipeline": _table(report.pipeline, pipeline),
+        "heatmap_chart": safe_svg(chart_score_heatmap(report.score_distribution)),
+        "bands_chart": safe_svg(chart_score_bands(report.score_summary)),
+        "table": table_of(report.score_summary, summary),
+        "pipeline_chart": safe_svg(chart_pipeline(report.pipeline)),
+        "pipeline": table_of(report.pipeline, pipeline),
     }
 
 
@@ -297,9 +237,9 @@ def _calibration(report: KPIReport) -> dict[str, Any] | None:
         "optimistic": about["model"] == "current",
         "champion": version,
         "recipe": recipe.get("source", "unknown"),
-        "chart": _safe_svg(chart_calibration(report.calibration)),
-        "table": _table(report.calibration, pooled),
-        "per_date": _table(report.backtest.runs, per_date),
+        "chart": safe_svg(chart_calibration(report.calibration)),
+        "table": table_of(report.calibration, pooled),
+        "per_date": table_of(report.backtest.runs, per_date),
     }
 
 
@@ -314,11 +254,11 @@ def _customers(report: KPIReport) -> dict[str, Any] | None:
            ("p_alive", "P(alive)", "probability"), ("revenue_to_date", "Revenue to date", "money"),
            ("last_order_at", "Last order", "date"), ("acquisition_channel", "Channel", "text")]
     return {
-        "segments_chart": _safe_svg(chart_segments(report.segment_points)),
+        "segments_chart": safe_svg(chart_segments(report.segment_points)),
         "sample": f"{SCATTER_POINTS:,}",
-        "segments": _table(report.segments, segments),
+        "segments": table_of(report.segments, segments),
         "top": TOP_CUSTOMERS,
-        "top_customers": _table(report.top_customers, top),
+        "top_customers": table_of(report.top_customers, top),
         "model": _clv_model(report.clv_model),
     }
 
@@ -366,8 +306,8 @@ def _targets(report: KPIReport) -> Table | None:
         return None
     header = [Cell(title, css) for title, css in (
         ("Target", "txt"), ("Metric", "txt"), ("Scope", "txt"), ("Goal", "num"), ("Deadline", "txt"),
-        ("Current", "num"), (f"Trend per {report.grain}", "num"), ("Projected at deadline", "num"),
-        ("Status", "txt"))]
+        (f"Current (latest complete {report.grain})", "num"), (f"Trend per {report.grain}", "num"),
+        ("Projected at deadline", "num"), (f"{PREDICTION_LEVEL:.0%} band", "num"), ("Status", "txt"))]
     rows = []
     for row in report.targets.to_dict("records"):
         unit = _unit(row["metric"])
@@ -382,9 +322,16 @@ def _targets(report: KPIReport) -> Table | None:
             Cell(fmt(row["current"], unit), "num"),
             Cell(_trend(row["trend_per_period"], unit), "num"),
             Cell(fmt(row["projected"], unit), "num"),
+            Cell(_band(row["projected_low"], row["projected_high"], unit), "num nowrap"),
             Cell(status.replace("_", " "), "txt", badge=status),
         ]))
     return Table(header, rows)
+
+
+def _band(low: Any, high: Any, unit: str) -> str:
+    """A projection's band as ``low to high``; a dash when there were too few periods to estimate it."""
+    low_text, high_text = fmt(low, unit), fmt(high, unit)
+    return MISSING if MISSING in (low_text, high_text) else f"{low_text} to {high_text}"
 
 
 def _sources(rows: Mapping[str, int]) -> str:
@@ -419,9 +366,12 @@ def render_html(report: KPIReport) -> str:
         customers=_customers(report),
         current_segment_rule=_current_segment_rule(report.clv_model),
         targets=_targets(report),
+        projection={"periods": PROJECTION_PERIODS, "level": f"{PREDICTION_LEVEL:.0%}"},
+        touch_mapping=touch_mapping(),
         metrics=[(metric.label, metric.definition) for metric in METRICS.values()],
         content_weights=", ".join(f"{name.replace('_', ' ')} {weight:g}"
                                   for name, weight in sorted(CONTENT_WEIGHTS.items(), key=lambda kv: kv[1])),
         micro_conversions=", ".join(name.replace("_", " ") for name in MICRO_CONVERSIONS),
         sources=_sources(report.rows),
+        **sections(report),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -19,6 +21,9 @@ from features.kpi.attribution import (
     removal_effects,
     touchpoints,
 )
+from features.kpi.definitions import TOUCH_CHANNELS
+from features.kpi.metrics import kpi_table
+from features.kpi.tables import report_window
 from tests.features.kpi.test_metrics import hand_made_crm
 
 
@@ -56,32 +61,57 @@ def test_markov_with_a_loop_back() -> None:
 def test_table_puts_methods_side_by_side_and_each_adds_up() -> None:
     frame = paths_frame([["a", "b", "c"], ["a"], ["b", "c"], ["c"]], converted=[True, True, True, False])
     table = attribution_table(frame)
-    assert list(table.columns) == ["channel", *METHODS, "removal_effect"]
+    assert list(table.columns) == ["channel", *METHODS, "removal_effect", *(f"{m}_share" for m in METHODS)]
     for method in METHODS:
         assert table[method].sum() == pytest.approx(3.0)
     assert table["channel"].iloc[0] == "a"  # most linear credit first
 
 
-def test_touchpoints_from_the_hand_made_crm() -> None:
+def test_touchpoints_count_on_the_leads_source_channels() -> None:
     crm = hand_made_crm()
     tp = touchpoints(crm.leads, crm.activities, pd.Timestamp("2025-01-01"), pd.Timestamp("2025-03-01"))
     paths = tp.groupby("lead_id")["channel"].apply(list).to_dict()
-    # L1: source, web session + page view (one web touch), sent email (no touch), click, download;
-    # the page view after its conversion is not on the path.
-    assert paths["L1"] == ["paid_search", "web", "email", "web"]
-    assert paths["L4"] == ["paid_search", "social"]
-    assert paths["L5"] == ["email", "event", "web", "email"]
+    # L1: source, web session + page view and a download (web: its own source channel), sent email (no touch),
+    # click (email); the page view after its conversion is not on the path.
+    assert paths["L1"] == ["paid_search", "email", "paid_search"]
+    # Without paid_social or events in the CRM, social and event touches count on the lead's own source channel.
+    assert paths["L4"] == ["paid_search"]
+    assert paths["L5"] == ["email"]
     assert paths["L7"] == ["organic_search"]  # its only activity falls after the window
+    assert set(tp["channel"]) == {"paid_search", "email", "organic_search"}  # no web, social or event
     converted = tp.groupby("lead_id")["converted"].first()
     assert sorted(converted[converted].index) == ["L1", "L4", "L5"]
+
+
+def test_touch_channels_map_onto_the_kpi_tables_channels() -> None:
+    crm = hand_made_crm()
+    channels = {"paid_search", "email", "organic_search", "direct", "paid_social", "events"}
+    tp = touchpoints(crm.leads, crm.activities, pd.Timestamp("2025-01-01"), pd.Timestamp("2025-03-01"),
+                     channels=channels)
+    paths = tp.groupby("lead_id")["channel"].apply(list).to_dict()
+    assert paths["L4"] == ["paid_search", "paid_social"]  # social -> paid_social
+    assert paths["L5"] == ["email", "events", "email"]  # event -> events, web -> its own source (email)
+    assert set(tp["channel"]) <= channels
+    assert set(TOUCH_CHANNELS) == {"web", "email", "event", "social"}
+
+
+def test_every_method_credits_the_kpi_tables_conversions_on_its_channels() -> None:
+    """First, last, linear and Markov all credit the 3 converted leads, 100% each, on the KPI table's channels;
+    first touch gives each channel exactly its conversions of the KPI table."""
+    crm = hand_made_crm()
+    window = report_window(crm, date(2025, 1, 1), date(2025, 2, 28))
+    kpis = kpi_table(crm, window, "channel").set_index("channel")
+    tp = touchpoints(crm.leads, crm.activities, window.start, window.end, channels=set(kpis.index))
     table = attribution_table(tp).set_index("channel")
-    assert table["first_touch"].to_dict() == {"email": 1, "event": 0, "organic_search": 0, "paid_search": 2,
-                                              "social": 0, "web": 0}
-    assert table.loc["web", "last_touch"] == 1 and table.loc["social", "last_touch"] == 1
-    assert table.loc["paid_search", "linear"] == pytest.approx(1 / 4 + 1 / 2)
-    assert table.loc["web", "linear"] == pytest.approx(2 / 4 + 1 / 4)
-    assert table.loc["event", "linear"] == pytest.approx(1 / 4)
-    assert table["markov"].sum() == pytest.approx(3.0)
+    assert set(table.index) <= set(kpis.index)
+    for method in METHODS:
+        assert table[method].sum() == pytest.approx(kpis["conversions"].sum()) == pytest.approx(3.0)
+        assert table[f"{method}_share"].sum() == pytest.approx(1.0)
+    first = table["first_touch"].reindex(kpis.index, fill_value=0.0)
+    pd.testing.assert_series_equal(first, kpis["conversions"], check_names=False)
+    assert table.loc["paid_search", "last_touch"] == 2 and table.loc["email", "last_touch"] == 1
+    assert table.loc["paid_search", "linear"] == pytest.approx(2 / 3 + 1)  # L1 ps-email-ps, L4 ps
+    assert table.loc["email", "linear"] == pytest.approx(1 / 3 + 1)
 
 
 def test_missing_columns_are_named() -> None:
@@ -99,5 +129,6 @@ def test_every_method_credits_exactly_the_conversions(paths: list[list[str]], da
     table = attribution_table(paths_frame(paths, flags))
     for method in METHODS:
         assert table[method].sum() == pytest.approx(sum(flags))
+        assert table[f"{method}_share"].sum() == pytest.approx(1.0 if any(flags) else 0.0)
         assert (table[method] >= -1e-12).all()
     assert ((table["removal_effect"] >= -1e-9) & (table["removal_effect"] <= 1 + 1e-9)).all()

@@ -173,8 +173,12 @@ def test_totals_add_up_over_channels(crm: KpiTables, channels: pd.DataFrame) -> 
     totals = kpi_totals(crm, report_window(crm, *WINDOW_ARGS))
     assert totals["leads"] == 7 and totals["conversions"] == 3
     assert totals["conversion_rate"] == pytest.approx(3 / 7)
-    assert totals["cac"] == pytest.approx(340 / 4)
-    assert totals["roi"] == pytest.approx((460 - 340) / 340)
+    # Paid CAC: spend on paid_search and email / their 3 new customers (C1, C2, C3); blended: / all 4 (with C4, direct)
+    assert totals["paid_new_customers"] == 3 and totals["new_customers"] == 4
+    assert totals["cac"] == totals["paid_cac"] == pytest.approx(340 / 3)
+    assert totals["blended_cac"] == pytest.approx(340 / 4)
+    assert totals["roi"] == pytest.approx((430 - 340) / 340)  # C4's 30 came through no paid channel
+    assert totals["clv_to_cac"] == pytest.approx((430 + 300 + 100 + 60) / 340)
     assert totals["email_ctr"] == pytest.approx(2 / 4)
     assert totals["engagement_index"] == pytest.approx(3 / 4)
     assert totals["social_engagement_rate"] == pytest.approx(2 / 6)

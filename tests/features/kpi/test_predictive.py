@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.kpi.predictive import SCORE_BINS, backtest_calibration, score_distribution, scores_as_of
+from features.errors import InvalidInput
+from features.kpi.predictive import SCORE_BINS, backtest_calibration, customer_list, score_distribution, scores_as_of
 
 T = pd.Timestamp
 
@@ -45,3 +46,15 @@ def test_backtest_calibration_pools_the_as_of_dates_weighting_each_lead_once() -
     empty = backtest_calibration(bands[bands["band"] != "B"]).set_index("band")
     assert empty.loc["B", "leads"] == 0 and np.isnan(empty.loc["B", "actual_rate"])
     assert backtest_calibration(pd.DataFrame()).empty
+
+
+def test_customer_list_of_an_empty_segment_is_empty_but_a_typo_is_an_error() -> None:
+    scores = pd.DataFrame({"customer_id": ["C1", "C2"], "segment": ["loyal", "lost"], "clv": [50.0, 1.0],
+                           "p_alive": [0.9, 0.1]})
+    orders = pd.DataFrame({"customer_id": ["C1"], "ordered_at": [T("2025-01-02")]})
+    assert customer_list(scores, orders, "loyal")["customer_id"].tolist() == ["C1"]
+    champions = customer_list(scores, orders, "champions")  # a segment of the CLV model, no one in it
+    assert champions.empty
+    assert list(champions.columns) == ["customer_id", "segment", "clv", "p_alive", "last_order_at"]
+    with pytest.raises(InvalidInput, match=r"--segment 'champs' is unknown; segments with customers: lost, loyal"):
+        customer_list(scores, orders, "champs")

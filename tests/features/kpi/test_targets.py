@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -14,6 +16,8 @@ from features.errors import InvalidInput
 from features.kpi.metrics import scope_values
 from features.kpi.tables import kpi_tables, report_window
 from features.kpi.targets import (
+    PREDICTION_LEVEL,
+    PROJECTION_PERIODS,
     STATUSES,
     RelativeDeadline,
     Target,
@@ -203,3 +207,67 @@ def test_status_is_always_known_and_rates_project_within_0_1(values, goal, direc
     assert status.status in STATUSES
     if values:
         assert 0.0 <= status.projected <= 1.0
+
+
+def test_a_falling_trend_never_projects_a_rise() -> None:
+    """The issue's case: steady at 5%, then 3.8% in the latest month. The line over all months is above 3.8% at the
+    deadline although it falls; the projection starts from the current value and goes the trend's way."""
+    series = _series([0.05, 0.05, 0.05, 0.05, 0.05, 0.038])
+    status = assess(_target(0.04, date(2025, 9, 15)), series, as_of=date(2025, 6, 30))
+    assert status.current == pytest.approx(0.038) and status.trend_per_period < 0
+    assert status.projected < status.current
+    assert status.projected_low <= status.projected <= status.projected_high
+    assert status.status == "at_risk"  # judged on the projection
+
+
+def test_the_trend_is_fitted_on_the_last_periods_only() -> None:
+    rising_then_falling = _series([0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.06, 0.05, 0.04, 0.03, 0.02, 0.01])
+    status = assess(_target(0.02, date(2026, 2, 1)), rising_then_falling, as_of=date(2025, 12, 31))
+    assert status.periods == PROJECTION_PERIODS == 6
+    assert status.trend_per_period == pytest.approx(-0.01, rel=0.05)
+    assert status.projected == 0.0 and status.status == "at_risk"  # clipped: a rate cannot go below 0
+    two = assess(_target(0.02, date(2025, 6, 1)), _series([0.01, 0.02]), as_of=date(2025, 2, 28))
+    assert math.isnan(two.projected_low) and math.isnan(two.projected_high)  # no band from two points
+
+
+def test_the_band_covers_the_true_value_at_its_level() -> None:
+    """On simulated straight lines with noise, the band holds the value at the deadline about PREDICTION_LEVEL of the
+    time."""
+    rng = np.random.default_rng(7)
+    periods = pd.date_range("2025-01-01", periods=9, freq="MS")
+    days = (periods - pd.Timestamp("2025-01-01")).days.to_numpy(dtype="float64")
+    hits = []
+    for _ in range(600):
+        values = 1000 + 2.0 * days + rng.normal(0, 40, len(days))
+        series = pd.DataFrame({"period": periods[:6], "value": values[:6], "complete": True})
+        status = assess(_target(900, date(2025, 9, 10), metric="spend"), series, as_of=date(2025, 6, 30))
+        hits.append(status.projected_low <= values[8] <= status.projected_high)
+    assert abs(np.mean(hits) - PREDICTION_LEVEL) < 0.05
+
+
+@given(st.lists(st.floats(0, 1), min_size=2, max_size=10), st.dates(date(2026, 1, 1), date(2027, 1, 1)))
+@settings(max_examples=80, deadline=None)
+def test_projection_agrees_with_the_trend(values: list[float], deadline: date) -> None:
+    status = assess(_target(0.5, deadline), _series(values), as_of=date(2025, 12, 31))
+    change = status.projected - status.current
+    if status.trend_per_period > 0:
+        assert change >= 0
+    elif status.trend_per_period < 0:
+        assert change <= 0
+    if not math.isnan(status.projected_low):
+        assert status.projected_low <= status.projected + 1e-12 <= status.projected_high + 2e-12
+
+
+def test_targets_on_an_empty_segment_have_no_data_and_the_rest_is_judged() -> None:
+    """The hand-made CRM has champions, promising and loyal customers: `lost` is a segment of the CLV model with
+    no one in it, so its targets show no_data; a segment the CLV model does not know is still an error."""
+    crm = hand_made_crm()
+    window = report_window(crm, *WINDOW_ARGS)
+    text = (_toml(metric='"predicted_cltv"', scope='"segment:lost"', target="100")
+            + _toml(metric='"historic_cltv"', scope='"segment:lost"', target="100")
+            + _toml(target="0.3", deadline="2025-04-30"))
+    table = evaluate_targets(parse_targets(text), crm, window, grain="month")
+    assert table["status"].tolist() == ["no_data", "no_data", "at_risk"]
+    (vip,) = parse_targets(_toml(metric='"predicted_cltv"', scope='"segment:vip"', target="100"))
+    with pytest.raises(InvalidInput, match="unknown segment 'vip'"):
+        evaluate_targets((vip,), crm, window)

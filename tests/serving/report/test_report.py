@@ -218,6 +218,14 @@ def test_report_json_has_channels_and_targets(written: Written) -> None:
     assert sum(a["markov"] for a in result["attribution"]) == pytest.approx(3)
 
 
+def test_printed_summary_labels_converted_leads_new_customers_and_both_cacs(written: Written) -> None:
+    totals = written.result["totals"]
+    assert (totals["paid_cac"], totals["blended_cac"]) == (pytest.approx(340 / 3), pytest.approx(340 / 4))
+    assert "3 converted leads (conversion rate 42.9%); 4 new customers in all (with or without a lead), 3 of them" \
+        in written.stdout
+    assert "paid CAC 113.33 (spend / new customers of channels with spend); blended CAC 85.00" in written.stdout
+
+
 def test_the_crm_reads_back_the_same_from_the_database(db_url: str) -> None:
     _write_crm(db_url)
     crm = report_cli.read_crm(connect(db_url))
@@ -392,9 +400,11 @@ def test_report_says_what_the_clv_models_training_warned(written: Written) -> No
     """The customer scores name the CLV model's training run; the warnings it recorded (as ``train clv`` records them)
     are on stderr, under ``warnings`` in --json and on the page, with the segments' basis (value and recency)."""
     said = [f"CLV model clv v3: {w}" for w in CLV_WARNINGS]
-    assert [line for line in written.stderr.splitlines() if line.startswith("warning: ")] == [
+    assert [line for line in written.stderr.splitlines() if line.startswith("warning: CLV model")] == [
         f"warning: {w}" for w in said]
-    assert written.result["warnings"] == said
+    assert written.result["warnings"][:len(said)] == said  # then the engagement, brand and experiment warnings
+    assert "warning: none of the 6 sessions, webinars and page views in the window has a duration_seconds: " \
+        "engagement time is unknown" in written.stderr.splitlines()
     note = written.result["predictive"]["clv_model"]
     assert (note["model"], note["segments_by"], note["segments_by_source"], note["warnings_source"]) == (
         "bgnbd", "recency", "model", "model")
