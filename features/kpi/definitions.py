@@ -166,3 +166,10 @@ METRICS: Mapping[str, Metric] = MappingProxyType(
 
 SNAPSHOT_METRICS: tuple[str, ...] = ("customers", "predicted_cltv", "p_alive")
 """Metrics of a segment read from the scoring runs (:func:`features.kpi.metrics.segment_snapshots`), not cohorts."""
+
+COHORT_METRICS: tuple[str, ...] = ("conversions", "conversion_rate")
+"""Metrics of the leads created in a period, which keep growing while those leads convert."""
+COHORT_MATURITY_DAYS = 90
+"""Days a period's leads get to convert before its cohort metrics count towards a target's current value and trend:
+the lead model's horizon, within which most conversions happen. Younger periods read low and would bend the
+trend down (a 9% channel projected at 0%)."""

@@ -22,7 +22,10 @@ is the :data:`PREDICTION_LEVEL` prediction interval of that projection under the
 line's residuals; with three periods or more). Status, from the projection: ``on_track`` (it meets the target),
 ``at_risk`` (it does not), ``met`` / ``missed`` (the deadline has passed: the value in the deadline's period, or
 the latest one, did / did not meet it) and ``no_data`` (the scope has no data, e.g. segments before customers
-are scored, or a segment of the CLV model with no customers). A segment's ``customers``, ``predicted_cltv`` and
+are scored, or a segment of the CLV model with no customers). For cohort metrics (conversions and the conversion
+rate of the leads created in a period) a period counts as complete once its leads have had
+:data:`features.kpi.definitions.COHORT_MATURITY_DAYS` to convert, so *current* is that of the latest mature
+period (the report names it) and younger periods, still converting, do not bend the trend down. A segment's ``customers``, ``predicted_cltv`` and
 ``p_alive`` follow the scoring runs (``features.kpi.metrics.segment_snapshots``) instead of the report window.
 """
 
@@ -42,10 +45,10 @@ import pandas as pd
 from scipy import stats
 
 from features.errors import InvalidInput
-from features.kpi.definitions import DIMENSIONS, METRICS, SNAPSHOT_METRICS
+from features.kpi.definitions import COHORT_MATURITY_DAYS, COHORT_METRICS, DIMENSIONS, METRICS, SNAPSHOT_METRICS
 from features.kpi.metrics import kpi_table, scope_values, segment_snapshots
 from features.kpi.predictive import SEGMENT_ORDER
-from features.kpi.tables import KpiTables, Window, default_grain
+from features.kpi.tables import KpiTables, Window, default_grain, grain_code
 
 DIRECTIONS: tuple[str, ...] = ("at_least", "at_most")
 STATUSES: tuple[str, ...] = ("on_track", "at_risk", "met", "missed", "no_data")
@@ -327,7 +330,11 @@ def evaluate_targets(
                               else kpi_table(crm, window, target.dimension, grain))
         table = tables[source]
         mine = table[table[target.dimension] == target.scope_value]
-        series = pd.DataFrame({"period": mine["period"], "value": mine[target.metric], "complete": mine["complete"]})
+        complete = mine["complete"].astype(bool)
+        if target.metric in COHORT_METRICS:
+            ends = mine["period"].dt.to_period(grain_code(grain)).dt.end_time
+            complete &= ends + pd.Timedelta(days=COHORT_MATURITY_DAYS) < pd.Timestamp(window.end)
+        series = pd.DataFrame({"period": mine["period"], "value": mine[target.metric], "complete": complete})
         rows.append(assess(target, series, window.last_day))
     return status_frame(rows, grain)
 

@@ -17,7 +17,14 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from features.kpi.attribution import METHODS, NOT_TOUCHES
-from features.kpi.definitions import CONTENT_WEIGHTS, LEAD_SOURCE, METRICS, MICRO_CONVERSIONS, TOUCH_CHANNELS
+from features.kpi.definitions import (
+    COHORT_MATURITY_DAYS,
+    CONTENT_WEIGHTS,
+    LEAD_SOURCE,
+    METRICS,
+    MICRO_CONVERSIONS,
+    TOUCH_CHANNELS,
+)
 from features.kpi.targets import PREDICTION_LEVEL, PROJECTION_PERIODS, STATUSES
 from serving.report.cells import MISSING, Cell, Column, Row, Table, fmt, safe_svg, table_of
 from serving.report.charts import (
@@ -306,7 +313,7 @@ def _targets(report: KPIReport) -> Table | None:
         return None
     header = [Cell(title, css) for title, css in (
         ("Target", "txt"), ("Metric", "txt"), ("Scope", "txt"), ("Goal", "num"), ("Deadline", "txt"),
-        (f"Current (latest complete {report.grain})", "num"), (f"Trend per {report.grain}", "num"),
+        (f"Current (latest complete {report.grain}, from)", "num"), (f"Trend per {report.grain}", "num"),
         ("Projected at deadline", "num"), (f"{PREDICTION_LEVEL:.0%} band", "num"), ("Status", "txt"))]
     rows = []
     for row in report.targets.to_dict("records"):
@@ -319,13 +326,19 @@ def _targets(report: KPIReport) -> Table | None:
             Cell(row["scope"], "txt nowrap"),
             Cell(f"{direction} {fmt(row['target'], unit)}", "num"),
             Cell(fmt(row["deadline"], "date"), "txt nowrap"),
-            Cell(fmt(row["current"], unit), "num"),
+            Cell(_current(row["current"], row["current_period"], unit), "num"),
             Cell(_trend(row["trend_per_period"], unit), "num"),
             Cell(fmt(row["projected"], unit), "num"),
             Cell(_band(row["projected_low"], row["projected_high"], unit), "num nowrap"),
             Cell(status.replace("_", " "), "txt", badge=status),
         ]))
     return Table(header, rows)
+
+
+def _current(value: Any, period: Any, unit: str) -> str:
+    """A target's current value and the period it is of (cohort metrics: the latest mature one)."""
+    text = fmt(value, unit)
+    return text if text == MISSING or period is None or pd.isna(period) else f"{text} ({fmt(period, 'date')})"
 
 
 def _band(low: Any, high: Any, unit: str) -> str:
@@ -366,7 +379,8 @@ def render_html(report: KPIReport) -> str:
         customers=_customers(report),
         current_segment_rule=_current_segment_rule(report.clv_model),
         targets=_targets(report),
-        projection={"periods": PROJECTION_PERIODS, "level": f"{PREDICTION_LEVEL:.0%}"},
+        projection={"periods": PROJECTION_PERIODS, "level": f"{PREDICTION_LEVEL:.0%}",
+                    "maturity_days": COHORT_MATURITY_DAYS},
         touch_mapping=touch_mapping(),
         metrics=[(metric.label, metric.definition) for metric in METRICS.values()],
         content_weights=", ".join(f"{name.replace('_', ' ')} {weight:g}"

@@ -271,3 +271,21 @@ def test_targets_on_an_empty_segment_have_no_data_and_the_rest_is_judged() -> No
     (vip,) = parse_targets(_toml(metric='"predicted_cltv"', scope='"segment:vip"', target="100"))
     with pytest.raises(InvalidInput, match="unknown segment 'vip'"):
         evaluate_targets((vip,), crm, window)
+
+
+def test_conversion_targets_are_judged_on_periods_whose_leads_had_time_to_convert() -> None:
+    """Leads of Oct-Dec have not converted yet (their months are younger than COHORT_MATURITY_DAYS at the end): the
+    current conversion rate is September's 25%, not December's 0%, and the trend stays flat."""
+    months = pd.date_range("2025-01-01", periods=12, freq="MS")
+    leads = pd.DataFrame([
+        {"lead_id": f"L{m:%m}-{i}", "created_at": m + pd.Timedelta(days=2), "source_channel": "paid_search",
+         "converted_at": m + pd.Timedelta(days=20) if i < 5 and m.month <= 9 else pd.NaT}
+        for m in months for i in range(20)])
+    crm = kpi_tables(leads=leads)
+    window = report_window(crm, date(2025, 1, 1), date(2025, 12, 31))
+    (row,) = evaluate_targets(parse_targets(_toml(target="0.2", deadline='"+3 months"', direction='"at_least"')),
+                              crm, window, grain="month").to_dict("records")
+    assert row["current_period"] == date(2025, 9, 1)
+    assert row["current"] == pytest.approx(0.25)
+    assert row["trend_per_period"] == pytest.approx(0.0, abs=1e-9)
+    assert row["status"] == "on_track"
