@@ -6,10 +6,12 @@ these champions. MLflow is imported inside the functions, so that commands' ``--
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +21,7 @@ from training.registry_store import check_store, store_failure
 
 if TYPE_CHECKING:
     import mlflow.pyfunc
+    from mlflow.tracking import MlflowClient
 
 LEAD_MODEL_NAME = "lead-scoring"
 CLV_MODEL_NAME = "clv"
@@ -192,9 +195,45 @@ def register_and_gate(
             verb = "at least as good as" if chosen else "worse than"
             reason = (f"{metric_name} {candidate_metric:.4f} is {verb} champion v{previous}'s "
                       f"{current:.4f} on the same holdout")
+    client.set_model_version_tag(model_name, version, "promotion_reason", reason[:TAG_LIMIT])
     if chosen:
-        client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
+        record_champion(client, model_name, version, "promotion", reason, previous)
     return Promotion(model_name, str(version), chosen, reason, previous, candidate_metric, current)
+
+
+HISTORY_TAG = "champion_history"
+"""Registered-model tag: JSON list of ``{"version", "at", "how", "from"}``, oldest first."""
+
+
+def now_utc() -> str:
+    """The current instant as ``YYYY-MM-DDTHH:MM:SSZ``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def champion_history(client: MlflowClient, name: str) -> list[dict[str, str | None]]:
+    """The recorded changes of ``name``'s champion, oldest first (empty when none were recorded)."""
+    raw = client.get_registered_model(name).tags.get(HISTORY_TAG)
+    try:
+        history = json.loads(raw) if raw else []
+    except json.JSONDecodeError:
+        return []
+    return [entry for entry in history if isinstance(entry, dict) and entry.get("version")]
+
+
+def record_champion(client: MlflowClient, name: str, version: str, how: str, reason: str,
+                    previous: str | None) -> None:
+    """Make ``version`` the champion of ``name`` and record it: the history tag, and on the version the tags
+    ``champion_since`` and ``champion_reason``. ``how`` is ``promotion`` or ``rollback``."""
+    at = now_utc()
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+    client.set_model_version_tag(name, version, "champion_since", at)
+    client.set_model_version_tag(name, version, "champion_reason", reason[:TAG_LIMIT])
+    history = [*champion_history(client, name), {"version": version, "at": at, "how": how, "from": previous}]
+    text = json.dumps(history)
+    while len(text) > TAG_LIMIT and len(history) > 1:  # the oldest changes go first
+        history = history[1:]
+        text = json.dumps(history)
+    client.set_registered_model_tag(name, HISTORY_TAG, text)
 
 
 def version_tags(model_uri: str) -> dict[str, str]:

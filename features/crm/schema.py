@@ -314,6 +314,32 @@ lead_backtest_bands = _table(
                          name="fk_lead_backtest_bands_as_of"),
 )
 
+MONITORED_MODELS: tuple[str, ...] = ("lead-scoring", "clv", "kpi", "all")
+"""What a monitoring check looks at: a registered model, the KPI targets, or (``overall`` only) the whole run."""
+CHECK_STATUSES: tuple[str, ...] = ("ok", "no_data", "warn", "alert")
+
+monitoring_runs = _table(
+    "monitoring_runs",
+    _col("run_id", String(64), "Identifier of one monitoring run: the same as-of, champions and targets give the "
+         "same id, and a rerun replaces its rows.", primary_key=True),
+    _col("checked_at", DateTime(), "When the run checked (UTC).", nullable=False),
+    _col("as_of", DateTime(), "Point in time the run checked the CRM at (UTC).", nullable=False),
+    _col("model", String(32), "What the check looks at: lead-scoring, clv (the registered model), kpi (the targets) "
+         "or all (the run's overall row only).", primary_key=True, allowed=MONITORED_MODELS),
+    _col("model_version", String(32), "Version of the champion checked; empty for kpi, all and a model without a "
+         "champion."),
+    _col("check", String(255), "Check name and, after a colon, what it looked at (realized_auc, "
+         "input_drift:source_channel, kpi_target:NAME); overall holds the status of the model's checks (model all: "
+         "of the whole run).", primary_key=True),
+    _col("status", String(8), "ok, no_data (nothing to judge yet; counts as ok), warn or alert.", nullable=False,
+         allowed=CHECK_STATUSES),
+    _col("value", Float, "The check's value (e.g. realized ROC AUC); empty for no_data and overall rows."),
+    _col("warn", Float, "Threshold at which the value turns warn; empty where there is none."),
+    _col("alert", Float, "Threshold at which the value turns alert; empty where there is none."),
+    _col("detail", Text, "One sentence for people: what was measured, on how many rows, as of when."),
+    Index("ix_monitoring_runs_model_check", "model", "check", "checked_at"),
+)
+
 CRM_TABLES: tuple[Table, ...] = (leads, activities, customers, orders, marketing_spend, experiment_assignments)
 """Tables a CRM export can be imported into, in dependency order."""
 
@@ -325,6 +351,7 @@ SCORE_TABLES: tuple[Table, ...] = (
     customer_score_history,
     lead_backtests,
     lead_backtest_bands,
+    monitoring_runs,
 )
 
 RFM_COLUMNS: tuple[str, ...] = ("customer_id", "frequency", "recency", "T", "monetary_value")

@@ -10,6 +10,8 @@ import typer
 from features.errors import LeadvalError
 from serving.cli import abtest, backtest, data, report, score, serve, train
 from serving.cli.console import tell
+from serving.cli.lifecycle import models, retrain
+from serving.cli.lifecycle import monitor as monitoring
 
 app = typer.Typer(
     name="leadval",
@@ -28,6 +30,8 @@ app.add_typer(train_app, name="train")
 app.add_typer(score_app, name="score")
 app.add_typer(leads_app, name="leads")
 app.add_typer(backtest_app, name="backtest")
+app.add_typer(models.app, name="models")
+app.add_typer(retrain.app, name="retrain")
 
 app.command("generate")(data.generate)
 app.command("import")(data.import_table)
@@ -43,6 +47,7 @@ app.command("segments")(report.segments_export)
 leads_app.command("top")(report.leads_top)
 app.command("abtest")(abtest.abtest)
 backtest_app.command("leads")(backtest.backtest_leads)
+app.command("monitor")(monitoring.monitor)
 
 
 @app.command("demo")
@@ -59,7 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("LEADVAL_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
     try:
-        app(args=args, prog_name="leadval", standalone_mode=False)
+        code = app(args=args, prog_name="leadval", standalone_mode=False)
+        if isinstance(code, int) and code:  # a typer.Exit(code): click returns it outside standalone mode
+            sys.exit(code)
     except LeadvalError as exc:
         if debug:
             raise

@@ -3,13 +3,13 @@ registry.
 
 For a flat file, the booster's parameters are optionally searched within a time box on the training split
 (:mod:`training.leads.tune`) first. :func:`train_and_register` fits the LightGBM scorer (early stopping and
-calibration on validation) and the logistic-regression baseline on the training split, evaluates both on the
-test split, logs config, data fingerprint, git commit, the data's end instant (tag ``data_end``, CRM only),
-metrics, tables, plots, a model card (what the score, bands and reasons mean), the column audit and the pyfunc
-to the ``lead-scoring`` experiment, registers the model (a flat file's under a name of its own, never the CRM
-model's) and promotes it to ``@champion`` per ``promote`` (auto: only when its test ROC AUC is at least the
-champion's on the same test rows, unless the champion used columns the audit flags as leaky: then its
-figure does not block).
+calibration on validation) and the logistic-regression baseline on the training split, keeps the training
+reference that input drift is judged by (:mod:`training.leads.reference`), evaluates both on the test split,
+logs config, data fingerprint, git commit, the data's end instant (tag ``data_end``, CRM only), metrics,
+tables, plots, a model card (what the score, bands and reasons mean), the column audit and the pyfunc to the
+``lead-scoring`` experiment, registers the model (a flat file's under a name of its own, never the CRM model's)
+and promotes it to ``@champion`` per ``promote`` (auto: only when its test ROC AUC is at least the champion's on
+the same test rows, unless the champion used columns the audit flags as leaky: then its figure does not block).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from training.leads.evaluation import calibration_table, evaluation_plots, gains
 from training.leads.fit import fit_baseline, fit_lead_model
 from training.leads.pyfunc import log_lead_model, scorer_of
 from training.leads.reasons import FRESH_DAYS
+from training.leads.reference import feature_reference
 from training.leads.scorer import LeadScorer
 from training.registry import (
     LEAD_MODEL_NAME,
@@ -125,6 +126,9 @@ def train_and_register(
     scorer = fit_lead_model(splits.train, splits.valid, splits.spec, splits.wording, model_config, LABEL_COLUMN,
                             splits.horizon_days, splits.source.get("cutoff"))
     fit_seconds = time.perf_counter() - fit_started
+    valid_scored = scorer.predict(splits.valid, reasons=False)
+    scorer = replace(scorer, reference=feature_reference(splits.train, splits.spec.categorical, splits.spec.numeric,
+                                                         valid_scored["score"], valid_scored["band"]))
     baseline = fit_baseline(splits.train, splits.spec, LABEL_COLUMN)
     outcome = splits.test[LABEL_COLUMN].to_numpy()
     if np.unique(outcome).size < 2:

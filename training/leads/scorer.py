@@ -37,6 +37,7 @@ from features.crm.schema import SCORE_BANDS
 from features.errors import InvalidInput
 from features.lead_features import LeadFeatureArrays
 from training.leads.reasons import FeatureWording, ReasonCoder, ReasonPhrases
+from training.leads.reference import REFERENCE_FILE, FeatureReference
 from training.leads.spec import FeatureSpec
 from training.leads.tree_shap import TreeShap
 
@@ -215,6 +216,8 @@ class LeadScorer:
     horizon of the probabilities (None: the flat file's outcome). ``scale`` None is a format-1 model:
     score = probability x 100, bands from ``band_thresholds``, reasons without the evidence check.
     ``info`` holds facts of the fit, e.g. ``data_end`` (ISO instant of the CRM data it was trained on).
+    ``reference``: the training distributions input drift is judged against (``reference.json``; None for models
+    trained before it was kept).
     """
 
     spec: FeatureSpec
@@ -226,6 +229,7 @@ class LeadScorer:
     num_threads: int = 1
     info: dict = field(default_factory=dict)
     scale: ScoreScale | None = None
+    reference: FeatureReference | None = field(default=None, compare=False, repr=False)
 
     @property
     def format_version(self) -> int:
@@ -303,7 +307,7 @@ class LeadScorer:
         return self.score_matrix(self.spec.crm_matrix(features), reasons)
 
     def save(self, folder: Path) -> None:
-        """Write the booster's text and the rest as JSON into ``folder``."""
+        """Write the booster's text and the rest as JSON into ``folder`` (the training reference, if any, apart)."""
         folder.mkdir(parents=True, exist_ok=True)
         (folder / BOOSTER_FILE).write_text(self.booster.model_to_string())
         values = {
@@ -319,6 +323,8 @@ class LeadScorer:
         if self.scale is not None:
             values["score_scale"] = asdict(self.scale)
         (folder / SCORER_FILE).write_text(json.dumps(values, indent=1))
+        if self.reference is not None:
+            (folder / REFERENCE_FILE).write_text(self.reference.to_json())
 
     @classmethod
     def load(cls, folder: Path) -> LeadScorer:
@@ -345,4 +351,6 @@ class LeadScorer:
             info=values["info"],
             scale=None if scale is None else ScoreScale(tuple(scale["probabilities"]), tuple(scale["shares"]),
                                                         tuple(scale["band_scores"]), scale["reference_leads"]),
+            reference=(FeatureReference.from_json((folder / REFERENCE_FILE).read_text())
+                       if (folder / REFERENCE_FILE).exists() else None),
         )

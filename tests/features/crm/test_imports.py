@@ -396,6 +396,8 @@ CHECKS_OF_EXISTING_DATABASES = {
     "scoring_runs": {"ck_scoring_runs_status": "status IN ('running', 'succeeded', 'failed')"},
     "lead_scores": {"ck_lead_scores_score": "score >= 0 AND score <= 100",
                     "ck_lead_scores_band": "band IN ('A', 'B', 'C', 'D')"},
+    "monitoring_runs": {"ck_monitoring_runs_model": "model IN ('lead-scoring', 'clv', 'kpi', 'all')",
+                        "ck_monitoring_runs_status": "status IN ('ok', 'no_data', 'warn', 'alert')"},
 }
 
 

@@ -45,6 +45,9 @@ COMMANDS = {  # every command that takes --db, with what else it needs to get as
     "segments": ["segments", "--out", "{tmp}/segments.csv"],
     "leads top": ["leads", "top"],
     "abtest": ["abtest"],
+    "monitor": ["monitor"],
+    "retrain leads": ["retrain", "leads"],
+    "retrain clv": ["retrain", "clv"],
 }
 
 

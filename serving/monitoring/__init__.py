@@ -1,0 +1,1 @@
+"""Watching the champions over time: input and score drift, realized accuracy, KPI targets (``leadval monitor``)."""

@@ -1,0 +1,190 @@
+"""Realized accuracy: how the champions' stored scores did against what happened once their horizon had passed.
+
+Leads: the latest run of the lead champion in ``lead_score_history`` whose horizon (the model's ``horizon_days``,
+default 90) has passed by the monitoring as-of. Its leads' outcome is ``features.lead_labels``'s label, from
+``leads.converted_at``: converted in ``(run as_of, run as_of + horizon]``, which ends by the monitoring as-of, so
+nothing later leaks in; leads converted by the run's as-of (not open then) are left out. Checks, with the
+backtest's metrics (:func:`training.leads.backtest.as_of_metrics`, :func:`~training.leads.backtest.band_rates`):
+
+* ``realized_auc``: ROC AUC, judged against the ROC AUC the champion's training run recorded on its holdout
+  (MLflow metric ``roc_auc``): warn when it is :data:`AUC_WARN_DROP` or more below, alert at :data:`AUC_ALERT_DROP`;
+  without that record, warn at or below 0.70 and alert at or below 0.60 (:data:`AUC_FALLBACK`).
+* ``realized_lift_top10``: conversion rate of the top 10% by probability over the base rate; warn at or below 1.5,
+  alert at or below 1.1 (1 is a random order) (:data:`LIFT_THRESHOLDS`).
+* ``realized_calibration:BAND``: |actual - predicted| conversion rate of the band, in rate points; warn at 0.05,
+  alert at 0.10 (:data:`CALIBRATION_THRESHOLDS`); a band of fewer than :data:`MIN_BAND_LEADS` leads is no_data.
+
+AUC and lift need :data:`MIN_OUTCOMES` converted and as many unconverted leads, else no_data.
+
+CLV (``realized_purchases``): the latest run of the CLV champion in ``customer_score_history`` whose
+``horizon_days`` has passed; the orders its customers placed in ``(run as_of, run as_of + horizon]`` against the
+sum of their ``expected_purchases``; value |actual / predicted - 1|, warn at 0.25, alert at 0.50
+(:data:`PURCHASE_THRESHOLDS`). No run whose horizon has passed: every check is no_data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, and_, select
+
+from features.crm import schema
+from features.crm.store import read_frame
+from features.lead_labels import DEFAULT_HORIZON_DAYS
+from serving.monitoring.checks import CheckResult, Thresholds
+from training.leads.backtest import as_of_metrics, band_rates
+
+AUC_WARN_DROP = 0.05
+AUC_ALERT_DROP = 0.10
+AUC_FALLBACK = Thresholds(warn=0.70, alert=0.60, higher_is_worse=False)
+LIFT_THRESHOLDS = Thresholds(warn=1.5, alert=1.1, higher_is_worse=False)
+CALIBRATION_THRESHOLDS = Thresholds(warn=0.05, alert=0.10)
+PURCHASE_THRESHOLDS = Thresholds(warn=0.25, alert=0.50)
+MIN_OUTCOMES = 10
+MIN_BAND_LEADS = 50
+MIN_CUSTOMERS = 20
+
+
+@dataclass(frozen=True)
+class Champion:
+    """What monitoring needs of a champion: its name, version, training run, horizon and recorded holdout AUC."""
+
+    name: str
+    version: str | None
+    run_id: str | None = None
+    horizon_days: int | None = None
+    holdout_auc: float | None = None
+
+
+def auc_thresholds(holdout_auc: float | None) -> Thresholds:
+    """Realized-AUC thresholds: relative to the holdout AUC the champion recorded, else :data:`AUC_FALLBACK`."""
+    if holdout_auc is None or np.isnan(holdout_auc):
+        return AUC_FALLBACK
+    return Thresholds(holdout_auc - AUC_WARN_DROP, holdout_auc - AUC_ALERT_DROP, higher_is_worse=False)
+
+
+def _lead_no_data(model: str, why: str, thresholds: Thresholds) -> list[CheckResult]:
+    """Every lead accuracy check as no_data, saying why."""
+    checks = [CheckResult.judged("realized_auc", model, None, thresholds, why),
+              CheckResult.judged("realized_lift_top10", model, None, LIFT_THRESHOLDS, why)]
+    return checks + [CheckResult.judged(f"realized_calibration:{band}", model, None, CALIBRATION_THRESHOLDS, why)
+                     for band in schema.SCORE_BANDS]
+
+
+def matured_as_of(runs: pd.DataFrame, as_of: datetime, horizon_days: pd.Series | int) -> pd.Timestamp | None:
+    """The latest run ``as_of`` whose horizon has passed by ``as_of`` (None when none has)."""
+    if runs.empty:
+        return None
+    ends = runs["as_of"] + pd.to_timedelta(horizon_days, unit="D")
+    matured = runs.loc[ends <= pd.Timestamp(as_of), "as_of"]
+    return None if matured.empty else pd.Timestamp(matured.max())
+
+
+def realized_lead_checks(scored: pd.DataFrame, leads: pd.DataFrame, run_as_of: pd.Timestamp, horizon_days: int,
+                         champion: Champion) -> list[CheckResult]:
+    """ROC AUC, lift and per-band calibration of one run's scores (``lead_id, probability, band``) against
+    conversions within ``horizon_days`` after ``run_as_of`` (``leads``: ``lead_id, converted_at``)."""
+    thresholds = auc_thresholds(champion.holdout_auc)
+    converted_at = scored[["lead_id"]].merge(leads, on="lead_id", how="left")["converted_at"]
+    open_then = ~(converted_at <= run_as_of).to_numpy()
+    end = run_as_of + pd.Timedelta(days=horizon_days)
+    y = ((converted_at > run_as_of) & (converted_at <= end)).to_numpy(dtype="float64")[open_then]
+    p = scored["probability"].to_numpy(dtype="float64")[open_then]
+    band = scored["band"].to_numpy(dtype=object)[open_then]
+    run = f"scores of v{champion.version} as of {run_as_of:%Y-%m-%d}, {horizon_days}-day horizon"
+    counted = f"{len(y):,} leads, {int(y.sum()):,} converted"
+    metrics = as_of_metrics(run_as_of, y, p)
+    enough = min(y.sum(), len(y) - y.sum()) >= MIN_OUTCOMES
+    short = f"{run}: {counted}; fewer than {MIN_OUTCOMES} converted or unconverted leads to judge by"
+    auc = metrics["roc_auc"] if enough else None
+    lift = metrics["lift_top10"] if enough else None
+    holdout = (f" (holdout {champion.holdout_auc:.3f})" if thresholds is not AUC_FALLBACK
+               else " (no holdout AUC recorded)")
+    checks = [
+        CheckResult.judged("realized_auc", champion.name, auc, thresholds,
+                           f"{run}: ROC AUC {auc:.3f}{holdout} on {counted}" if enough else short),
+        CheckResult.judged("realized_lift_top10", champion.name, lift, LIFT_THRESHOLDS,
+                           f"{run}: top 10% convert at {lift:.2f}x the base rate ({counted})" if enough else short),
+    ]
+    for row in band_rates(run_as_of, band, p, y).to_dict("records"):
+        name = f"realized_calibration:{row['band']}"
+        if row["leads"] < MIN_BAND_LEADS:
+            checks.append(CheckResult.judged(name, champion.name, None, CALIBRATION_THRESHOLDS,
+                                             f"{run}: band {row['band']} holds {row['leads']:,} leads, fewer than "
+                                             f"{MIN_BAND_LEADS} to judge by"))
+            continue
+        gap = abs(row["actual_rate"] - row["predicted_rate"])
+        checks.append(CheckResult.judged(
+            name, champion.name, gap, CALIBRATION_THRESHOLDS,
+            f"{run}: band {row['band']} predicted {row['predicted_rate']:.1%}, converted {row['actual_rate']:.1%} "
+            f"({row['conversions']:,} of {row['leads']:,} leads)"))
+    return checks
+
+
+def lead_accuracy(engine: Engine, champion: Champion, as_of: datetime) -> list[CheckResult]:
+    """Realized accuracy of the lead champion's latest stored run whose horizon has passed by ``as_of``."""
+    thresholds = auc_thresholds(champion.holdout_auc)
+    if champion.version is None:
+        return _lead_no_data(champion.name, f"no champion of {champion.name} to judge", thresholds)
+    horizon = champion.horizon_days or DEFAULT_HORIZON_DAYS
+    history = schema.lead_score_history
+    mine = and_(history.c.model_name == champion.name, history.c.model_version == champion.version)
+    with engine.connect() as conn:
+        runs = pd.DataFrame(conn.execute(select(history.c.as_of).where(mine).distinct()).all(), columns=["as_of"])
+    runs["as_of"] = pd.to_datetime(runs["as_of"])
+    run_as_of = matured_as_of(runs, as_of, horizon)
+    if run_as_of is None:
+        return _lead_no_data(champion.name, f"no scoring run of v{champion.version} whose {horizon}-day horizon "
+                                            f"has passed by {as_of:%Y-%m-%d} ({len(runs)} run(s) stored)", thresholds)
+    scored = read_frame(engine, history, ["lead_id", "probability", "band"],
+                        where=and_(mine, history.c.as_of == run_as_of.to_pydatetime()))
+    leads = read_frame(engine, schema.leads, ["lead_id", "converted_at"])
+    return realized_lead_checks(scored, leads, run_as_of, horizon, champion)
+
+
+def realized_purchase_check(scored: pd.DataFrame, orders: pd.DataFrame, run_as_of: pd.Timestamp, horizon_days: int,
+                            champion: Champion) -> CheckResult:
+    """Orders placed within ``horizon_days`` after ``run_as_of`` by the scored customers (``customer_id,
+    expected_purchases``) against the purchases the run expected of them."""
+    end = run_as_of + pd.Timedelta(days=horizon_days)
+    within = orders[(orders["ordered_at"] > run_as_of) & (orders["ordered_at"] <= end)
+                    & orders["customer_id"].isin(scored["customer_id"])]
+    predicted, actual = float(scored["expected_purchases"].sum()), float(len(within))
+    run = f"scores of v{champion.version} as of {run_as_of:%Y-%m-%d}, {horizon_days}-day horizon"
+    if len(scored) < MIN_CUSTOMERS or predicted <= 0:
+        return CheckResult.judged("realized_purchases", champion.name, None, PURCHASE_THRESHOLDS,
+                                  f"{run}: {len(scored):,} customers expected {predicted:,.1f} purchases; too few "
+                                  "to judge by")
+    return CheckResult.judged(
+        "realized_purchases", champion.name, abs(actual / predicted - 1), PURCHASE_THRESHOLDS,
+        f"{run}: {len(scored):,} customers placed {actual:,.0f} orders against {predicted:,.1f} expected "
+        f"(actual / predicted {actual / predicted:.2f})")
+
+
+def clv_accuracy(engine: Engine, champion: Champion, as_of: datetime) -> list[CheckResult]:
+    """Predicted against actual purchases of the CLV champion's latest stored run whose horizon has passed."""
+    if champion.version is None:
+        return [CheckResult.judged("realized_purchases", champion.name, None, PURCHASE_THRESHOLDS,
+                                   f"no champion of {champion.name} to judge")]
+    history = schema.customer_score_history
+    mine = and_(history.c.model_name == champion.name, history.c.model_version == champion.version)
+    with engine.connect() as conn:
+        rows = conn.execute(select(history.c.as_of, history.c.horizon_days).where(mine).distinct()).all()
+    runs = pd.DataFrame(rows, columns=["as_of", "horizon_days"])
+    runs["as_of"] = pd.to_datetime(runs["as_of"])
+    run_as_of = matured_as_of(runs, as_of, runs["horizon_days"].astype("float64"))
+    if run_as_of is None:
+        return [CheckResult.judged("realized_purchases", champion.name, None, PURCHASE_THRESHOLDS,
+                                   f"no scoring run of v{champion.version} whose horizon has passed by "
+                                   f"{as_of:%Y-%m-%d} ({len(runs)} run(s) stored)")]
+    horizon = int(runs.loc[runs["as_of"] == run_as_of, "horizon_days"].max())
+    scored = read_frame(engine, history, ["customer_id", "expected_purchases"],
+                        where=and_(mine, history.c.as_of == run_as_of.to_pydatetime()))
+    end = (run_as_of + pd.Timedelta(days=horizon)).to_pydatetime()
+    orders = read_frame(engine, schema.orders, ["customer_id", "ordered_at"],
+                        where=and_(schema.orders.c.ordered_at > run_as_of.to_pydatetime(),
+                                   schema.orders.c.ordered_at <= end))
+    return [realized_purchase_check(scored, orders, run_as_of, horizon, champion)]

@@ -1,0 +1,124 @@
+"""Retraining: whether a champion needs it (monitoring says alert, or it is too old), and retraining through the
+same code paths as ``leadval train`` with the reason recorded.
+
+The latest monitoring result of a model is the newest ``check = 'overall'`` row of the CRM's ``monitoring_runs``
+table (written by ``leadval monitor``); an absent table or no row for the model is "no monitoring yet", which
+does not ask for retraining. The candidate is gated against the champion on the same, most recent holdout by
+:func:`training.registry.register_and_gate`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from features.errors import InvalidInput
+from training.registry import CLV_MODEL_NAME, LEAD_MODEL_NAME, TAG_LIMIT, champion_version
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+MODELS = {"leads": LEAD_MODEL_NAME, "clv": CLV_MODEL_NAME}
+"""``leadval retrain`` target -> registered model name."""
+MONITORING_TABLE = "monitoring_runs"
+REASON_TAG = "retrain_reason"
+
+
+def latest_monitoring(engine: Engine, model_name: str) -> dict[str, Any] | None:
+    """The newest overall monitoring row of ``model_name`` (run_id, checked_at, as_of, model_version, status, detail),
+    or None when the table is absent or has no row for it. Read by reflection: the table belongs to ``leadval
+    monitor``, and a column it lacks reads as None."""
+    from sqlalchemy import MetaData, Table, inspect, select
+
+    if not inspect(engine).has_table(MONITORING_TABLE):
+        return None
+    table = Table(MONITORING_TABLE, MetaData(), autoload_with=engine)
+    query = (select(table).where(table.c.model == model_name, table.c.check == "overall")
+             .order_by(table.c.checked_at.desc()).limit(1))
+    with engine.connect() as connection:
+        row = connection.execute(query).mappings().first()
+    if row is None:
+        return None
+    return {key: row.get(key) for key in ("run_id", "checked_at", "as_of", "model_version", "status", "detail")}
+
+
+@dataclass(frozen=True)
+class Need:
+    """Whether a model needs retraining, and why, with what the decision looked at."""
+
+    retrain: bool
+    why: str
+    champion_version: str | None
+    champion_age_days: float | None
+    monitoring: dict[str, Any] | None
+
+
+def champion_age_days(model_name: str, version: str, now: float | None = None) -> float:
+    """Days since the champion ``version`` of ``model_name`` was registered (trained)."""
+    from mlflow.tracking import MlflowClient
+
+    created = MlflowClient().get_model_version(model_name, version).creation_timestamp / 1000
+    return ((now if now is not None else time.time()) - created) / 86_400
+
+
+def retraining_need(engine: Engine, model_name: str, max_age_days: float) -> Need:
+    """Retrain when there is no champion, the latest monitoring result says alert, or the champion was trained more
+    than ``max_age_days`` ago; an alert about a version that is no longer the champion does not count. MLflow must
+    point at the registry already."""
+    monitoring = latest_monitoring(engine, model_name)
+    current = champion_version(model_name)
+    if current is None:
+        return Need(True, f"{model_name} has no @champion yet", None, None, monitoring)
+    age = champion_age_days(model_name, current)
+    if monitoring is not None:
+        said = (f"the latest monitoring (run {monitoring['run_id']} checked at {monitoring['checked_at']}) says "
+                f"{monitoring['status']}")
+    else:
+        said = "no monitoring yet"
+    checked = monitoring.get("model_version") if monitoring is not None else None
+    if monitoring is not None and monitoring["status"] == "alert" and checked not in (None, "", current):
+        said = f"{said}, but for v{checked}, no longer the champion"
+    elif monitoring is not None and monitoring["status"] == "alert":
+        detail = f": {monitoring['detail']}" if monitoring.get("detail") else ""
+        return Need(True, f"{said} for {model_name}{detail}", current, age, monitoring)
+    if age > max_age_days:
+        return Need(True, f"champion v{current} was trained {age:.1f} days ago, more than --max-age-days "
+                          f"{max_age_days:g} ({said})", current, age, monitoring)
+    return Need(False, f"champion v{current} was trained {age:.1f} days ago (limit {max_age_days:g}) and {said}",
+                current, age, monitoring)
+
+
+def retrain(target: str, engine: Engine, db_url: str, tracking_uri: str, artifact_root: str,
+            reason: str) -> dict[str, Any]:
+    """Retrain ``target`` (leads or clv) on the CRM with the defaults of ``leadval train``, gate the candidate against
+    the champion on the same most recent holdout, and tag the new run and version with ``retrain_reason``."""
+    from mlflow.tracking import MlflowClient
+
+    if target == "leads":
+        from training.leads.data.splits import CrmTrainingConfig, crm_splits
+        from training.leads.job import GATE_METRIC, train_and_register
+
+        config = CrmTrainingConfig()
+        leads = train_and_register(crm_splits(engine, config), config, tracking_uri, artifact_root)
+        name, version, run_id, promoted = leads.model_name, leads.model_version, leads.run_id, leads.champion
+        gate, previous, warnings = leads.promotion_reason, leads.previous_champion, list(leads.warnings)
+        metric, candidate = GATE_METRIC, leads.metrics[GATE_METRIC]
+    elif target == "clv":
+        from training.clv.job import GATING_METRIC, train_from_crm
+
+        clv = train_from_crm(db_url, tracking_uri, artifact_root)
+        promotion = clv.promotion
+        name, version, run_id, promoted = promotion.model_name, promotion.version, clv.run_id, promotion.champion
+        gate, previous, warnings = promotion.reason, promotion.previous_champion, list(clv.warnings)
+        metric, candidate = GATING_METRIC, clv.holdout.mae
+    else:
+        raise InvalidInput(f"retrain: expected one of {', '.join(MODELS)}, got {target!r}")
+    client = MlflowClient()
+    client.set_tag(run_id, REASON_TAG, reason[:TAG_LIMIT])
+    client.set_model_version_tag(name, version, REASON_TAG, reason[:TAG_LIMIT])
+    return {"model_name": name, "new_version": version, "run_id": run_id, "promoted": promoted,
+            "promotion_reason": gate, "previous_champion": previous, "champion_version": champion_version(name),
+            "gate_metric": metric, "candidate_metric": candidate, "warnings": warnings,
+            "retrained_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
