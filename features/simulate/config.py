@@ -12,6 +12,7 @@ Fader, P. S., & Hardie, B. G. S. (2013). The Gamma-Gamma Model of Monetary Value
 
 from __future__ import annotations
 
+import calendar
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -202,6 +203,43 @@ DEFAULT_EXPERIMENTS: tuple[Experiment, ...] = (
 
 EXPERIMENT_METRICS: tuple[str, ...] = ("conversion", "ctr")
 
+SCENARIOS: tuple[str, ...] = ("stationary", "drift")
+"""``stationary``: the same process throughout; ``drift``: the process changes at the change date (:class:`Drift`)."""
+DRIFT_MONTHS = 6
+"""By default the drift starts this many months before the CRM's end."""
+
+
+@dataclass(frozen=True)
+class Drift:
+    """What changes in scenario ``drift`` from the change date on (midnight UTC of ``change_date``).
+
+    The quality of ``channel``'s leads created from then on falls to ``conversion_factor``: the rest of them
+    (a share ``1 - conversion_factor``) are junk that never converts yet engages ``engagement_factor`` times
+    as much, so the channel's conversion rate is multiplied by ``conversion_factor``. A new campaign ``campaign`` of ``channel`` starts then (weight ``campaign_weight``
+    among the channel's campaigns); a share ``country_share`` of the leads and customers created from then on
+    come from a new country ``country``. Customers acquired from then on churn faster: their BG/NBD dropout
+    probability is multiplied by ``dropout_factor`` (capped at 1).
+
+    What predicts conversion changes too, for leads created from then on (a product-led funnel): their
+    propensity to convert is a new latent, independent of the ``interest`` that drives their other behaviour.
+    Only the ``signals`` events (an intent type each) can convert them: those occur at ``signal_strength`` x
+    propensity on the log scale (``interest``'s 0.5 before) and fire with ``signal_boost`` added to their logit.
+    Every other intent event (demo requests, pricing-page views, forms, email clicks) keeps following
+    ``interest``, so it occurs independently of the propensity and never converts.
+    """
+
+    channel: str = "paid_social"
+    conversion_factor: float = 0.5
+    engagement_factor: float = 2.0
+    campaign: str = "tiktok_lead_ads"
+    campaign_weight: float = 0.5
+    country: str = "JP"
+    country_share: float = 0.1
+    dropout_factor: float = 2.0
+    signals: tuple[str, ...] = ("webinar_attend", "content_download")
+    signal_strength: float = 1.2
+    signal_boost: float = 2.0
+
 
 def current_end() -> datetime:
     """Now in UTC, naive and to the whole second: the end of a simulated CRM unless one is given."""
@@ -232,6 +270,14 @@ class SimulationConfig:
     activity_rate: float = 1.0
     lead_growth: float = 0.8
     experiments: tuple[Experiment, ...] = DEFAULT_EXPERIMENTS
+    scenario: str = "stationary"
+    change_date: date | None = None
+    drift: Drift = field(default_factory=Drift)
+
+    @property
+    def change_at(self) -> datetime | None:
+        """When the drift starts (midnight UTC of ``change_date``); None in scenario ``stationary``."""
+        return None if self.change_date is None else datetime.combine(self.change_date, time())
 
     @property
     def starts_at(self) -> datetime:
@@ -287,10 +333,41 @@ class SimulationConfig:
         campaigns = [k.name for c in self.channels for k in c.campaigns]
         if len(set(campaigns)) != len(campaigns):
             raise InvalidInput(f"channels: campaign names must be unique, got {campaigns}")
+        self._check_scenario()
         for experiment in self.experiments:
             _check_experiment(experiment)
         if len({e.name for e in self.experiments}) != len(self.experiments):
             raise InvalidInput(f"experiments: names must be unique, got {[e.name for e in self.experiments]}")
+
+
+    def _check_scenario(self) -> None:
+        """Resolve the default change date of scenario ``drift`` and check that it lies inside the timeline."""
+        if self.scenario not in SCENARIOS:
+            raise InvalidInput(f"scenario {self.scenario!r}: expected one of {', '.join(SCENARIOS)}")
+        if self.scenario == "stationary":
+            if self.change_date is not None:
+                raise InvalidInput("a change date needs scenario drift (--scenario drift)")
+            return
+        change = self.change_date
+        if change is None:
+            change = months_before(self.end.date(), DRIFT_MONTHS)
+        elif isinstance(change, datetime):
+            change = change.date()
+        object.__setattr__(self, "change_date", change)
+        if not self.start < change or not datetime.combine(change, time()) < self.end:
+            raise InvalidInput(f"change date {change.isoformat()}: must lie inside the CRM's period, after "
+                               f"{self.start.isoformat()} and before {self.end.isoformat()}")
+        drift = self.drift
+        if (not 0 <= drift.conversion_factor <= 1 or min(drift.engagement_factor, drift.dropout_factor) <= 0
+                or not 0 <= drift.country_share <= 1):
+            raise InvalidInput("drift: expected 0 <= conversion_factor <= 1, engagement_factor > 0, dropout_factor > 0 "
+                               "and 0 <= country_share <= 1")
+
+
+def months_before(day: date, months: int) -> date:
+    """The same day of the month ``months`` calendar months before ``day`` (the month's last day if shorter)."""
+    year, month = divmod(day.year * 12 + day.month - 1 - months, 12)
+    return date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
 
 
 def _check_experiment(experiment: Experiment) -> None:

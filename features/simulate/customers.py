@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from features.simulate.config import SimulationConfig
+from features.simulate.drift import dropout_factors
 from features.simulate.leads import COUNTRIES, DAY, format_ids, id_width, to_timestamps
 from features.simulate.marketing import day_lengths, demand_curve
 from features.simulate.orders import customer_orders
@@ -65,7 +66,8 @@ def orders_of(
     start = config.starts_at
     created = (customers["created_at"] - pd.Timestamp(start)).dt.total_seconds().to_numpy()
     channel = customers["acquisition_channel"].to_numpy()
-    orders, truth = customer_orders((config.span_seconds - created) / DAY, channel, config, rng)
+    orders, truth = customer_orders((config.span_seconds - created) / DAY, channel, config, rng,
+                                   dropout_factors(config, created))
     owner = orders["customer"].to_numpy()
     order_rows = pd.DataFrame({
         "order_id": format_ids("O", first_order + 1 + np.arange(len(orders)), ORDER_ID_WIDTH),

@@ -7,6 +7,8 @@ daily marketing spend (``simulated_marketing``), their profiles, behaviour and c
 (``simulated_orders``), and the A/B tests run on the leads (``simulate_experiments``, drawn from the leads'
 outcomes so that adding them changed no other table of a seed). The true parameters (``simulation_config``) and every lead's and customer's latent
 values and every experiment variant's true rate go to the ``truth_*`` tables defined here, on their own MetaData: nothing in the product reads them.
+Scenario ``drift`` (:mod:`features.simulate.drift`) changes the process at a change date and writes what changed
+to ``truth_drift``; the default ``stationary`` writes the same CRM as before scenarios existed.
 
 Determinism: random numbers are drawn from one stream per chunk (``np.random.SeedSequence(seed,
 spawn_key=(stream, chunk))``), so the same ``seed``, ``end`` and ``chunk_leads`` give a bit-identical
@@ -58,21 +60,23 @@ from features.simulate.config import (
 )
 from features.simulate.content import content_catalog
 from features.simulate.customers import customers_from_leads, orders_of, other_customers, plan_customers
+from features.simulate.drift import drift_truth, drifted, relocate
 from features.simulate.experiments import OUTCOME_COLUMNS, experiment_outcomes, simulate_experiments
-from features.simulate.leads import simulate_leads
+from features.simulate.leads import COUNTRIES, simulate_leads
 from features.simulate.marketing import LeadPlan, marketing_spend, plan_leads
 
 __all__ = [
     "DEFAULT_CHANNELS", "Campaign", "Channel", "ConversionModel", "OrderValue", "PurchaseProcess",
     "SimulationConfig", "TRUTH_TABLES", "bulk_insert", "generate_crm", "true_parameters", "truth_customers",
-    "truth_experiments", "truth_leads", "truth_metadata", "truth_parameters",
+    "truth_drift", "truth_experiments", "truth_leads", "truth_metadata", "truth_parameters",
 ]
 
 WRITE_BATCH_ROWS = 100_000
 SQLITE_CACHE_KIB = 64 * 1024
 SQLITE_MAX_VARIABLES = 4_000
 LOADED_TABLES: tuple[Table, ...] = (schema.leads, schema.activities, schema.customers, schema.orders)
-PLAN_STREAM, SPEND_STREAM, LEAD_STREAM, CUSTOMER_PLAN_STREAM, CUSTOMER_STREAM, EXPERIMENT_STREAM = range(6)
+(PLAN_STREAM, SPEND_STREAM, LEAD_STREAM, CUSTOMER_PLAN_STREAM, CUSTOMER_STREAM, EXPERIMENT_STREAM, LEAD_DRIFT_STREAM,
+ CUSTOMER_DRIFT_STREAM) = range(8)
 
 truth_metadata = MetaData()
 
@@ -139,7 +143,23 @@ truth_experiments = Table(
     _col("description", Text, "What was tested and its true effect in words."),
 )
 
-TRUTH_TABLES: tuple[Table, ...] = (truth_parameters, truth_leads, truth_customers, truth_experiments)
+truth_drift = Table(
+    "truth_drift",
+    truth_metadata,
+    _col("change", String(32), "What changed: conversion, engagement, new_campaign, new_country, propensity, "
+                               "signal_gained, signal_lost or dropout.", primary_key=True),
+    _col("scenario", String(32), "The simulated scenario (drift; a stationary CRM has no rows).", nullable=False),
+    _col("change_date", Date, "The change holds for leads and customers created from this day on (UTC).",
+         nullable=False),
+    _col("subject", String(128), "What it changed: the channel, the new campaign, the new country, leads, an "
+                                 "activity type, customers.", primary_key=True),
+    _col("factor", Float, "Multiplier of the conversion chance, engagement or dropout probability; the new "
+                          "campaign's weight; the new country's share; the propensity's correlation with interest; "
+                          "a signal's added conversion logit.", nullable=False),
+    _col("description", Text, "The change in words."),
+)
+
+TRUTH_TABLES: tuple[Table, ...] = (truth_parameters, truth_leads, truth_customers, truth_experiments, truth_drift)
 
 
 def generate_crm(
@@ -161,6 +181,7 @@ def generate_crm(
     (PostgreSQL) or checked (SQLite) in one pass each: 1.6x faster on SQLite, 2.5x on PostgreSQL (20k
     leads, measured). If the process dies in between, the next ``generate_crm`` restores them first.
     """
+    config = drifted(config, tuple(c for c, _ in COUNTRIES))
     create_schema(engine)
     with engine.begin() as conn:
         _restore_load_constraints(conn)
@@ -177,6 +198,7 @@ def generate_crm(
         counts["marketing_spend"] = bulk_insert(conn, schema.marketing_spend,
                                                 marketing_spend(config, plan, _rng(config, SPEND_STREAM)))
         bulk_insert(conn, truth_parameters, true_parameters(config))
+        bulk_insert(conn, truth_drift, drift_truth(config))
         _drop_load_constraints(conn)
     try:
         outcomes = _write_leads(engine, config, plan, counts, progress)
@@ -203,11 +225,12 @@ def _write_leads(
         stop = min(first + config.chunk_leads, config.n_leads)
         rng = _rng(config, LEAD_STREAM, chunk)
         batch = simulate_leads(config, plan, catalog, first, stop, counts["activities"], rng)
-        customers = customers_from_leads(batch.leads)
+        leads = relocate(config, batch.leads, "created_at", _rng(config, LEAD_DRIFT_STREAM, chunk))
+        customers = customers_from_leads(leads)
         outcomes.append(experiment_outcomes(batch.leads, batch.activities))
         orders, truth = orders_of(customers, config, counts["orders"], rng)
         with _loading(engine) as conn:
-            counts["leads"] += bulk_insert(conn, schema.leads, batch.leads)
+            counts["leads"] += bulk_insert(conn, schema.leads, leads)
             counts["activities"] += bulk_insert(conn, schema.activities, batch.activities)
             counts["customers"] += bulk_insert(conn, schema.customers, customers)
             counts["orders"] += bulk_insert(conn, schema.orders, orders)
@@ -224,7 +247,8 @@ def _write_other_customers(engine: Engine, config: SimulationConfig, counts: dic
     for chunk, first in enumerate(range(0, config.n_customers, config.chunk_leads)):
         stop = min(first + config.chunk_leads, config.n_customers)
         rng = _rng(config, CUSTOMER_STREAM, chunk)
-        customers = other_customers(config, cumulative, first, stop, rng)
+        customers = relocate(config, other_customers(config, cumulative, first, stop, rng), "created_at",
+                             _rng(config, CUSTOMER_DRIFT_STREAM, chunk))
         orders, truth = orders_of(customers, config, counts["orders"], rng)
         with _loading(engine) as conn:
             counts["customers"] += bulk_insert(conn, schema.customers, customers)

@@ -25,6 +25,7 @@ from scipy.special import expit, gammainc
 from features.crm.schema import ACTIVITY_TYPES
 from features.simulate.config import SimulationConfig
 from features.simulate.content import ASSETS, NURTURE_DAYS, PAGES, ContentCatalog
+from features.simulate.drift import junk_leads, rewire, signal_logits
 from features.simulate.marketing import LeadPlan, day_lengths
 
 DAY = 86_400.0
@@ -151,6 +152,9 @@ class _Leads:
     interest: np.ndarray
     engagement: np.ndarray
     scale_days: np.ndarray
+    junk: np.ndarray
+    propensity: np.ndarray
+    keen: np.ndarray
 
     @property
     def senior(self) -> np.ndarray:
@@ -183,11 +187,13 @@ def _profiles(config: SimulationConfig, plan: LeadPlan, first: int, stop: int, r
     domain = _draw(rng, np.column_stack([business * (1 - edu), (1 - business) * (1 - edu), edu]))
     interest = (np.array([c.interest_shift for c in config.channels])[channel]
                 + 0.15 * (seniority >= SENIORITIES.index("director")) + 0.2 * (domain == 0) + rng.normal(0, 1, n))
+    junk = junk_leads(config, channel, created, rng)
+    engagement = config.activity_rate * np.exp(0.5 * interest) * np.where(junk, config.drift.engagement_factor, 1.0)
+    propensity, keen = rewire(config, created, interest, engagement, junk, rng)
     return _Leads(
         created=created, source=source, channel=channel, country=country, industry=industry, size=size,
-        seniority=seniority, domain=domain, interest=interest,
-        engagement=config.activity_rate * np.exp(0.5 * interest),
-        scale_days=SCALE_DAYS * rng.lognormal(0, 0.5, n),
+        seniority=seniority, domain=domain, interest=interest, engagement=engagement, junk=junk,
+        scale_days=SCALE_DAYS * rng.lognormal(0, 0.5, n), propensity=propensity, keen=keen,
     )
 
 
@@ -201,7 +207,7 @@ def _behaviour(config: SimulationConfig, leads: _Leads, catalog: ContentCatalog,
     events.add(everyone, leads.created, "form_submit", "web", capture)
     _web(events, leads, catalog, rng)
 
-    lead = np.repeat(everyone, rng.poisson(DOWNLOADS * leads.engagement))
+    lead = np.repeat(everyone, rng.poisson(DOWNLOADS * leads.keen))
     asset_codes = np.array([catalog.code(a) for a in ASSETS])
     events.add(lead, _event_times(rng, leads, lead), "content_download", "web",
                asset_codes[rng.integers(0, len(ASSETS), len(lead))], intent=True)
@@ -246,11 +252,11 @@ def _web(events: _Events, leads: _Leads, catalog: ContentCatalog, rng: np.random
 def _webinars(events: _Events, leads: _Leads, factor: np.ndarray, catalog: ContentCatalog,
               rng: np.random.Generator) -> None:
     """Registrations for the next monthly webinar (at least a day ahead); attendance depends on interest."""
-    lead = np.repeat(np.arange(len(leads.created)), rng.poisson(WEBINARS * leads.engagement * factor))
+    lead = np.repeat(np.arange(len(leads.created)), rng.poisson(WEBINARS * leads.keen * factor))
     t = _event_times(rng, leads, lead)
     webinar = np.minimum(np.searchsorted(catalog.webinar_seconds, t + DAY), len(catalog.webinar_seconds) - 1)
     events.add(lead, t, "webinar_register", "event", catalog.webinar_codes[webinar])
-    attend = (rng.random(len(lead)) < expit(-0.2 + 0.5 * leads.interest[lead])) & (catalog.webinar_seconds[webinar] > t)
+    attend = (rng.random(len(lead)) < expit(-0.2 + 0.5 * leads.propensity[lead])) & (catalog.webinar_seconds[webinar] > t)
     late = rng.random(attend.sum()) * 600
     events.add(lead[attend], catalog.webinar_seconds[webinar[attend]] + late, "webinar_attend", "event",
                catalog.webinar_codes[webinar[attend]], root=t[attend],
@@ -309,15 +315,16 @@ def _convert(config: SimulationConfig, leads: _Leads, events: dict[str, np.ndarr
         + model.senior_large_company * (leads.senior & (leads.size >= COMPANY_SIZES.index("201-1000")))
         + model.c_level_small_company * ((leads.seniority == SENIORITIES.index("c_level"))
                                          & (leads.size <= COMPANY_SIZES.index("11-50")))
-        + model.interest_effect * leads.interest
+        + model.interest_effect * leads.propensity
         + noise
     )
     intent = np.flatnonzero(events["intent"])
     who, when, kind = events["lead"][intent], events["time"][intent], events["type"][intent]
     logit = (lead_logit[who] + _effects(model.activity_effects, ACTIVITY_TYPES)[kind]
              + model.demo_business_email * ((kind == TYPE["demo_request"]) & leads.business[who])
-             - (when - leads.created[who]) / DAY / model.staleness_days)
-    chance = expit(logit)
+             - (when - leads.created[who]) / DAY / model.staleness_days
+             + signal_logits(config, leads.created[who], kind, ACTIVITY_TYPES))
+    chance = np.where(leads.junk[who], 0.0, expit(logit))
     fired = rng.random(len(intent)) < chance
     delay = rng.gamma(model.delay_shape, model.delay_scale_days, len(intent)) * DAY
     reach = chance * gammainc(model.delay_shape, (end - when) / DAY / model.delay_scale_days)

@@ -20,14 +20,15 @@ def simulate_orders(
     purchases: PurchaseProcess,
     order_value: OrderValue,
     rng: np.random.Generator,
+    dropout_factor: np.ndarray | float = 1.0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Orders of customers whose first order is at day 0 and who are watched for ``observation_days``.
 
     Each customer draws ``lambda ~ Gamma(r, alpha)``, ``p ~ Beta(a, b)`` and ``nu ~ Gamma(q, v)``. While
     alive, repeat orders arrive as a Poisson process with rate ``lambda`` per day; after each repeat
     order the customer drops out with probability ``p`` (never right after the first order, as in
-    BG/NBD). Order values are ``Gamma(p, nu)``, rounded to cents. Orders fall strictly before the end.
-    Times are continuous, so two orders can (rarely, at these rates) fall on the same calendar day; the
+    BG/NBD); ``dropout_factor`` (per customer) multiplies ``p``, capped at 1. Order values are
+    ``Gamma(p, nu)``, rounded to cents. Orders fall strictly before the end. Times are continuous, so two orders can (rarely, at these rates) fall on the same calendar day; the
     RFM summary merges such orders, as ``lifetimes`` does.
 
     Returns
@@ -43,7 +44,7 @@ def simulate_orders(
     horizon = np.asarray(observation_days, dtype="float64")
     n = len(horizon)
     rate = rng.gamma(purchases.r, 1.0 / purchases.alpha, n)
-    dropout = rng.beta(purchases.a, purchases.b, n)
+    dropout = np.minimum(rng.beta(purchases.a, purchases.b, n) * dropout_factor, 1.0)
     nu = rng.gamma(order_value.q, 1.0 / order_value.v, n)
     purchases_until_dropout = rng.geometric(dropout)
     # A Poisson process on [0, T] is N ~ Poisson(lambda T) uniform points, sorted; the customer makes the
@@ -87,20 +88,23 @@ def customer_orders(
     acquisition_channel: np.ndarray,
     config: SimulationConfig,
     rng: np.random.Generator,
+    dropout_factor: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``simulate_orders`` for customers of several channels, each with its channel's purchase process.
+    """``simulate_orders`` for customers of several channels, each with its channel's purchase process
+    (and each customer's ``dropout_factor``, default 1).
 
     Returns the same two frames, ``customer`` being the position in the inputs; channels are simulated in
     the order of ``config.channels`` so the result depends only on the inputs and the generator.
     """
     orders, truth = [], []
     positions = np.arange(len(observation_days))
+    factors = np.ones(len(positions)) if dropout_factor is None else np.asarray(dropout_factor, dtype="float64")
     for channel in config.channels:
         mine = positions[acquisition_channel == channel.name]
         if not len(mine):
             continue
         channel_orders, channel_truth = simulate_orders(observation_days[mine], channel.purchases,
-                                                        config.order_value, rng)
+                                                        config.order_value, rng, factors[mine])
         channel_orders["customer"] = mine[channel_orders["customer"].to_numpy()]
         orders.append(channel_orders)
         truth.append(channel_truth.set_axis(mine))

@@ -28,6 +28,16 @@ def generate(
     replace: Annotated[
         bool, typer.Option("--replace", help="Delete the CRM's existing rows first (otherwise a non-empty CRM is an error).")
     ] = False,
+    scenario: Annotated[
+        str, typer.Option("--scenario", help="stationary (the same process throughout) or drift (one channel's lead "
+                                             "quality halves, a new campaign and country appear, new customers churn "
+                                             "faster from --change-date on; truth in truth_drift).")
+    ] = "stationary",
+    change_date: Annotated[
+        datetime | None, typer.Option("--change-date", formats=DAY_FORMATS, metavar="YYYY-MM-DD",
+                                      help="When the drift starts; inside the CRM's period "
+                                           "[default: 6 months before --end].")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Write a realistic simulated CRM ending now (or at --end), with its ground truth in separate truth_* tables."""
@@ -39,14 +49,17 @@ def generate(
     ends_at = current_end() if end is None else _instant("--end", end)
     engine = connect(settings.db)
     create_schema(engine)
-    config = SimulationConfig(n_leads=leads, n_customers=customers, seed=seed, end=ends_at)
+    config = SimulationConfig(n_leads=leads, n_customers=customers, seed=seed, end=ends_at, scenario=scenario,
+                              change_date=None if change_date is None else change_date.date())
     with progress_bar(total=leads, desc="simulating leads", unit="leads") as bar:
         counts = generate_crm(engine, config, progress=bar.update, replace=replace)
     lines = ", ".join(f"{n:,} {t}" for t, n in counts.items())
     stamp = config.end.isoformat()
+    changes = "" if config.change_date is None else f"; drift from {config.change_date.isoformat()} (truth_drift)"
     report({"db": safe_url(settings.db), "seed": seed, "end": stamp, "start": config.starts_at.isoformat(),
+            "scenario": scenario, "change_date": config.change_date and config.change_date.isoformat(),
             "rows": counts},
-           f"Generated {lines} in {safe_url(settings.db)}, from {config.starts_at:%Y-%m-%d} to {stamp} UTC "
+           f"Generated {lines} in {safe_url(settings.db)}, from {config.starts_at:%Y-%m-%d} to {stamp} UTC{changes} "
            f"(the same flags with --end {stamp} write the same CRM)", as_json)
 
 
