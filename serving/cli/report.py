@@ -85,6 +85,18 @@ def read_backtest(engine: Engine) -> StoredBacktest | None:
     return None if found is None else StoredBacktest(*found)
 
 
+def read_monitoring(engine: Engine) -> pd.DataFrame:
+    """Every row of ``monitoring_runs`` (empty in a CRM without the table or without monitoring yet)."""
+    import pandas as pd
+
+    from features.crm import schema
+    from features.crm.store import missing_tables, read_frame
+
+    if schema.monitoring_runs.name in missing_tables(engine):
+        return pd.DataFrame()
+    return read_frame(engine, schema.monitoring_runs)
+
+
 def read_clv_recorded(customer_scores: pd.DataFrame, tracking_uri: str) -> dict | None:
     """What the training run of the CLV model behind most customer scores recorded (None without scores)."""
     if customer_scores.empty or "run_id" not in customer_scores or customer_scores["run_id"].isna().all():
@@ -139,7 +151,8 @@ def report(
         bar.update()
         window = report_window(crm, start, end)
         built = build_report(crm, window, goals, backtest=backtest, clv_recorded=recorded,
-                             brand_pattern=BRAND_PATTERN if brand_pattern is None else brand_pattern)
+                             brand_pattern=BRAND_PATTERN if brand_pattern is None else brand_pattern,
+                             monitoring=read_monitoring(engine))
         bar.update()
         page = render_html(built)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -337,3 +337,20 @@ def chart_brand_shares(trend: pd.DataFrame, grain: str) -> str:
     _thin_ticks(ax, period_labels(trend["period"], grain))
     ax.legend(loc="upper left", fontsize=8, frameon=False)
     return _svg(fig, f"Brand awareness proxies per {grain}")
+
+
+def chart_realized_auc(track: pd.DataFrame) -> str:
+    """The lead champion's realized ROC AUC per monitoring run, with the warn and alert lines it was judged by."""
+    if track.empty:
+        return ""
+    fig = _figure()
+    ax = fig.subplots()
+    labels = [f"{pd.Timestamp(day):%Y-%m-%d}" for day in track["as_of"]]
+    x = np.arange(len(track))
+    ax.plot(x, track["value"], color="#2f6db5", marker="o", markersize=4, label="Realized ROC AUC")
+    ax.plot(x, track["warn"], color="#e0a23d", linestyle="--", linewidth=1, label="Warn below")
+    ax.plot(x, track["alert"], color="#c0392b", linestyle="--", linewidth=1, label="Alert below")
+    _style(ax, "Realized ROC AUC of the lead champion's past scores, per monitoring run", "ROC AUC")
+    _thin_ticks(ax, labels)
+    ax.legend(loc="lower left", fontsize=8, frameon=False)
+    return _svg(fig, "Realized ROC AUC of the lead champion's past scores, per monitoring run")

@@ -8,7 +8,7 @@ stored backtest (``leadval backtest leads``), never from today's open leads, whi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,6 +99,8 @@ class KPIReport:
     experiments: list[ExperimentResult]
     experiments_as_of: pd.Timestamp
     clv_model: Mapping[str, Any] | None = None
+    monitoring: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """The rows of ``monitoring_runs`` (``leadval monitor``) up to the window's end, oldest first; empty without."""
 
     @property
     def warnings(self) -> list[str]:
@@ -152,13 +154,15 @@ def build_report(
     backtest: StoredBacktest | None = None,
     clv_recorded: Mapping[str, Any] | None = None,
     brand_pattern: str = BRAND_PATTERN,
+    monitoring: pd.DataFrame | None = None,
 ) -> KPIReport:
     """Compute every KPI, attribution, predictive KPI and target status of the report for ``window``.
 
     ``backtest``: the latest stored backtest, the source of conversion by band (None: there is none yet).
     ``clv_recorded``: what the CLV model's training recorded (see :func:`clv_model_note`).
     ``brand_pattern``: the regular expression naming brand campaigns (``features.kpi.awareness``). Experiments are
-    compared on conversion as of the window's last instant.
+    compared on conversion as of the window's last instant. ``monitoring``: the rows of ``monitoring_runs``, whose
+    runs as of the window's end or before make the track record.
     """
     grain = grain or default_grain(window)
     channels = kpi_table(crm, window, "channel")
@@ -198,6 +202,7 @@ def build_report(
         pipeline=lead_pipeline(crm.leads, crm.lead_scores),
         targets=goals,
         engagement_time=engagement,
+        monitoring=monitoring_record(monitoring, window),
         brand_awareness=brand,
         experiments=experiments,
         experiments_as_of=as_of,
@@ -251,7 +256,16 @@ def report_json(report: KPIReport) -> dict[str, Any]:
                             "trend": records(report.brand_awareness.trend)},
         "experiments": experiment_records(report.experiments, report.experiments_as_of),
         "experiments_caution": PEEKING_CAUTION,
+        "monitoring": records(report.monitoring),
     }
+
+
+def monitoring_record(monitoring: pd.DataFrame | None, window: Window) -> pd.DataFrame:
+    """The monitoring runs as of the window's end or before, oldest first (empty without any)."""
+    if monitoring is None or monitoring.empty:
+        return pd.DataFrame()
+    kept = monitoring[pd.to_datetime(monitoring["as_of"]) < window.end]
+    return kept.sort_values(["as_of", "checked_at", "model", "check"]).reset_index(drop=True)
 
 
 def experiment_records(results: Sequence[ExperimentResult], as_of: pd.Timestamp) -> list[dict[str, Any]]:

@@ -50,7 +50,8 @@ from serving.report.sections import sections
 SECTIONS = (("headline", "Headline"), ("channels", "Channels"), ("trends", "Trends"),
             ("attribution", "Channel contribution"), ("engagement", "Engagement and content"),
             ("engagement-time", "Engagement time"), ("brand", "Brand awareness"), ("experiments", "Experiments"),
-            ("predictive", "Predictive KPIs"), ("targets", "Targets"), ("glossary", "Glossary"))
+            ("predictive", "Predictive KPIs"), ("targets", "Targets"), ("monitoring", "Monitoring"),
+            ("glossary", "Glossary"))
 """The page's sections in order: anchor and title in the navigation bar."""
 
 SHORT_LABELS: Mapping[str, str] = {

@@ -14,7 +14,7 @@ from features.kpi.awareness import BRAND_AWARENESS_DEFINITION
 from features.kpi.engagement import ENGAGEMENT_TIME_DEFINITION
 from features.kpi.experiments import ALPHA, MIN_TRIALS, PEEKING_CAUTION, RUNNING_DAYS, ExperimentResult
 from serving.report.cells import Cell, Column, Row, Table, fmt, safe_svg, table_of
-from serving.report.charts import chart_brand_shares, period_labels
+from serving.report.charts import chart_brand_shares, chart_realized_auc, period_labels
 from serving.report.data import EXPERIMENT_METRIC, TOP_ENGAGED_CONTENT, KPIReport
 
 EXPERIMENT_DEFINITION = (
@@ -158,6 +158,38 @@ def experiments_section(report: KPIReport) -> dict[str, Any]:
     }
 
 
+MONITORING_COLUMNS: list[Column] = [
+    ("model", "Model", "text"), ("check", "Check", "text"), ("value", "Value", "decimal"),
+    ("warn", "Warn at", "decimal"), ("alert", "Alert at", "decimal"), ("status", "Status", "text"),
+    ("detail", "What was measured", "text"),
+]
+
+
+def monitoring_section(report: KPIReport) -> dict[str, Any]:
+    """The latest monitoring run (its overall statuses and every check that is not ok) and the track record: each
+    run's overall status per model and the lead champion's realized ROC AUC over time."""
+    runs = report.monitoring
+    if runs.empty:
+        return {"any": False}
+    latest_id = runs.loc[runs["as_of"].astype("datetime64[ns]").idxmax(), "run_id"]
+    latest = runs[runs["run_id"] == latest_id]
+    shown = latest[(latest["check"] == "overall") | latest["status"].isin(["warn", "alert"])]
+    overall = runs[(runs["check"] == "overall") & (runs["model"] != "all")]
+    record = (overall.pivot_table(index="as_of", columns="model", values="status", aggfunc="last")
+              .reset_index().rename(columns={"as_of": "as of"}))
+    auc = runs[(runs["check"] == "realized_auc") & runs["value"].notna()].drop_duplicates("as_of", keep="last")
+    everything = latest[(latest["check"] == "overall") & (latest["model"] == "all")]["status"]
+    models = [column for column in record.columns if column != "as of"]
+    return {
+        "any": True,
+        "as_of": fmt(latest["as_of"].iloc[0], "date"),
+        "status": str(everything.iloc[-1]) if not everything.empty else "ok",
+        "latest": table_of(shown, MONITORING_COLUMNS),
+        "record": table_of(record, [("as of", "As of", "date"), *((model, model, "text") for model in models)]),
+        "chart": safe_svg(chart_realized_auc(auc)),
+    }
+
+
 def glossary_entries() -> list[tuple[str, str]]:
     """The glossary entries of these sections, from the modules' definitions."""
     return [("User engagement time", ENGAGEMENT_TIME_DEFINITION),
@@ -171,5 +203,6 @@ def sections(report: KPIReport) -> dict[str, Any]:
         "engagement_time": engagement_time_section(report),
         "brand": brand_awareness_section(report),
         "experiments": experiments_section(report),
+        "monitoring": monitoring_section(report),
         "more_glossary": glossary_entries(),
     }
