@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import calendar
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 
 from features.errors import InvalidInput
@@ -171,6 +171,18 @@ def _channels() -> tuple[Channel, ...]:
 
 DEFAULT_CHANNELS: tuple[Channel, ...] = _channels()
 """paid_search, paid_social, organic_search, email, referral, events, direct, partner."""
+
+
+def steady_calendar(channels: tuple[Channel, ...] = DEFAULT_CHANNELS) -> tuple[Channel, ...]:
+    """``channels`` with every campaign running the whole timeline: a stationary source mix.
+
+    The default calendar launches campaigns part-way (``linkedin_abm`` at mid-timeline, ...) and runs event
+    campaigns in bursts, so the mix of channels and campaigns among open leads moves over time: input drift a
+    monitor should flag. A CRM that is stationary in every respect, the one "no false alarm" is judged on,
+    passes ``channels=steady_calendar()``; the default (``--scenario stationary``) keeps its calendar.
+    """
+    return tuple(replace(c, campaigns=tuple(replace(k, active=((0.0, 1.0),)) for k in c.campaigns))
+                 for c in channels)
 
 
 @dataclass(frozen=True)
