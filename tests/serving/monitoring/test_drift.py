@@ -49,7 +49,7 @@ def drift_after_cutoff(engine: Engine) -> None:
                           "AND source_channel = 'paid_search'"), {"d": CUTOFF})
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1])  # seeds 2 and 3 through the whole monitor: test_end_to_end.py
 def test_a_stationary_crm_six_months_on_is_ok_and_a_drifted_one_alerts(tmp_path: Path, seed: int) -> None:
     engine = stationary_crm(tmp_path, seed)
     splits = crm_splits(engine, CrmTrainingConfig(as_of=str(CUTOFF)))
