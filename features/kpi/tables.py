@@ -13,14 +13,20 @@ from dataclasses import dataclass
 from datetime import date
 from functools import cached_property
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from features.crm import schema
 from features.crm.rows import conform_frame
 from features.crm.schema import ACTIVITY_TYPES, table
+from features.crm.store import missing_tables, read_frame
 from features.errors import InvalidInput
 from features.kpi.definitions import GRAINS
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 _NEEDED: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
@@ -171,3 +177,29 @@ def grain_code(grain: str) -> str:
         return GRAINS[grain]
     except KeyError:
         raise InvalidInput(f"grain {grain!r} is unknown; expected one of {', '.join(GRAINS)}") from None
+
+
+def read_kpi_tables(engine: Engine) -> KpiTables:
+    """The CRM and score tables of the database at ``engine``, with only the columns the KPIs use, checked and typed.
+
+    A table the database lacks reads as an empty one (a CRM created before ``experiment_assignments`` existed has no
+    experiments).
+    """
+    columns = {
+        schema.leads: ["lead_id", "created_at", "source_channel", "campaign", "converted_at", "customer_id"],
+        schema.activities: ["lead_id", "occurred_at", "activity_type", "channel", "content_id", "duration_seconds"],
+        schema.customers: ["customer_id", "lead_id", "created_at", "acquisition_channel"],
+        schema.orders: ["customer_id", "ordered_at", "amount"],
+        schema.marketing_spend: ["date", "channel", "campaign", "spend", "impressions", "clicks"],
+        schema.lead_scores: ["lead_id", "score", "probability", "band", "reasons", "expected_value", "as_of",
+                             "scored_at"],
+        schema.customer_scores: ["customer_id", "expected_purchases", "p_alive", "expected_order_value", "clv",
+                                 "segment", "model_name", "model_version", "run_id", "scoring_run_id", "as_of",
+                                 "scored_at"],
+        schema.customer_score_history: ["customer_id", "p_alive", "clv", "segment", "scoring_run_id", "as_of",
+                                        "scored_at"],
+        schema.experiment_assignments: ["experiment", "variant", "lead_id", "assigned_at"],
+    }
+    absent = set(missing_tables(engine))
+    return kpi_tables(**{frame.name: read_frame(engine, frame, cols) for frame, cols in columns.items()
+                         if frame.name not in absent})

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     import pandas as pd
     from sqlalchemy import Engine
 
-    from features.kpi.tables import KpiTables
     from serving.report.data import KPIReport, StoredBacktest
 
 DEFAULT_REPORT = Path("reports/kpi_report.html")
@@ -45,35 +44,6 @@ def _engine(db: str | None, tables: tuple[str, ...]) -> tuple[Engine, str]:
         raise InvalidInput(f"the CRM at {safe_url(settings.db)} has no table(s) {', '.join(absent)}; run "
                            "`leadval generate` or `leadval import` first")
     return engine, settings.db
-
-
-def read_crm(engine: Engine) -> KpiTables:
-    """The CRM and score tables the report needs, with only the columns it uses.
-
-    ``experiment_assignments`` is optional: a CRM created before the table existed reads as one without experiments.
-    """
-    from features.crm import schema
-    from features.crm.store import missing_tables, read_frame
-    from features.kpi.tables import kpi_tables
-
-    columns = {
-        schema.leads: ["lead_id", "created_at", "source_channel", "campaign", "converted_at", "customer_id"],
-        schema.activities: ["lead_id", "occurred_at", "activity_type", "channel", "content_id", "duration_seconds"],
-        schema.customers: ["customer_id", "lead_id", "created_at", "acquisition_channel"],
-        schema.orders: ["customer_id", "ordered_at", "amount"],
-        schema.marketing_spend: ["date", "channel", "campaign", "spend", "impressions", "clicks"],
-        schema.lead_scores: ["lead_id", "score", "probability", "band", "reasons", "expected_value", "as_of",
-                             "scored_at"],
-        schema.customer_scores: ["customer_id", "expected_purchases", "p_alive", "expected_order_value", "clv",
-                                 "segment", "model_name", "model_version", "run_id", "scoring_run_id", "as_of",
-                                 "scored_at"],
-        schema.customer_score_history: ["customer_id", "p_alive", "clv", "segment", "scoring_run_id", "as_of",
-                                        "scored_at"],
-        schema.experiment_assignments: ["experiment", "variant", "lead_id", "assigned_at"],
-    }
-    absent = set(missing_tables(engine))
-    return kpi_tables(**{table.name: read_frame(engine, table, cols) for table, cols in columns.items()
-                         if table.name not in absent})
 
 
 def read_backtest(engine: Engine) -> StoredBacktest | None:
@@ -134,7 +104,7 @@ def report(
     """Write the KPI report: one self-contained HTML page of channel, trend, attribution and predictive KPIs."""
     from features.crm.store import safe_url
     from features.kpi.awareness import BRAND_PATTERN
-    from features.kpi.tables import report_window
+    from features.kpi.tables import read_kpi_tables, report_window
     from features.kpi.targets import read_targets
     from serving.report.data import build_report, report_json
     from serving.report.page import render_html
@@ -145,7 +115,7 @@ def report(
     engine, url = _engine(db, ("leads", "activities", "customers", "orders", "marketing_spend", "lead_scores",
                                "customer_scores", "customer_score_history"))
     with progress_bar(total=3, desc="KPI report", unit="steps") as bar:
-        crm = read_crm(engine)
+        crm = read_kpi_tables(engine)
         backtest = read_backtest(engine)
         recorded = read_clv_recorded(crm.customer_scores, load_settings(tracking_uri=tracking_uri).tracking_uri)
         bar.update()

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from features.kpi.tables import KpiTables
 from serving.monitoring.checks import CheckResult
 
 TARGET_STATUS: dict[str, str] = {"on_track": "ok", "met": "ok", "at_risk": "warn", "missed": "alert",
@@ -24,33 +23,11 @@ TARGET_STATUS: dict[str, str] = {"on_track": "ok", "met": "ok", "at_risk": "warn
 KPI_MODEL = "kpi"
 
 
-def read_kpi_tables(engine: Engine) -> KpiTables:
-    """The CRM and score tables the targets are measured on, with only the columns the KPIs use."""
-    from features.crm import schema
-    from features.crm.store import missing_tables, read_frame
-    from features.kpi.tables import kpi_tables
-
-    columns = {
-        schema.leads: ["lead_id", "created_at", "source_channel", "campaign", "converted_at", "customer_id"],
-        schema.activities: ["lead_id", "occurred_at", "activity_type", "channel", "content_id", "duration_seconds"],
-        schema.customers: ["customer_id", "lead_id", "created_at", "acquisition_channel"],
-        schema.orders: ["customer_id", "ordered_at", "amount"],
-        schema.marketing_spend: ["date", "channel", "campaign", "spend", "impressions", "clicks"],
-        schema.customer_scores: ["customer_id", "expected_purchases", "p_alive", "expected_order_value", "clv",
-                                 "segment", "as_of", "scored_at"],
-        schema.customer_score_history: ["customer_id", "p_alive", "clv", "segment", "scoring_run_id", "as_of",
-                                        "scored_at"],
-    }
-    absent = set(missing_tables(engine))
-    return kpi_tables(**{table.name: read_frame(engine, table, cols) for table, cols in columns.items()
-                         if table.name not in absent})
-
-
 def kpi_checks(engine: Engine, as_of: datetime, targets_path: Path | None) -> list[CheckResult]:
     """One check per target of ``targets_path`` as of ``as_of``; one no_data check without a targets file."""
     if targets_path is None:
         return [CheckResult("kpi_targets", KPI_MODEL, None, None, None, "no_data", "no targets file given (--targets)")]
-    from features.kpi.tables import report_window
+    from features.kpi.tables import read_kpi_tables, report_window
     from features.kpi.targets import evaluate_targets, read_targets
 
     goals = read_targets(targets_path)

@@ -11,8 +11,7 @@ from mlflow.tracking import MlflowClient
 from features.errors import InvalidInput
 from tests.mlflow_stores import empty_tracking_uri
 from training.champions import champion_stack, list_models, previous_champion, rollback
-from training.registry import champion_history
-from training.registry import Promote, champion_version, register_and_gate
+from training.registry import Promote, champion_history, champion_version, register_and_gate
 from training.tracking import use_tracking
 
 NAME = "lead-scoring"

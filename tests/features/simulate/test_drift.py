@@ -9,11 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.crm import schema
-from features.crm.store import connect, create_schema, read_frame
 from features.errors import InvalidInput
 from features.simulate.config import SimulationConfig
-from features.simulate.generate import TRUTH_TABLES, generate_crm
+from tests.features.simulate.test_experiments import tables
 from tests.leadval_cli import run_leadval
 
 END = pd.Timestamp("2025-12-31")
@@ -27,19 +25,6 @@ STATIONARY_HASHES = {
     "truth_experiments": 1677770277627358163,
 }
 """Frame hashes of ``TINY``'s tables, computed with the simulator as it was before scenarios existed."""
-
-
-def tables(url: str, config: SimulationConfig) -> dict[str, pd.DataFrame]:
-    """Generate ``config`` at ``url`` and read every CRM and truth table back, rows in key order."""
-    engine = connect(url)
-    create_schema(engine)
-    generate_crm(engine, config)
-    frames = {}
-    for table in (*schema.CRM_TABLES, *TRUTH_TABLES):
-        key = [c.name for c in table.primary_key.columns]
-        frames[table.name] = read_frame(engine, table).sort_values(key).reset_index(drop=True)
-    engine.dispose()
-    return frames
 
 
 def frame_hash(frame: pd.DataFrame) -> int:

@@ -27,7 +27,7 @@ from features.crm.store import connect, create_schema, insert_frame
 from features.errors import InvalidInput
 from features.kpi.definitions import METRICS
 from features.kpi.metrics import kpi_table
-from features.kpi.tables import kpi_tables, report_window
+from features.kpi.tables import kpi_tables, read_kpi_tables, report_window
 from features.kpi.targets import Target
 from serving.cli import report as report_cli
 from serving.report.data import build_report, clv_model_note
@@ -228,7 +228,7 @@ def test_printed_summary_labels_converted_leads_new_customers_and_both_cacs(writ
 
 def test_the_crm_reads_back_the_same_from_the_database(db_url: str) -> None:
     _write_crm(db_url)
-    crm = report_cli.read_crm(connect(db_url))
+    crm = read_kpi_tables(connect(db_url))
     expected = hand_made_crm()
     window = report_window(expected, *WINDOW_ARGS)
     pd.testing.assert_frame_equal(kpi_table(crm, window, "channel"), kpi_table(expected, window, "channel"))

@@ -7,7 +7,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from typer.testing import CliRunner
 
 from features.crm import schema
@@ -22,16 +21,6 @@ def _row(run: str, as_of: str, model: str, check: str, status: str, value: float
     return {"run_id": run, "checked_at": datetime.fromisoformat(as_of), "as_of": datetime.fromisoformat(as_of),
             "model": model, "model_version": "1" if model == "lead-scoring" else None, "check": check,
             "status": status, "value": value, "warn": warn, "alert": alert, "detail": f"{check} as of {as_of}"}
-
-
-@pytest.fixture(scope="module")
-def crm_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A small simulated CRM, ending 2026-06-30."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('crm') / 'crm.db'}"
-    result = RUNNER.invoke(app, ["generate", "--db", url, "--leads", "400", "--customers", "100", "--seed", "5",
-                                 "--end", "2026-06-30T00:00:00"])
-    assert result.exit_code == 0, result.output
-    return url
 
 
 def _report(url: str, out: Path) -> dict:
