@@ -22,26 +22,26 @@ if TYPE_CHECKING:
 
 MODELS = {"leads": LEAD_MODEL_NAME, "clv": CLV_MODEL_NAME}
 """``leadval retrain`` target -> registered model name."""
-MONITORING_TABLE = "monitoring_runs"
 REASON_TAG = "retrain_reason"
 
 
 def latest_monitoring(engine: Engine, model_name: str) -> dict[str, Any] | None:
     """The newest overall monitoring row of ``model_name`` (run_id, checked_at, as_of, model_version, status, detail),
-    or None when the table is absent or has no row for it. Read by reflection: the table belongs to ``leadval
-    monitor``, and a column it lacks reads as None."""
-    from sqlalchemy import MetaData, Table, inspect, select
+    or None when the CRM has no ``monitoring_runs`` table (made before it existed) or no row for the model."""
+    from sqlalchemy import select
 
-    if not inspect(engine).has_table(MONITORING_TABLE):
+    from features.crm.schema import monitoring_runs as table
+    from features.crm.store import missing_tables
+
+    if table.name in missing_tables(engine):
         return None
-    table = Table(MONITORING_TABLE, MetaData(), autoload_with=engine)
-    query = (select(table).where(table.c.model == model_name, table.c.check == "overall")
+    query = (select(table.c.run_id, table.c.checked_at, table.c.as_of, table.c.model_version, table.c.status,
+                    table.c.detail)
+             .where(table.c.model == model_name, table.c.check == "overall")
              .order_by(table.c.checked_at.desc()).limit(1))
     with engine.connect() as connection:
         row = connection.execute(query).mappings().first()
-    if row is None:
-        return None
-    return {key: row.get(key) for key in ("run_id", "checked_at", "as_of", "model_version", "status", "detail")}
+    return None if row is None else dict(row)
 
 
 @dataclass(frozen=True)
