@@ -1,4 +1,5 @@
-"""Models registered before the package layout changed still load and score exactly as they did."""
+"""Models registered before the package layout changed still load and score as they did: scores, bands and reasons
+exactly, probabilities to 1e-12 (CPUs with other vector units round numpy's and LightGBM's last bits differently)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ def test_model_registered_before_the_move_scores_as_it_did(name: str) -> None:
     scores = model.predict(pd.read_parquet(SAVED / f"{name}_input.parquet"))
     expected = pd.read_parquet(SAVED / f"{name}_expected.parquet")
     assert list(scores.columns) == list(expected.columns)
-    pd.testing.assert_frame_equal(scores.reset_index(drop=True), expected, check_exact=True, check_dtype=False,
-                                  check_column_type=False)
+    pd.testing.assert_frame_equal(scores.reset_index(drop=True), expected, check_exact=False, rtol=1e-12, atol=0.0,
+                                  check_dtype=False, check_column_type=False)
+    for column in scores.columns:
+        if not pd.api.types.is_float_dtype(scores[column]):
+            assert scores[column].tolist() == expected[column].tolist(), column
 
 
 def test_saved_models_name_the_old_module_paths() -> None:
