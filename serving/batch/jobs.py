@@ -127,14 +127,13 @@ def model_identity(uri: str) -> tuple[ModelIdentity, object]:
     return ModelIdentity(name, version, run_id, uri), load_registered(uri)
 
 
-def open_lead_ids(engine: Engine, as_of: datetime) -> list[str]:
-    """Leads created by ``as_of`` and not converted by then, in id order."""
+def open_lead_ids(engine: Engine, as_of: datetime, created_after: datetime | None = None) -> list[str]:
+    """Leads created by ``as_of`` (and after ``created_after``, when given) and not converted by then, in id order."""
     leads = schema.leads
-    query = (
-        select(leads.c.lead_id)
-        .where(and_(leads.c.created_at <= as_of, or_(leads.c.converted_at.is_(None), leads.c.converted_at > as_of)))
-        .order_by(leads.c.lead_id)
-    )
+    open_then = and_(leads.c.created_at <= as_of, or_(leads.c.converted_at.is_(None), leads.c.converted_at > as_of))
+    if created_after is not None:
+        open_then = and_(open_then, leads.c.created_at > created_after)
+    query = select(leads.c.lead_id).where(open_then).order_by(leads.c.lead_id)
     with engine.connect() as conn:
         return list(conn.execute(query).scalars())
 

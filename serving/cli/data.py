@@ -38,11 +38,17 @@ def generate(
                                       help="When the drift starts; inside the CRM's period "
                                            "[default: 6 months before --end].")
     ] = None,
+    steady_calendar: Annotated[
+        bool, typer.Option("--steady-calendar", help="Run every campaign over the whole timeline, so the source mix "
+                                                     "does not move (by default campaigns launch part-way and events "
+                                                     "come in bursts, which leadval monitor rightly reports).")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Write a realistic simulated CRM ending now (or at --end), with its ground truth in separate truth_* tables."""
     from features.crm.store import connect, create_schema, safe_url
-    from features.simulate.config import SimulationConfig, current_end
+    from features.simulate.config import DEFAULT_CHANNELS, SimulationConfig, current_end
+    from features.simulate.config import steady_calendar as steady
     from features.simulate.generate import generate_crm
 
     settings = load_settings(db=db)
@@ -50,7 +56,8 @@ def generate(
     engine = connect(settings.db)
     create_schema(engine)
     config = SimulationConfig(n_leads=leads, n_customers=customers, seed=seed, end=ends_at, scenario=scenario,
-                              change_date=None if change_date is None else change_date.date())
+                              change_date=None if change_date is None else change_date.date(),
+                              channels=steady() if steady_calendar else DEFAULT_CHANNELS)
     with progress_bar(total=leads, desc="simulating leads", unit="leads") as bar:
         counts = generate_crm(engine, config, progress=bar.update, replace=replace)
     lines = ", ".join(f"{n:,} {t}" for t, n in counts.items())
@@ -58,9 +65,10 @@ def generate(
     changes = "" if config.change_date is None else f"; drift from {config.change_date.isoformat()} (truth_drift)"
     report({"db": safe_url(settings.db), "seed": seed, "end": stamp, "start": config.starts_at.isoformat(),
             "scenario": scenario, "change_date": config.change_date and config.change_date.isoformat(),
-            "rows": counts},
+            "steady_calendar": steady_calendar, "rows": counts},
            f"Generated {lines} in {safe_url(settings.db)}, from {config.starts_at:%Y-%m-%d} to {stamp} UTC{changes} "
-           f"(the same flags with --end {stamp} write the same CRM)", as_json)
+           f"{'; every campaign runs throughout' if steady_calendar else ''} (the same flags with --end {stamp} write "
+           "the same CRM)", as_json)
 
 
 def _instant(flag: str, value: str) -> datetime:

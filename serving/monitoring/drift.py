@@ -1,4 +1,5 @@
-"""Input drift and score drift of the lead model: tonight's open leads against the training reference, tonight's
+"""Input drift and score drift of the lead model: tonight's open leads against the training reference (the rows of
+every split of the champion's training run: train, validation and test, the latest nearest to its cutoff), tonight's
 scores against the last scoring runs.
 
 Why PSI: the population stability index, sum over bins of (current - expected) x ln(current / expected), is the
@@ -27,7 +28,7 @@ them only the missing rate (has the lead ever had one) is checked, never the PSI
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -127,7 +128,7 @@ def _psi_result(name: str, model: str, shares: np.ndarray, expected: np.ndarray,
                            f"{name} is missing for all {population}")
     value = psi(shares, expected)
     worst = int(np.argmax(np.abs(shares - expected)))
-    label = labels[worst] if worst < len(labels) else "unseen in training"
+    label = labels[worst] if worst < len(labels) else "unseen in the training data"
     return CheckResult.judged("input_drift:" + name, model, value, PSI,
                               f"{name}: PSI {value:.3f} over {population}; most moved: {label} at "
                               f"{shares[worst]:.1%} against {expected[worst]:.1%} in training")
@@ -141,7 +142,7 @@ def _new_category_result(name: str, model: str, values: pd.Series, codes: np.nda
     top = values[unseen].astype(str).value_counts().head(3).index.tolist()
     return CheckResult.judged(f"new_categories:{name}", model, share, NEW_CATEGORIES,
                               f"{name}: {share:.1%} of tonight's {len(codes):,} leads with one have a value unseen in "
-                              "training" + (f" (e.g. {', '.join(top)}); the model scores it as missing" if top else ""))
+                              "the training data" + (f" (e.g. {', '.join(top)}); the model scores it as missing" if top else ""))
 
 
 def band_of(scores: pd.Series, band_scores: tuple[int, int, int]) -> np.ndarray:
@@ -172,9 +173,11 @@ def score_drift(current_scores: pd.Series, previous: list[pd.Series], model: str
     return results
 
 
-def open_lead_features(engine: Engine, as_of: datetime) -> pd.DataFrame:
-    """Features of the leads open at ``as_of``, computed in chunks exactly as the nightly batch job does."""
-    ids = open_lead_ids(engine, as_of)
+def open_lead_features(engine: Engine, as_of: datetime, max_age_days: float | None = None) -> pd.DataFrame:
+    """Features of the leads open at ``as_of`` (younger than ``max_age_days``, when given: older ones are not
+    compared), computed in chunks exactly as the nightly batch job does."""
+    created_after = as_of - timedelta(days=max_age_days) if max_age_days is not None else None
+    ids = open_lead_ids(engine, as_of, created_after)
     parts = [lead_feature_arrays(*lead_chunk_frames(engine, ids[i: i + CHUNK_LEADS], as_of), as_of).frame()
              for i in range(0, len(ids), CHUNK_LEADS)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(LEAD_FEATURE_COLUMNS))
@@ -219,7 +222,9 @@ def drift_checks(engine: Engine, model_uri_or_loaded_model: Any, as_of: datetime
     if at is None:
         return [CheckResult("input_drift", name, None, PSI.warn, PSI.alert, "no_data", "the CRM has no activity yet")]
     current, previous = run_scores(engine, name, at, runs)
-    return (input_drift(scorer.reference, open_lead_features(engine, at), name)
+    reference = scorer.reference
+    oldest = reference.age_edges[-1] if reference is not None and reference.age_column else None
+    return (input_drift(reference, open_lead_features(engine, at, oldest), name)
             + score_drift(current, previous, name, band_scores(scorer)))
 
 

@@ -55,7 +55,7 @@ class MonitoringRun:
 
 
 def champion_of(model_name: str) -> Champion:
-    """The ``@champion`` of ``model_name`` with its horizon and recorded holdout ROC AUC (version None without one)."""
+    """The ``@champion`` of ``model_name`` with its horizon and recorded holdout ROC AUCs (version None without one)."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -71,10 +71,11 @@ def champion_of(model_name: str) -> Champion:
     except (MlflowException, OSError, AttributeError):
         horizon = None
     try:
-        auc = MlflowClient().get_run(run_id).data.metrics.get("roc_auc") if run_id else None
+        metrics = MlflowClient().get_run(run_id).data.metrics if run_id else {}
     except (MlflowException, OSError):
-        auc = None
-    return Champion(name, version, run_id, int(horizon) if horizon else None, auc)
+        metrics = {}
+    return Champion(name, version, run_id, int(horizon) if horizon else None, metrics.get("roc_auc"),
+                    metrics.get("roc_auc_new_leads"))
 
 
 def monitoring_run_id(as_of: datetime, versions: dict[str, str | None], targets_path: Path | None) -> str:
@@ -87,9 +88,17 @@ def monitoring_run_id(as_of: datetime, versions: dict[str, str | None], targets_
 def overall_rows(checks: list[CheckResult]) -> list[CheckResult]:
     """One ``overall`` check per model among ``checks``, then one for the whole run (model ``all``)."""
     models = list(dict.fromkeys(c.model for c in checks))
-    rows = [CheckResult("overall", m, None, None, None, overall(c for c in checks if c.model == m),
-                        f"worst status of the {m} checks") for m in models]
-    return rows + [CheckResult("overall", RUN_MODEL, None, None, None, overall(checks), "worst status of all checks")]
+    rows = [CheckResult("overall", m, None, None, None, overall(mine := [c for c in checks if c.model == m]),
+                        f"worst status of the {m} checks{_worst(mine)}") for m in models]
+    return rows + [CheckResult("overall", RUN_MODEL, None, None, None, overall(checks),
+                               f"worst status of all checks{_worst(checks)}")]
+
+
+def _worst(checks: list[CheckResult]) -> str:
+    """``: alert on A, B; warn on C`` for the checks that warn or alert (empty when none does)."""
+    said = [f"{status} on {', '.join(c.check for c in checks if c.status == status)}" for status in ("alert", "warn")
+            if any(c.status == status for c in checks)]
+    return f": {'; '.join(said)}" if said else ""
 
 
 def monitor(engine: Engine, tracking_uri: str, as_of: datetime, targets_path: Path | None = None,

@@ -4,7 +4,8 @@ Metrics (:func:`lead_metrics`): ROC AUC, PR AUC (average precision), log loss, B
 calibration error (ECE over 10 equal-count bins of predicted probability, weighted by bin size), and
 lift and capture at the top 10% and 20% (lift: conversion rate among the top-scored leads over the
 overall rate; capture: share of all conversions found there). The gains table splits leads into
-deciles by probability (the score's order), best first.
+deciles by probability (the score's order), best first. :func:`new_leads_metrics` gives the ROC AUC of the
+holdout's leads younger than the horizon: what monitoring judges new leads' realized AUC against.
 """
 
 from __future__ import annotations
@@ -47,6 +48,20 @@ def lead_metrics(converted: np.ndarray, probability: np.ndarray) -> dict[str, fl
         metrics[f"lift_top{round(share * 100)}"] = lift
         metrics[f"capture_top{round(share * 100)}"] = capture
     return metrics
+
+
+def new_leads_metrics(converted: np.ndarray, probability: np.ndarray, age_days: np.ndarray | None,
+                      horizon_days: int | None) -> dict[str, float]:
+    """ROC AUC, rows and conversions of the holdout leads younger than ``horizon_days`` (``roc_auc_new_leads``,
+    ``rows_new_leads``, ``converted_new_leads``); empty without ages (a flat file) or without both outcomes."""
+    if age_days is None or not horizon_days:
+        return {}
+    new = np.asarray(age_days, dtype="float64") < horizon_days
+    y = np.asarray(converted, dtype="float64")[new]
+    if np.unique(y).size < 2:
+        return {}
+    return {"roc_auc_new_leads": float(roc_auc_score(y, np.asarray(probability)[new])),
+            "rows_new_leads": float(new.sum()), "converted_new_leads": float(y.sum())}
 
 
 def _ranked(converted: np.ndarray, probability: np.ndarray) -> np.ndarray:

@@ -3,8 +3,9 @@ registry.
 
 For a flat file, the booster's parameters are optionally searched within a time box on the training split
 (:mod:`training.leads.tune`) first. :func:`train_and_register` fits the LightGBM scorer (early stopping and
-calibration on validation) and the logistic-regression baseline on the training split, keeps the training
-reference that input drift is judged by (:mod:`training.leads.reference`), evaluates both on the test split,
+calibration on validation) and the logistic-regression baseline on the training split, keeps the reference of
+all splits' rows that input drift is judged by (:mod:`training.leads.reference`: the test split is the nearest to
+the cutoff), evaluates both on the test split,
 logs config, data fingerprint, git commit, the data's end instant (tag ``data_end``, CRM only), metrics,
 tables, plots, a model card (what the score, bands and reasons mean), the column audit and the pyfunc to the
 ``lead-scoring`` experiment, registers the model (a flat file's under a name of its own, never the CRM model's)
@@ -31,11 +32,17 @@ from features.errors import InvalidInput, LeadvalError
 from features.json_ready import json_ready
 from features.lead_labels import LABEL_COLUMN
 from training.leads.data.splits import CrmTrainingConfig, LeadSplits, TableTrainingConfig
-from training.leads.evaluation import calibration_table, evaluation_plots, gains_table, lead_metrics
+from training.leads.evaluation import (
+    calibration_table,
+    evaluation_plots,
+    gains_table,
+    lead_metrics,
+    new_leads_metrics,
+)
 from training.leads.fit import fit_baseline, fit_lead_model
 from training.leads.pyfunc import log_lead_model, scorer_of
 from training.leads.reasons import FRESH_DAYS
-from training.leads.reference import feature_reference
+from training.leads.reference import AGE_COLUMN, feature_reference
 from training.leads.scorer import LeadScorer
 from training.registry import (
     LEAD_MODEL_NAME,
@@ -127,7 +134,7 @@ def train_and_register(
                             splits.horizon_days, splits.source.get("cutoff"))
     fit_seconds = time.perf_counter() - fit_started
     valid_scored = scorer.predict(splits.valid, reasons=False)
-    scorer = replace(scorer, reference=feature_reference(splits.train, splits.spec.categorical, splits.spec.numeric,
+    scorer = replace(scorer, reference=feature_reference(splits.all_rows, splits.spec.categorical, splits.spec.numeric,
                                                          valid_scored["score"], valid_scored["band"]))
     baseline = fit_baseline(splits.train, splits.spec, LABEL_COLUMN)
     outcome = splits.test[LABEL_COLUMN].to_numpy()
@@ -136,7 +143,8 @@ def train_and_register(
                            "needs converters and non-converters (use more data or a longer history)")
     probability = scorer.probability(splits.test)
     baseline_probability = baseline.predict_proba(splits.spec.matrix(splits.test))[:, 1]
-    metrics = lead_metrics(outcome, probability)
+    ages = splits.test[AGE_COLUMN].to_numpy() if AGE_COLUMN in splits.test.columns else None
+    metrics = lead_metrics(outcome, probability) | new_leads_metrics(outcome, probability, ages, splits.horizon_days)
     baseline_metrics = lead_metrics(outcome, baseline_probability)
     audit = splits.audit
     flagged = set(audit.leaky) if audit is not None and from_file else set()

@@ -19,8 +19,10 @@ from features.crm.store import connect, read_frame
 from serving.monitoring.accuracy import (
     AUC_FALLBACK,
     Champion,
+    auc_standard_error,
     auc_thresholds,
     clv_accuracy,
+    judged_auc,
     lead_accuracy,
     realized_lead_checks,
 )
@@ -131,16 +133,57 @@ def test_outcomes_leak_nothing_from_before_the_run_or_after_the_horizon() -> Non
     converted_at[late] = run_as_of + pd.Timedelta(days=120)
     before = np.arange(n) % 7 == 0  # converted before the run: not open then, left out
     converted_at[before] = run_as_of - pd.Timedelta(days=1)
+    young = np.arange(n) % 2 == 0  # created 89 days before the run; the others 90 days or more
+    created_at = np.where(young, run_as_of - pd.Timedelta(days=89), run_as_of - pd.Timedelta(days=90))
     scored = pd.DataFrame({"lead_id": [f"L{i}" for i in range(n)], "probability": probability,
                            "band": np.where(probability > 0.5, "A", "D")})
-    leads = pd.DataFrame({"lead_id": scored["lead_id"], "converted_at": converted_at})
-    checks = {c.check: c for c in realized_lead_checks(scored, leads, run_as_of, 90, Champion("lead-scoring", "1"))}
+    leads = pd.DataFrame({"lead_id": scored["lead_id"], "created_at": created_at, "converted_at": converted_at})
+    champion = Champion("lead-scoring", "1", new_leads_auc=0.8)
+    checks = {c.check: c for c in realized_lead_checks(scored, leads, run_as_of, 90, champion)}
     kept = ~before
     expected = roc_auc_score((converted & kept)[kept], probability[kept])
     assert checks["realized_auc"].value == pytest.approx(expected)
-    assert f"{kept.sum():,} leads" in checks["realized_auc"].detail
+    assert f"{kept.sum():,} open leads" in checks["realized_auc"].detail
+    new = kept & young
+    assert checks["realized_auc_new_leads"].value == pytest.approx(roc_auc_score(converted[new], probability[new]))
+    assert f"{new.sum():,} leads created in the 90 days before" in checks["realized_auc_new_leads"].detail
+    assert checks["realized_auc_new_leads"].warn == pytest.approx(0.75)
     assert checks["realized_calibration:B"].status == "no_data"
     assert checks["realized_auc"].warn == AUC_FALLBACK.warn
+
+
+def _outcomes(auc_gap: float, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Outcomes (10% converted) and probabilities that rank them well, ``auc_gap`` of them shuffled at random."""
+    rng = np.random.default_rng(seed)
+    y = (rng.uniform(0, 1, n) < 0.1).astype("float64")
+    p = np.where(y == 1, rng.normal(1.5, 1, n), rng.normal(0, 1, n))
+    noisy = rng.uniform(0, 1, n) < auc_gap
+    return y, np.where(noisy, rng.normal(0.2, 1, n), p)
+
+
+def test_an_auc_drop_alarms_only_beyond_chance() -> None:
+    y, p = _outcomes(0.6, 20_000)
+    auc = roc_auc_score(y, p)
+    clear = judged_auc("realized_auc_new_leads", "lead-scoring", auc, auc + 0.12, y, "many leads")
+    assert clear.status == "alert" and "chance" not in clear.detail
+    few_y, few_p = y[:150], p[:150]
+    few_auc = roc_auc_score(few_y, few_p)
+    small = judged_auc("realized_auc_new_leads", "lead-scoring", few_auc, few_auc + 0.12, few_y, "few leads")
+    assert small.status == "ok" and "within chance" in small.detail
+    assert auc_standard_error(0.893, 51, 58) == pytest.approx(0.032, abs=1e-3)  # Hanley & McNeil's CT example
+
+
+def test_new_leads_are_not_judged_without_a_recorded_holdout_auc_of_new_leads() -> None:
+    y, p = _outcomes(0.2, 2_000)
+    run_as_of = pd.Timestamp("2025-01-01")
+    scored = pd.DataFrame({"lead_id": [f"L{i}" for i in range(len(y))], "probability": p, "band": "A"})
+    leads = pd.DataFrame({"lead_id": scored["lead_id"], "created_at": run_as_of - pd.Timedelta(days=10),
+                          "converted_at": np.where(y == 1, run_as_of + pd.Timedelta(days=5), pd.NaT)})
+    checks = {c.check: c for c in realized_lead_checks(scored, leads, run_as_of, 90,
+                                                       Champion("lead-scoring", "1", holdout_auc=0.9))}
+    assert checks["realized_auc_new_leads"].status == "no_data"
+    assert "retrain" in checks["realized_auc_new_leads"].detail
+    assert checks["realized_auc"].status in ("ok", "warn", "alert")
 
 
 def test_auc_thresholds_follow_the_recorded_holdout_auc() -> None:
