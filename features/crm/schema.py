@@ -320,8 +320,8 @@ CHECK_STATUSES: tuple[str, ...] = ("ok", "no_data", "warn", "alert")
 
 monitoring_runs = _table(
     "monitoring_runs",
-    _col("run_id", String(64), "Identifier of one monitoring run: the same as-of, champions and targets give the "
-         "same id, and a rerun replaces its rows.", primary_key=True),
+    _col("run_id", String(64), "Identifier of one monitoring run: the same CRM, as-of, champions and targets give "
+         "the same id, and a rerun replaces its rows.", primary_key=True),
     _col("checked_at", DateTime(), "When the run checked (UTC).", nullable=False),
     _col("as_of", DateTime(), "Point in time the run checked the CRM at (UTC).", nullable=False),
     _col("model", String(32), "What the check looks at: lead-scoring, clv (the registered model), kpi (the targets) "

@@ -171,7 +171,10 @@ def serve(
     Set LEADVAL_API_KEY to require 'Authorization: Bearer <key>' (without it, a --host beyond loopback is
     warned about). With no model in the registry it stops.
     """
+    from training.registry_store import check_store
+
     settings = load_settings(tracking_uri=tracking_uri)
+    check_store(settings.tracking_uri)  # a damaged store is one line before any server starts
     warning = exposure_warning(host, os.environ.get(API_KEY_ENV))
     if warning is not None:
         print(warning, file=sys.stderr, flush=True)

@@ -78,10 +78,11 @@ def champion_of(model_name: str) -> Champion:
                     metrics.get("roc_auc_new_leads"))
 
 
-def monitoring_run_id(as_of: datetime, versions: dict[str, str | None], targets_path: Path | None) -> str:
-    """The same as-of, champion versions and targets file (by content) give the same id."""
+def monitoring_run_id(as_of: datetime, versions: dict[str, str | None], targets_path: Path | None, crm: str) -> str:
+    """The same CRM (its URL without password), as-of, champion versions and targets file (by content) give the
+    same id; another CRM checked against the same registry gets another."""
     targets = hashlib.sha256(targets_path.read_bytes()).hexdigest() if targets_path is not None else None
-    work = {"as_of": as_of.isoformat(), "versions": versions, "targets": targets}
+    work = {"as_of": as_of.isoformat(), "versions": versions, "targets": targets, "crm": crm}
     return "mon-" + hashlib.sha256(json.dumps(work, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -114,7 +115,7 @@ def monitor(engine: Engine, tracking_uri: str, as_of: datetime, targets_path: Pa
     checks += lead_accuracy(engine, lead, as_of) + clv_accuracy(engine, clv, as_of)
     checks += kpi_checks(engine, as_of, targets_path)
     versions = {lead.name: lead.version, clv.name: clv.version}
-    run_id = monitoring_run_id(as_of, versions, targets_path)
+    run_id = monitoring_run_id(as_of, versions, targets_path, engine.url.render_as_string(hide_password=True))
     checked_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     results = tuple(checks + overall_rows(checks))
     store_checks(engine, run_id, checked_at, as_of, versions, results)

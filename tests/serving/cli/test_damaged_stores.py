@@ -30,6 +30,8 @@ COMMANDS = {  # every command that reads or writes the MLflow store
     "backtest leads": ["backtest", "leads", "--model", "current"],
     "train leads": ["train", "leads"],
     "train clv": ["train", "clv"],
+    "monitor": ["monitor"],
+    "retrain leads": ["retrain", "leads", "--if-needed"],
 }
 
 
@@ -86,6 +88,17 @@ def test_a_damaged_or_foreign_store_is_one_line_and_left_as_it_was(command: list
         assert line.startswith(f"error: the MLflow store {store} (sqlite:///{store}) is damaged (")
     assert store.read_bytes() == before
     assert not (tmp_path / "mlflow.db-journal").exists() and not (tmp_path / "artifacts").exists()
+
+
+@pytest.mark.parametrize("command", [["models", "list"], ["models", "rollback", "lead-scoring"]],
+                         ids=["list", "rollback"])
+def test_models_on_a_damaged_store_is_one_line_and_leaves_it_as_it_was(command: list[str], tmp_path: Path) -> None:
+    store = tmp_path / "mlflow.db"
+    store.write_bytes(b"\x00not an sqlite file\xff" * 500)
+    ran = run_leadval(*command, "--tracking-uri", f"sqlite:///{store}", check=False)
+    assert ran.returncode == 1
+    assert only_line(ran.stderr).startswith(f"error: the MLflow store {store} (sqlite:///{store}) is damaged (")
+    assert store.read_bytes() == b"\x00not an sqlite file\xff" * 500
 
 
 @pytest.mark.parametrize("command", [COMMANDS["score customers"], COMMANDS["train clv"]], ids=["score", "train"])
@@ -150,6 +163,7 @@ def test_serve_stops_with_one_line_on_a_damaged_store(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120)
     assert time.monotonic() - started < 60
     assert ran.returncode == 1
+    assert only_line(ran.stderr).startswith("error:")  # before any server starts, so nothing says it listens
     errors = [line for line in ran.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: the MLflow store {store} (sqlite:///{store}) is damaged (file is not a database); "
                       "restore it from a backup, or move it away and train again (leadval train leads, leadval train "

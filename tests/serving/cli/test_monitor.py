@@ -60,3 +60,18 @@ def test_table_names_each_check_and_says_why_there_is_no_data(crm: dict[str, str
     auc = next(r for r in rows if r.startswith("realized_auc"))
     assert "no_data" in auc and "no scoring run of v" in auc
     assert rows[-1].startswith("Monitoring as of 2025-12-31 00:00: ok (exit 0)")
+
+
+def test_table_sums_up_the_feature_checks_that_are_ok_unless_all(crm: dict[str, str],
+                                                                  stub_drift: list[CheckResult]) -> None:
+    stub_drift += [CheckResult("input_drift:country", "lead-scoring", 0.01, 0.1, 0.25, "ok", "country: PSI 0.010"),
+                   CheckResult("missing_rate:country", "lead-scoring", 0.0, 0.1, 0.25, "ok", "country: +0.0 points"),
+                   CheckResult("input_drift:campaign", "lead-scoring", 0.3, 0.1, 0.25, "alert", "campaign: PSI 0.300")]
+    rows = run_leadval("monitor", "--as-of", "2025-12-31", env=crm, check=False).stdout.splitlines()
+    assert [r.split()[0] for r in rows if r.startswith(("input_drift", "missing_rate"))] == ["input_drift:campaign"]
+    assert "(and 2 input checks ok over 1 feature: input drift, new categories and missing rates; --all lists " \
+           "them)" in rows
+    every = run_leadval("monitor", "--as-of", "2025-12-31", "--all", env=crm, check=False).stdout.splitlines()
+    assert [r.split()[0] for r in every if r.startswith(("input_drift", "missing_rate"))] == [
+        "input_drift:country", "missing_rate:country", "input_drift:campaign"]
+    assert not any(r.startswith("(and") for r in every)

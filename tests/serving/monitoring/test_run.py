@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from features.crm import schema
 from features.crm.store import connect, read_frame
 from serving.monitoring.checks import CheckResult
-from serving.monitoring.run import EXPERIMENT_NAME, metric_key, monitor
+from serving.monitoring.run import EXPERIMENT_NAME, metric_key, monitor, monitoring_run_id
 from tests.serving.conftest import TrainedStore
 from tests.serving.monitoring.test_accuracy import MONITOR_AS_OF, scored_crm, stub_drift
 
@@ -66,3 +66,11 @@ def test_a_drift_alert_makes_the_run_an_alert(scored: dict[str, str], stub_drift
     by_check = {(c.model, c.check): c.status for c in run.checks}
     assert by_check[("lead-scoring", "realized_auc")] == "no_data"
     assert by_check[("lead-scoring", "overall")] == "alert" and by_check[("clv", "overall")] == "ok"
+
+
+def test_the_run_id_names_the_crm_as_of_champions_and_targets() -> None:
+    day, versions = datetime(2025, 12, 31), {"lead-scoring": "1", "clv": None}
+    same = monitoring_run_id(day, versions, None, "sqlite:///a.db")
+    assert same == monitoring_run_id(day, versions, None, "sqlite:///a.db")
+    assert same != monitoring_run_id(day, versions, None, "sqlite:///b.db")
+    assert same != monitoring_run_id(day, {**versions, "clv": "2"}, None, "sqlite:///a.db")
