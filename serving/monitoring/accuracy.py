@@ -13,16 +13,15 @@ backtest's metrics (:func:`training.leads.backtest.as_of_metrics`, :func:`~train
   ``horizon_days``), judged the same way against the holdout AUC of leads of those ages (metric
   ``roc_auc_new_leads``). Old open leads, many and rarely converting, are easy to rank and dilute a change in what
   makes new leads convert; this check sees it first. No record (models trained before it was kept): no_data.
-
-A drop beyond a threshold counts only when it is also beyond chance: the holdout AUC minus the realized AUC is
-more than :data:`DROP_Z` standard errors of the realized AUC (Hanley & McNeil, 1982); otherwise the check is ok and
-says the drop is within chance, so a small CRM's few conversions cannot raise an alarm on their own.
 * ``realized_lift_top10``: conversion rate of the top 10% by probability over the base rate; warn at or below 1.5,
   alert at or below 1.1 (1 is a random order) (:data:`LIFT_THRESHOLDS`).
 * ``realized_calibration:BAND``: |actual - predicted| conversion rate of the band, in rate points; warn at 0.05,
   alert at 0.10 (:data:`CALIBRATION_THRESHOLDS`); a band of fewer than :data:`MIN_BAND_LEADS` leads is no_data.
 
-AUC and lift need :data:`MIN_OUTCOMES` converted and as many unconverted leads, else no_data.
+AUC and lift need :data:`MIN_OUTCOMES` converted and as many unconverted leads, else no_data. An AUC drop beyond a
+threshold counts only when it is also beyond chance: the holdout AUC minus the realized AUC is more than
+:data:`DROP_Z` standard errors of the realized AUC (Hanley & McNeil, 1982); otherwise the check is ok and says the
+drop is within chance, so a small CRM's few conversions cannot raise an alarm on their own.
 
 CLV (``realized_purchases``): the latest run of the CLV champion in ``customer_score_history`` whose
 ``horizon_days`` has passed; the orders its customers placed in ``(run as_of, run as_of + horizon]`` against the
