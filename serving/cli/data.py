@@ -66,7 +66,7 @@ def generate(
     report({"db": safe_url(settings.db), "seed": seed, "end": stamp, "start": config.starts_at.isoformat(),
             "scenario": scenario, "change_date": config.change_date and config.change_date.isoformat(),
             "steady_calendar": steady_calendar, "rows": counts},
-           f"Generated {lines} in {safe_url(settings.db)}, from {config.starts_at:%Y-%m-%d} to {stamp} UTC{changes} "
+           f"Generated {lines} in {safe_url(settings.db)}, from {config.starts_at:%Y-%m-%d} to {stamp} UTC{changes}"
            f"{'; every campaign runs throughout' if steady_calendar else ''} (the same flags with --end {stamp} write "
            "the same CRM)", as_json)
 

@@ -371,6 +371,14 @@ def test_generate_command_writes_a_crm(tmp_path: Path) -> None:
     assert crm_period(engine)[1].date().isoformat() == "2025-12-30"
     engine.dispose()
 
+    steady_url = f"sqlite:///{tmp_path / 'steady.db'}"
+    steady = run_leadval("generate", "--db", steady_url, "--leads", "300", "--customers", "50", "--seed", "1",
+                         "--end", "2025-12-31T00:00:00", "--steady-calendar", "--json")
+    assert last_json(steady)["steady_calendar"] and "UTC; every campaign runs throughout (the same" in steady.stdout
+    first_year = {name: set(frame.loc[frame["created_at"] < pd.Timestamp("2025-01-01"), "campaign"].dropna())
+                  for name, frame in (("default", crm(url)["leads"]), ("steady", crm(steady_url)["leads"]))}
+    assert "linkedin_abm" in first_year["steady"] - first_year["default"]  # launched mid-timeline by default
+
     offset = run_leadval("generate", "--db", f"sqlite:///{tmp_path / 'offset.db'}", "--leads", "10",
                          "--customers", "0", "--end", "2025-12-31T02:00:00+02:00", "--json")
     assert last_json(offset)["end"] == "2025-12-31T00:00:00"
