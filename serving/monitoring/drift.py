@@ -142,7 +142,8 @@ def _new_category_result(name: str, model: str, values: pd.Series, codes: np.nda
     top = values[unseen].astype(str).value_counts().head(3).index.tolist()
     return CheckResult.judged(f"new_categories:{name}", model, share, NEW_CATEGORIES,
                               f"{name}: {share:.1%} of tonight's {len(codes):,} leads with one have a value unseen in "
-                              "the training data" + (f" (e.g. {', '.join(top)}); the model scores it as missing" if top else ""))
+                              "the training data"
+                              + (f" (e.g. {', '.join(top)}); the model scores it as missing" if top else ""))
 
 
 def band_of(scores: pd.Series, band_scores: tuple[int, int, int]) -> np.ndarray:
