@@ -5,8 +5,9 @@ in a process of its own on data read from a temporary Parquet file; the peak is 
 the step alone (``/proc/self/clear_refs`` resets the high-water mark after loading). Cases:
 
 - rfm: ``features.rfm.rfm_summary`` (polars) vs ``lifetimes.utils.summary_data_from_transaction_data``;
-- fit: BG/NBD + Gamma-Gamma on weighted unique rows with analytic gradients (``training.clv.fit``) vs
-  lifetimes on raw rows (which may raise ConvergenceError at this size: BFGS precision loss);
+- fit: BG/NBD (weighted unique rows) + Gamma-Gamma with analytic gradients, from a fit on a sample
+  (``training.clv.fit``) vs lifetimes on raw rows from its own start (which may raise ConvergenceError at this
+  size: BFGS precision loss); both stop at lifetimes' tolerance, so they differ within it (~1e-6 relative);
 - predict: all per-customer outputs (``training.clv.predict.predict_clv``, 360-day CLV) vs lifetimes'
   ``customer_lifetime_value(time=12, freq="D")`` alone, checked equal.
 
