@@ -7,7 +7,7 @@ connections) and light: raw HTTP/1.1 over asyncio sockets, so the client takes l
 server needs. Workloads:
 
 - single lead (with its activities) per request, one connection (latency) and 8 connections (throughput);
-- 1,000 leads per request, one connection;
+- 1,000 leads per request, one connection: activities as objects, and as columns (``activity_columns``);
 - one customer (RFM summary) per ``/predict_clv`` request.
 
 Each reports requests/s, p50/p99/max latency and the requests slower than 100 ms (the "stalls"), and
@@ -225,6 +225,14 @@ def lead_requests(db: str, count: int) -> tuple[list[dict], object, object, obje
     return items, leads, activities, as_of
 
 
+def as_columns(item: dict) -> dict:
+    """A request lead with its activities sent as columns (``activity_columns``) instead of objects."""
+    lead = {k: v for k, v in item.items() if k != "activities"}
+    lead["activity_columns"] = {name: [activity[name] for activity in item["activities"]]
+                                for name in ("activity_type", "occurred_at", "duration_seconds")}
+    return lead
+
+
 def pd_isna(value: object) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
@@ -256,12 +264,13 @@ def run(tracking_uri: str, db: str, workdir: Path, requests: int, batch_requests
     when = as_of.isoformat()
     singles = [json.dumps({"leads": [item], "as_of": when}).encode() for item in items[:200]]
     batch = json.dumps({"leads": items, "as_of": when}).encode()
+    batch_columns = json.dumps({"leads": [as_columns(item) for item in items], "as_of": when}).encode()
     customer = json.dumps({"customers": [{"customer_id": "c1", "frequency": 3, "recency_days": 120.0,
                                           "age_days": 300.0, "monetary_value": 80.0}]}).encode()
     activities_per_lead = sum(len(i["activities"]) for i in items) / len(items)
     print(f"leads: {len(items):,} open leads as of {when}, {activities_per_lead:.1f} activities each on average; "
           f"single-lead bodies ~{sum(map(len, singles)) / len(singles) / 1024:.1f} KiB, "
-          f"1,000-lead body {len(batch) / 2**20:.1f} MiB")
+          f"1,000-lead body {len(batch) / 2**20:.1f} MiB ({len(batch_columns) / 2**20:.1f} MiB as columns)")
 
     pd.set_option("mode.string_storage", "python")  # as the service sets it
     served = load_champions(tracking_uri)
@@ -275,6 +284,7 @@ def run(tracking_uri: str, db: str, workdir: Path, requests: int, batch_requests
     gc.freeze()  # as the service does once its models are loaded
     api_single = in_process_ms(lambda: api_path(served, singles[next(cycle) % 200]), 500)
     api_batch = in_process_ms(lambda: api_path(served, batch), 30)
+    api_columns = in_process_ms(lambda: api_path(served, batch_columns), 30)
     steadiness = in_process_ms(fixed_cpu_work, 100)
 
     ready_s = []
@@ -293,6 +303,8 @@ def run(tracking_uri: str, db: str, workdir: Path, requests: int, batch_requests
             (run_load("single lead, 8 connections", port, "/score_leads", singles, requests, 8), 1, None, None),
             (run_load("1,000 leads, 1 connection", port, "/score_leads", [batch], batch_requests, 1), 1_000,
              local_batch, api_batch),
+            (run_load("1,000 leads as columns, 1 connection", port, "/score_leads", [batch_columns], batch_requests,
+                      1), 1_000, local_batch, api_columns),
             (run_load("one customer CLV, 1 connection", port, "/predict_clv", [customer], requests, 1), 1, None,
              None),
         ]
@@ -306,6 +318,7 @@ def run(tracking_uri: str, db: str, workdir: Path, requests: int, batch_requests
     print(summary_line("in-process score_leads, 1,000 leads", local_batch))
     print(summary_line("in-process API path, 1 lead", api_single))
     print(summary_line("in-process API path, 1,000 leads", api_batch))
+    print(summary_line("in-process API path, 1,000 as columns", api_columns))
     for result, per_request, local, api in results:
         print(result.line(per_request))
         if local is not None:

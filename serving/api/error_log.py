@@ -5,7 +5,7 @@ and logs it first through ``bentoml._internal.server.http_app.log_exception``: `
 ~2 KB of traceback for a 2-byte bad body. :class:`ConciseClientErrors`, a filter on that logger, turns the
 records of client errors (a pydantic ``ValidationError``, a ``BentoMLException`` with a 4xx code) into one
 WARNING line: status, method, path and the first problem (its location and message; request values are never
-in it, see :data:`serving.api.schemas.STRICT`). Everything else (5xx) keeps its traceback.
+in it, see :data:`serving.api.unknown_fields.STRICT`). Everything else (5xx) keeps its traceback.
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ import anyio
 import anyio.to_thread
 from starlette.responses import JSONResponse
 
+from serving.api.activities import NO_ACTIVITIES
 from serving.api.limits import MAX_ACTIVITIES_ENV, MAX_ORDERS_ENV, LimitsConfig
-from serving.api.schemas import NO_ACTIVITIES
 
 if TYPE_CHECKING:
     from starlette.requests import Request

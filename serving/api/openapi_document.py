@@ -54,7 +54,7 @@ TIME_PATTERN = f"^({DAY})({CLOCK})?$"
 six decimals optional) and ``Z`` or an offset (none: UTC). Digits are ASCII: ``[0-9]``, not ``\\d``."""
 TIME_DESCRIPTION = ("ISO 8601 date or date and time, e.g. 2024-05-01 or 2024-05-01T09:30:00Z; offsets are "
                     "converted to UTC, times without one taken as UTC; between 1970-01-01 and 2200-01-01 in UTC.")
-STRICT_OBJECTS = ("Lead", "Activity", "Customer", "Order")
+STRICT_OBJECTS = ("Lead", "Activity", "ActivityColumns", "Customer", "Order")
 """Request objects refusing unknown fields; each has a ``Lenient*`` copy taking them, used in lenient requests."""
 SUMMARY = ("frequency", "recency_days", "age_days", "monetary_value")
 NULL = {"nullable": True, "enum": [None]}

@@ -3,9 +3,9 @@
 Every field is typed strictly (a number sent as a string is a wrong type, not a guess) and checked
 where it enters: NaN and Infinity are refused, counts and amounts must be >= 0 and within sane upper bounds
 (:data:`MAX_FREQUENCY` purchases, :data:`MAX_DAYS` days, :data:`MAX_AMOUNT` of money,
-:data:`MAX_DURATION_SECONDS` per activity: a number the models cannot hold is a 400, never a 500), recency cannot
-exceed age, lists cannot be empty or longer than :data:`MAX_BATCH`. A bad request gets a 400 whose
-``detail`` gives, per problem, its location (``["leads", 3, "created_at"]``: field and item index)
+:data:`~serving.api.activities.MAX_DURATION_SECONDS` per activity: a number the models cannot hold is a 400, never
+a 500), recency cannot exceed age, lists cannot be empty or longer than :data:`MAX_BATCH`. A bad request gets a
+400 whose ``detail`` gives, per problem, its location (``["leads", 3, "created_at"]``: field and item index)
 and a message. Profile categories (channels, industries, ...) are free text: values the model has not
 seen are scored, not refused. ``activity_type`` is one of the CRM's activity types
 (:data:`features.crm.schema.ACTIVITY_TYPES`, as the import requires); like the activity times, the types
@@ -22,37 +22,18 @@ unless the request says ``"lenient": true``: then they are ignored and listed in
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from itertools import repeat
-from operator import itemgetter
 from typing import Annotated, Any
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    GetCoreSchemaHandler,
-    PrivateAttr,
-    model_validator,
-    with_config,
-)
-from pydantic_core import PydanticCustomError, core_schema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, PrivateAttr, model_validator, with_config
+from pydantic_core import PydanticCustomError
 from typing_extensions import Required, TypedDict
 
-from serving.api.unknown_fields import (
-    LenientFlag,
-    end_of_request,
-    ignored_fields_warnings,
-    is_lenient,
-    unknown_field,
-)
+from serving.api.activities import COLUMNS, ColumnarActivities, IsoTime, LeadActivities, Name
+from serving.api.unknown_fields import STRICT, LenientFlag, end_of_request, ignored_fields_warnings, unknown_field
 
 MAX_BATCH = 10_000
 """Most leads or customers in one request."""
-MAX_ACTIVITIES_PER_LEAD = 10_000
 MAX_ORDERS_PER_CUSTOMER = 10_000
 MAX_HORIZON_DAYS = 3_650
 MAX_FREQUENCY = 1_000_000
@@ -62,23 +43,13 @@ MAX_DAYS = 36_500
 """Longest span in days (``recency_days``, ``age_days``): 100 years."""
 MAX_AMOUNT = 1e9
 """Largest amount of money (``amount``, ``monetary_value``): the import's default, kept equal by a test."""
-MAX_DURATION_SECONDS = 604_800
-"""Longest engagement time of one activity (``duration_seconds``): a week."""
 EARLIEST = datetime(1970, 1, 1)
 LATEST = datetime(2200, 1, 1)
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([Tt ].*)?")
 TIME_EXPECTED = "an ISO 8601 date or date-time between 1970-01-01 and 2200-01-01, such as 2024-05-01T09:30:00Z"
 
-STRICT = ConfigDict(strict=True, allow_inf_nan=False, hide_input_in_errors=True, extra="allow",
-                    json_schema_extra={"additionalProperties": False})
-"""No type coercion, no NaN/Infinity, and request values never copied into error messages or logs (except an
-unknown activity type, an event name the client needs to see: see :mod:`serving.api.service`). Unknown
-fields go to each object's ``extra_items`` / ``__pydantic_extra__`` validator (:func:`unknown_field`), which
-refuses them unless the request is lenient; their names are in the error's location, as pydantic reports them."""
-
 LEAD_FIELDS: tuple[str, ...] = ("lead_id", "created_at", "source_channel", "campaign", "country", "industry",
-                                "company_size", "job_seniority", "email_domain_type", "activities")
-ACTIVITY_FIELDS: tuple[str, ...] = ("activity_type", "occurred_at", "channel", "content_id", "duration_seconds")
+                                "company_size", "job_seniority", "email_domain_type", "activities", COLUMNS)
 ORDER_FIELDS: tuple[str, ...] = ("ordered_at", "amount")
 CUSTOMER_FIELDS: tuple[str, ...] = ("customer_id", "frequency", "recency_days", "age_days", "monetary_value", "orders")
 SCORE_LEADS_FIELDS: tuple[str, ...] = ("lenient", "leads", "as_of")
@@ -113,11 +84,7 @@ def _with_utc(value: datetime) -> datetime:
 
 UtcTimeOut = Annotated[datetime, AfterValidator(_with_utc)]
 """A time in a response: UTC, written with its ``Z`` (RFC 3339)."""
-IsoTime = Annotated[str, Field(min_length=10, max_length=40, json_schema_extra={"format": "date-time"})]
-"""ISO 8601 text, parsed many at once when the request is scored (:func:`serving.api.request_times.utc_times`: a
-1,000-lead request carries ~40,000 activity times, and a per-value check here would cost more)."""
 Id = Annotated[str, Field(min_length=1, max_length=64)]
-Name = Annotated[str, Field(max_length=64)]
 Amount = Annotated[float, Field(ge=0, le=MAX_AMOUNT)]
 Days = Annotated[float, Field(ge=0, le=MAX_DAYS)]
 
@@ -130,73 +97,6 @@ def _first_repeat(ids: list[str]) -> tuple[int, int] | None:
             return seen[value], index
         seen[value] = index
     return None
-
-
-def _activity_types_enum(schema: dict[str, Any]) -> None:
-    from features.crm.schema import ACTIVITY_TYPES  # sqlalchemy: not at import (BentoML's supervisor imports us)
-
-    schema["enum"] = list(ACTIVITY_TYPES)
-
-
-@with_config(STRICT)
-class Activity(TypedDict, total=False, extra_items=unknown_field("an activity", ACTIVITY_FIELDS)):
-    """One behaviour event of a lead, as in the CRM's ``activities`` table."""
-
-    activity_type: Required[Annotated[str, Field(min_length=1, max_length=32, json_schema_extra=_activity_types_enum,
-                                                 description="One of the CRM's activity types, e.g. page_view, "
-                                                             "email_click, demo_request.")]]
-    occurred_at: Required[IsoTime]
-    channel: Name | None
-    content_id: Annotated[str, Field(max_length=128)] | None
-    duration_seconds: Annotated[float, Field(ge=0, le=MAX_DURATION_SECONDS)] | None
-
-
-@dataclass(frozen=True, slots=True)
-class LeadActivities:
-    """A lead's activities as parallel lists, in the order sent: type, time text, duration (None: not sent).
-
-    Sent as a list of :class:`Activity` objects and validated item by item as such; each lead's list is
-    then turned into columns at once, while its objects are still in the CPU's cache. A 1,000-lead
-    request carries ~45,000 activities: each later pass over their mappings cost 5-8 ms, most of it cache
-    misses, and freeing them at the end of the request another ~3 ms. ``channel`` and ``content_id`` are
-    checked but not kept: the lead features do not use them (nor does the batch job). ``ignored`` lists
-    the (position, field) of unknown fields a lenient request sent (always empty otherwise: they are a 400).
-    """
-
-    activity_type: list[str]
-    occurred_at: list[str]
-    duration_seconds: list[float | None]
-    ignored: tuple[tuple[int, str], ...] = ()
-
-    def __len__(self) -> int:
-        return len(self.occurred_at)
-
-    @classmethod
-    def from_mappings(cls, activities: list[Activity]) -> LeadActivities:
-        """Columns of validated activity mappings."""
-        ignored = ()
-        if is_lenient():
-            known = frozenset(ACTIVITY_FIELDS)
-            ignored = tuple((position, name) for position, activity in enumerate(activities)
-                            for name in activity.keys() - known)
-        return cls(list(map(itemgetter("activity_type"), activities)),
-                   list(map(itemgetter("occurred_at"), activities)),
-                   list(map(dict.get, activities, repeat("duration_seconds"))), ignored)
-
-    def mappings(self) -> list[dict[str, Any]]:
-        """The activities as mappings of the fields kept (how a request is written back out)."""
-        return [{"activity_type": kind, "occurred_at": at, "duration_seconds": duration}
-                for kind, at, duration in zip(self.activity_type, self.occurred_at, self.duration_seconds,
-                                              strict=True)]
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
-        items = handler.generate_schema(Annotated[list[Activity], Field(max_length=MAX_ACTIVITIES_PER_LEAD)])
-        return core_schema.no_info_after_validator_function(
-            cls.from_mappings, items, serialization=core_schema.plain_serializer_function_ser_schema(cls.mappings))
-
-
-NO_ACTIVITIES = LeadActivities([], [], [])
 
 
 @with_config(STRICT)
@@ -213,15 +113,17 @@ class Lead(TypedDict, total=False, extra_items=unknown_field("a lead", LEAD_FIEL
     job_seniority: Annotated[str, Field(max_length=32)] | None
     email_domain_type: Annotated[str, Field(max_length=32)] | None
     activities: LeadActivities
+    activity_columns: ColumnarActivities
 
 
 class ScoreLeadsRequest(BaseModel):
     """Leads to score as of ``as_of`` (default: when the request arrives); activities after it are ignored.
 
     Leads are plain mappings (validated, not turned into objects) and each lead's activities become
-    :class:`LeadActivities` columns: a 1,000-lead request carries tens of thousands of activities.
+    :class:`LeadActivities` columns: a 1,000-lead request carries tens of thousands of activities. A lead may send
+    them as columns instead (``activity_columns``, :mod:`serving.api.activities`): they are then its ``activities``.
     Their times and types are checked for syntax here and parsed or looked up, all at once, when the
-    request is scored (see :data:`IsoTime`). ``lenient`` must stay the first field
+    request is scored (see :data:`~serving.api.activities.IsoTime`). ``lenient`` must stay the first field
     (:mod:`serving.api.unknown_fields`).
     """
 
@@ -240,6 +142,12 @@ class ScoreLeadsRequest(BaseModel):
         if repeated is not None:
             raise PydanticCustomError("duplicate_id", "leads[{second}].lead_id repeats leads[{first}].lead_id; "
                                       "send each lead once", {"first": repeated[0], "second": repeated[1]})
+        for index, lead in enumerate(self.leads):
+            if COLUMNS in lead:
+                if "activities" in lead:
+                    raise PydanticCustomError("activities_and_columns", "leads[{index}] has both activities and "
+                                              "activity_columns: send its activities one way", {"index": index})
+                lead["activities"] = lead.pop(COLUMNS)
         if self.as_of is None:
             self.as_of = datetime.now(timezone.utc).replace(tzinfo=None)
         if self.lenient:
@@ -256,8 +164,9 @@ class ScoreLeadsRequest(BaseModel):
                 del lead[name]
                 found.append(("lead", f"leads[{index}]", name))
             activities = lead.get("activities")
-            for position, name in activities.ignored if activities is not None else ():
-                found.append(("activity", f"leads[{index}].activities[{position}]", name))
+            kind = COLUMNS if activities is not None and activities.columns else "activity"
+            for where, name in activities.ignored if activities is not None else ():
+                found.append((kind, f"leads[{index}].{where}", name))
         return found
 
     @property

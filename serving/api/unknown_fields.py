@@ -18,13 +18,21 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, PlainValidator
+from pydantic import AfterValidator, ConfigDict, Field, PlainValidator
 from pydantic_core import PydanticCustomError
 
 LENIENT_HINT = 'send "lenient": true to ignore unknown fields'
 MAX_FIELD_NAME_SHOWN = 40
 """Longer unknown field names are cut in warnings (they are the client's text)."""
-PLURALS = {"lead": "leads", "activity": "activities", "customer": "customers", "order": "orders"}
+PLURALS = {"lead": "leads", "activity": "activities", "activity_columns": "activity_columns", "customer": "customers",
+           "order": "orders"}
+STRICT = ConfigDict(strict=True, allow_inf_nan=False, hide_input_in_errors=True, extra="allow",
+                    json_schema_extra={"additionalProperties": False})
+"""The request objects' configuration: no type coercion, no NaN/Infinity, and request values never copied into
+error messages or logs (except an unknown activity type, an event name the client needs to see: see
+:mod:`serving.api.service`). Unknown fields go to each object's ``extra_items`` / ``__pydantic_extra__`` validator
+(:func:`unknown_field`), which refuses them unless the request is lenient; their names are in the error's location,
+as pydantic reports them."""
 
 _LENIENT: ContextVar[bool] = ContextVar("leadval_api_lenient", default=False)
 """Whether the request being validated is lenient (set by its ``lenient`` field, validated first)."""

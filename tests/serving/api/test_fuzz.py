@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
+from serving.api.activities import ACTIVITY_FIELDS
 from serving.api.schemas import EARLIEST, LATEST
 from tests.serving.conftest import RunningServer
 
@@ -53,7 +54,8 @@ def _not_after(text: str, as_of: str | None) -> str:
 
 def within_the_rules_in_words(case: schemathesis.Case) -> schemathesis.Case:
     """A valid ``case`` made to follow the rules its document states in words: each id once (the item's index
-    put in front), times in range in UTC, leads and orders not after ``as_of``, ``recency_days <= age_days``."""
+    put in front), times in range in UTC, leads and orders not after ``as_of``, ``recency_days <= age_days``, a lead's
+    activities sent one way, as objects or as columns of one length."""
     body = case.body
     if not isinstance(body, dict):
         return case
@@ -65,6 +67,13 @@ def within_the_rules_in_words(case: schemathesis.Case) -> schemathesis.Case:
         lead["created_at"] = _not_after(_in_range(lead["created_at"]), as_of)
         for activity in lead.get("activities", ()):
             activity["occurred_at"] = _in_range(activity["occurred_at"])
+        columns = lead.get("activity_columns")
+        if isinstance(columns, dict):
+            lead.pop("activities", None)
+            sent = [name for name in ACTIVITY_FIELDS if isinstance(columns.get(name), list)]
+            count = min(len(columns[name]) for name in sent)
+            columns.update({name: columns[name][:count] for name in sent})
+            columns["occurred_at"] = [_in_range(text) for text in columns["occurred_at"]]
     for index, customer in enumerate(body.get("customers", ())):
         customer["customer_id"] = f"{index}:{customer['customer_id']}"[:64]
         for order in customer.get("orders") or ():

@@ -23,11 +23,11 @@ from bentoml.exceptions import BadInput
 from pydantic import ValidationError
 
 from features.crm.rules import MAX_AMOUNT as IMPORT_MAX_AMOUNT
+from serving.api.activities import MAX_DURATION_SECONDS
 from serving.api.error_log import BENTOML_ERROR_LOGGER, ConciseClientErrors
 from serving.api.schemas import (
     MAX_AMOUNT,
     MAX_DAYS,
-    MAX_DURATION_SECONDS,
     MAX_FREQUENCY,
     PredictCLVRequest,
     ScoreLeadsRequest,
