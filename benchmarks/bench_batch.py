@@ -2,8 +2,11 @@
 
 Models: a lead and a CLV champion trained on a simulated CRM of ``--train-leads`` leads (default 50,000)
 into a temporary MLflow store, or into ``--tracking-uri`` if it has no champions yet (then reused). CRM: ``--db`` (generated with ``--leads`` leads if it holds none; reused if it does,
-so a 1M-lead CRM is generated once). Each engine (``--engines pandas,spark``) scores every open lead and
-every customer as of the CRM's end, after the score tables are emptied so every run does all the work.
+so a 1M-lead CRM is generated once). Each engine (``--engines pandas,pandas-1,spark``) scores every open lead
+and every customer as of the CRM's end, after the score tables are emptied so every run does all the work.
+``pandas`` scores chunks in ``--workers`` processes, this one included (it alone writes them); ``pandas-1``,
+its peer, does everything in this process, as the job did before it had workers; each other engine's wall is
+given against ``pandas``.
 
 Per run: wall seconds, rows/s, CPU seconds of this process and its children (Spark's JVM and Python
 workers included; sampled), and peak resident MB of the whole process tree. The Spark engine runs
@@ -12,7 +15,7 @@ workers included; sampled), and peak resident MB of the whole process tree. The 
 The machine has 2 cores shared with other work: figures are noisy, compare runs side by side.
 
     .venv/bin/python benchmarks/bench_batch.py --db sqlite:////work/bench/crm1m.db [--leads 100000]
-        [--engines pandas,spark] [--tracking-uri URI]
+        [--engines pandas,pandas-1,spark] [--workers N] [--tracking-uri URI]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 import psutil  # noqa: E402
 from sqlalchemy import delete, func, select  # noqa: E402
@@ -37,12 +41,9 @@ from features.crm.store import connect, create_schema  # noqa: E402
 from features.lead_history import crm_period  # noqa: E402
 from features.simulate.config import SimulationConfig  # noqa: E402
 from features.simulate.generate import generate_crm  # noqa: E402
-from serving.batch.jobs import BatchResult, score_customers, score_open_leads  # noqa: E402
-from training.clv.job import train_from_crm  # noqa: E402
-from training.leads.data.splits import CrmTrainingConfig, crm_splits  # noqa: E402
-from training.leads.job import train_and_register  # noqa: E402
-from training.registry import champion_version  # noqa: E402
-from training.tracking import use_tracking  # noqa: E402
+
+if TYPE_CHECKING:  # the jobs and training import MLflow: imported where used, as the pandas engine's worker
+    from serving.batch.jobs import BatchResult  # processes (spawned: they import this script again) need neither
 
 SCORE_TABLES = (schema.lead_score_history, schema.lead_scores, schema.customer_score_history,
                 schema.customer_scores, schema.scoring_runs)
@@ -59,21 +60,29 @@ class Measured:
 
 
 class TreeSampler:
-    """Peak RSS and CPU time of this process and all its descendants, sampled in a thread."""
+    """Peak RSS and CPU time of this process and all its descendants, sampled in a thread.
+
+    CPU: each process's own time as last sampled, plus the time of this process's children it has reaped (worker
+    processes, short-lived ones never sampled) less what was sampled of those children, so none counts twice.
+    """
 
     def __init__(self, every: float = 0.25) -> None:
-        self.every, self.peak, self.cpu_seen = every, 0.0, {}
+        self.every, self.peak, self.cpu_seen, self.children = every, 0.0, {}, set()
+        self.reaped = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
         me = psutil.Process()
         rss = 0
+        own = me.cpu_times()
+        self.reaped = own.children_user + own.children_system
+        self.children.update(child.pid for child in me.children())
         for proc in [me, *me.children(recursive=True)]:
             try:
                 rss += proc.memory_info().rss
                 times = proc.cpu_times()
-                self.cpu_seen[proc.pid] = times.user + times.system + times.children_user + times.children_system
+                self.cpu_seen[proc.pid] = times.user + times.system
             except psutil.NoSuchProcess:
                 continue
         self.peak = max(self.peak, rss / 2**20)
@@ -84,7 +93,7 @@ class TreeSampler:
 
     def __enter__(self) -> TreeSampler:
         self._sample()
-        self.start_cpu = dict(self.cpu_seen)
+        self.start_cpu, self.start_reaped = dict(self.cpu_seen), self.reaped
         self._thread.start()
         return self
 
@@ -94,7 +103,11 @@ class TreeSampler:
         self._sample()
 
     def cpu(self) -> float:
-        return sum(v - self.start_cpu.get(pid, 0.0) for pid, v in self.cpu_seen.items())
+        alive = {child.pid for child in psutil.Process().children()}
+        gone = sum(self.cpu_seen[pid] - self.start_cpu.get(pid, 0.0) for pid in self.children - alive
+                   if pid in self.cpu_seen)
+        sampled = sum(v - self.start_cpu.get(pid, 0.0) for pid, v in self.cpu_seen.items())
+        return sampled + max(0.0, self.reaped - self.start_reaped - gone)
 
 
 def measure(job: Callable[[], BatchResult]) -> Measured:
@@ -106,6 +119,10 @@ def measure(job: Callable[[], BatchResult]) -> Measured:
 
 def train_models(tracking_uri: str, artifact_root: str, workdir: Path, leads: int) -> None:
     """Both champions from a simulated CRM of ``leads`` leads (the benchmark measures scoring, not training)."""
+    from training.clv.job import train_from_crm
+    from training.leads.data.splits import CrmTrainingConfig, crm_splits
+    from training.leads.job import train_and_register
+
     url = f"sqlite:///{workdir / 'train.db'}"
     engine = connect(url)
     generate_crm(engine, SimulationConfig(n_leads=leads, n_customers=leads // 5, seed=1))
@@ -148,13 +165,23 @@ def main() -> None:
     parser.add_argument("--db", help="CRM URL [default: a temporary SQLite file]")
     parser.add_argument("--leads", type=int, default=100_000, help="leads to generate if the CRM is empty")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--engines", default="pandas,spark")
+    parser.add_argument("--engines", default="pandas,pandas-1,spark",
+                        help="pandas: --workers processes score, this one writes; pandas-1: all in this process (the "
+                             "job before it had workers); spark: local Spark")
+    parser.add_argument("--workers", type=int, help="the pandas engine's scoring processes, this one included "
+                                                    "[default: the job's, the usable cores, at most 2]")
     parser.add_argument("--tracking-uri", help="MLflow store to use (trained into first if it has no champions)")
     parser.add_argument("--train-leads", type=int, default=50_000)
     parser.add_argument("--artifact-root", help="with --tracking-uri: where its artifacts go")
     parser.add_argument("--spark-master", default="local[2]")
     args = parser.parse_args()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    from serving.batch.jobs import score_customers, score_open_leads
+    from serving.batch.pool import default_workers
+    from training.registry import champion_version
+    from training.tracking import use_tracking
+
+    workers = args.workers or default_workers()
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -169,12 +196,14 @@ def main() -> None:
         engine = connect(url)
         as_of = crm_period(engine)[1].to_pydatetime()
         print(f"CRM {engine.url.get_backend_name()}: {n_leads:,} leads, {n_activities:,} activities, "
-              f"{n_customers:,} customers; as of {as_of:%Y-%m-%d}; {os.cpu_count()} cores", flush=True)
+              f"{n_customers:,} customers; as of {as_of:%Y-%m-%d}; {os.cpu_count()} cores; pandas engine {workers} "
+              "scoring processes", flush=True)
         runs: dict[str, tuple[Measured, Measured]] = {}
         for name in engines:
             clear_scores(url)
-            if name == "pandas":
-                leads = measure(lambda: score_open_leads(engine, as_of=as_of))
+            if name in ("pandas", "pandas-1"):
+                pool = workers if name == "pandas" else 1
+                leads = measure(lambda: score_open_leads(engine, as_of=as_of, workers=pool))
                 customers = measure(lambda: score_customers(engine, as_of=as_of))
             else:
                 from serving.batch.spark_jobs import score_customers_spark, score_open_leads_spark

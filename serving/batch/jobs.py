@@ -19,21 +19,15 @@ from sqlalchemy import Column, Engine, and_, func, or_, select
 from features.crm import schema
 from features.crm.store import create_schema, read_frame
 from features.errors import InvalidInput
-from features.lead_features import (
-    ACTIVITY_INPUT_COLUMNS,
-    PROFILE_FEATURES,
-    LeadFeatureArrays,
-    as_of_timestamp,
-    lead_feature_arrays,
-)
-from features.lead_history import LEAD_COLUMNS
+from features.lead_features import LeadFeatureArrays, as_of_timestamp
 from features.rfm import rfm_summary
+from serving.batch.pool import ChunkScorer, LeadChunkPool, chunk_scores, default_workers, scorer_values
+from serving.batch.pool import lead_chunk_frames as lead_chunk_frames  # monitoring reads the job's chunks
 from serving.batch.runs import RunPlan, job_lock, plan_run
-from serving.batch.writeback import CUSTOMER_JOB, LEAD_JOB, ModelIdentity, RunState, run_batch, utc_now
+from serving.batch.writeback import CUSTOMER_JOB, LEAD_JOB, ModelIdentity, RunState, run_batch, utc_now, write_scored
 from training.clv.predict import CLVParameters, predict_clv, rfm_in_days
 from training.leads.pyfunc import scorer_of
 from training.leads.scorer import LeadScores
-from training.leads.value import expected_values
 from training.registry import CLV_MODEL_URI, LEAD_MODEL_URI, ModelNotFound, load_registered, registered_identity
 
 STALE_AFTER_DAYS = 14
@@ -138,41 +132,16 @@ def open_lead_ids(engine: Engine, as_of: datetime, created_after: datetime | Non
         return list(conn.execute(query).scalars())
 
 
-def lead_chunk_frames(engine: Engine, ids: list[str], as_of: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The CRM rows of these leads and their activities up to ``as_of``.
-
-    ``ids`` come in the database's order (as :func:`open_lead_ids` returns them), so the chunk is read as
-    the id range from its first to its last id, and then cut to ``ids``: an index range scan, where
-    PostgreSQL plans a 5,000-value ``IN`` list on a large table as a full scan (~3 s per chunk at 36M
-    activities, against ~0.3 s).
-    """
-    leads_t, acts_t = schema.leads, schema.activities
-    first, last = ids[0], ids[-1]
-    leads = read_frame(engine, leads_t, LEAD_COLUMNS, leads_t.c.lead_id.between(first, last))
-    activities = read_frame(engine, acts_t, ACTIVITY_INPUT_COLUMNS,
-                            and_(acts_t.c.lead_id.between(first, last), acts_t.c.occurred_at <= as_of))
-    wanted = pd.Index(ids)
-    leads = leads[leads["lead_id"].isin(wanted)].reset_index(drop=True)
-    activities = activities[activities["lead_id"].isin(wanted)].reset_index(drop=True)
-    later = leads["converted_at"] > pd.Timestamp(as_of)
-    leads.loc[later, ["converted_at", "customer_id"]] = None
-    return leads, activities
-
-
 def lead_values(lead_model: object, clv_params: CLVParameters | None, features: LeadFeatureArrays
                 ) -> tuple[LeadScores, list[float | None]]:
     """Scores and value-weighted ``expected_value`` of leads' features: the one scoring path (batch and API)."""
-    scores = scorer_of(lead_model).predict_features(features)
-    channels = features.profile[:, PROFILE_FEATURES.index("source_channel")].tolist()
-    return scores, expected_values(scores.probability.tolist(), channels, clv_params)
+    return scorer_values(scorer_of(lead_model), clv_params, features)
 
 
 def score_lead_chunk(lead_model: object, clv_params: CLVParameters | None, leads: pd.DataFrame,
                      activities: pd.DataFrame, as_of: datetime) -> pd.DataFrame:
     """Scores plus the value-weighted ``expected_value`` of these CRM leads as of ``as_of`` (:func:`lead_values`)."""
-    features = lead_feature_arrays(leads, activities, as_of)
-    scores, values = lead_values(lead_model, clv_params, features)
-    return scores.frame("lead_id", features.lead_ids).assign(expected_value=values)
+    return chunk_scores(scorer_of(lead_model), clv_params, leads, activities, as_of)
 
 
 def optional_clv_parameters(uri: str) -> CLVParameters | None:
@@ -192,21 +161,23 @@ def score_open_leads(
     dry_run: bool = False,
     progress: Callable[[int], object] | None = None,
     backfill: bool = False,
+    workers: int | None = None,
 ) -> BatchResult:
     """Score every open lead as of ``as_of`` (default: the run's start, UTC) into ``lead_scores`` and its history.
 
     ``expected_value`` needs the CLV model; without one it is left empty. A rerun of work already done
     scores and writes nothing (see :class:`BatchResult`); one run per job at a time, and a crashed default
-    run is resumed (:mod:`serving.batch.runs`).
+    run is resumed (:mod:`serving.batch.runs`). Chunks are scored in ``workers`` processes, this one included
+    (default :func:`serving.batch.pool.default_workers`; 1: this one alone), and written by this one, in order.
     """
     started = utc_now()
     identity, model = model_identity(model_uri)
     clv_params = optional_clv_parameters(clv_model_uri)
     create_schema(engine)
+    workers = default_workers() if workers is None else workers
 
-    def score_chunk(chunk: list[str], at: datetime) -> pd.DataFrame:
-        leads, activities = lead_chunk_frames(engine, chunk, at)
-        return score_lead_chunk(model, clv_params, leads, activities, at)
+    def pool(at: datetime) -> LeadChunkPool:
+        return LeadChunkPool(ChunkScorer(engine, scorer_of(model), clv_params, at), workers)
 
     def stale(at: datetime) -> tuple[str, ...]:
         return staleness_warnings("leads", at, latest_time(engine, schema.activities.c.occurred_at))
@@ -214,14 +185,16 @@ def score_open_leads(
     if dry_run:
         at = given_as_of(as_of) or started
         ids = open_lead_ids(engine, at)
-        scored = sum(len(score_chunk(ids[i : i + chunk_size], at)) for i in range(0, len(ids), chunk_size))
+        with pool(at) as chunks:
+            scored = sum(len(scores) for scores in chunks.scored(ids, chunk_size))
         return dry_result("leads", scored, len(ids), identity, at, started, stale(at))
     with job_lock(engine, LEAD_JOB):
         plan = plan_run(engine, LEAD_JOB, identity, given_as_of(as_of), started)
         ids = open_lead_ids(engine, plan.as_of)
-        run, written = run_batch(engine, LEAD_JOB, identity, plan.as_of, ids,
-                                 lambda chunk: score_chunk(chunk, plan.as_of), chunk_size, progress,
-                                 as_of_source=plan.source, backfill=backfill)
+        with pool(plan.as_of) as chunks:
+            run, written = write_scored(engine, LEAD_JOB, identity, plan.as_of, ids,
+                                        lambda todo: chunks.scored(todo, chunk_size), progress,
+                                        as_of_source=plan.source, backfill=backfill)
     return written_result("leads", run, written, len(ids), identity, plan, started, stale(plan.as_of))
 
 

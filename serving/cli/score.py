@@ -64,6 +64,11 @@ PartitionsOption = Annotated[
                                                                 "rows, at least the cores; slices twice the "
                                                                 "cores].")
 ]
+WorkersOption = Annotated[
+    int | None, typer.Option("--workers", min=1, help="With --engine pandas: processes scoring chunks, this one "
+                                                      "included (it alone writes them, in order); 1: this one alone "
+                                                      "[env LEADVAL_WORKERS; default: the usable cores, at most 2].")
+]
 
 
 def _summary(result: BatchResult) -> str:
@@ -146,17 +151,21 @@ def score_leads_command(
     spark_conf: SparkConfOption = None,
     parquet: ParquetOption = None,
     spark_partitions: PartitionsOption = None,
+    workers: WorkersOption = None,
     tracking_uri: TrackingOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Score every open lead into lead_scores (and lead_score_history), or a flat file with --table."""
     _pandas_only(engine, **{"--spark-master": spark_master, "--spark-conf": spark_conf, "--parquet": parquet,
                             "--spark-partitions": spark_partitions})
+    if engine is BatchEngine.spark and workers is not None:
+        raise InvalidInput("--workers: applies to --engine pandas (Spark's parallelism is --spark-master)")
     if table is not None:
         if out is None:
             raise InvalidInput("--out: required with --table (where to write the scores)")
-        if engine is BatchEngine.spark or backfill:
-            raise InvalidInput("--table scores a file in this process: --engine spark and --backfill do not apply")
+        if engine is BatchEngine.spark or backfill or workers is not None:
+            raise InvalidInput("--table scores a file in this process: --engine spark, --backfill and --workers do "
+                               "not apply")
         score_leads_file(table=table, out=out, model=model or LEAD_MODEL_URI, tracking_uri=tracking_uri,
                          as_json=as_json)
         return
@@ -181,7 +190,7 @@ def score_leads_command(
                 spark_settings)
         else:
             result = score_open_leads(crm, uri, clv_model, as_of, chunk_size, dry_run, progress=bar.update,
-                                      backfill=backfill)
+                                      backfill=backfill, workers=workers)
     _emit(result, as_json)
 
 

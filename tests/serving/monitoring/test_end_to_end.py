@@ -8,10 +8,11 @@
   new country and campaign) and on realized accuracy. ``retrain --if-needed`` then retrains, and the candidate,
   better on the post-change holdout, becomes the champion (the last test: it changes the module's store).
 
-20,000 leads: fewer leave too few conversions among new leads for an AUC drop to be beyond chance. "Stationary"
-means the whole process, the campaign calendar too (:func:`steady_calendar`): the default calendar launches
-campaigns late and runs event campaigns in bursts, which changes the source mix and is rightly reported as input
-drift. Rollback restoring the previous champion for the batch job is tested in tests/serving/cli/test_models.py.
+20,000 leads: fewer leave too few conversions among new leads for an AUC drop to be beyond chance. Scoring runs in
+the test's process (``workers=1``): the suite keeps every core busy already (worker processes: test_pool.py).
+"Stationary" means the whole process, the campaign calendar too (:func:`steady_calendar`): the default calendar
+launches campaigns late and runs event campaigns in bursts, which changes the source mix and is rightly reported
+as input drift. Rollback restoring the previous champion for the batch job is tested in tests/serving/cli/test_models.py.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def scored_and_monitored(url: str, tracking_uri: str, artifact_root: str) -> Mon
     engine = connect(url)
     use_tracking(tracking_uri, create=False)
     for day in SCORED:
-        score_open_leads(engine, as_of=day)
+        score_open_leads(engine, as_of=day, workers=1)
     result = monitor(engine, tracking_uri, END, artifact_root=artifact_root)
     engine.dispose()
     return result
@@ -109,7 +110,7 @@ def drifting(champion: tuple[Path, str, str]) -> tuple[str, MonitoringRun, Monit
     url = simulated(folder, DRIFT_SEED + 10, "drift")
     engine = connect(url)
     use_tracking(tracking_uri, create=False)
-    score_open_leads(engine, as_of=BEFORE[0])
+    score_open_leads(engine, as_of=BEFORE[0], workers=1)
     before = monitor(engine, tracking_uri, BEFORE[1], artifact_root=artifact_root)
     engine.dispose()
     return url, before, scored_and_monitored(url, tracking_uri, artifact_root)
