@@ -136,7 +136,8 @@ def realized_lead_checks(scored: pd.DataFrame, leads: pd.DataFrame, run_as_of: p
     checks = [_auc_check("realized_auc", champion.name, y, p, champion.holdout_auc, run,
                          f"{len(y):,} open leads"),
               _auc_check("realized_auc_new_leads", champion.name, y[new], p[new], champion.new_leads_auc, run,
-                         f"{int(new.sum()):,} leads created in the {horizon_days} days before",
+                         f"{int(new.sum()):,} leads created in the {horizon_days} days before it",
+                         compared="the holdout's new leads",
                          missing="the champion's training run recorded no holdout AUC of new leads (trained "
                                  "before leadval kept it): retrain to judge new leads")]
     counted = f"{len(y):,} leads, {int(y.sum()):,} converted"
@@ -164,9 +165,10 @@ def realized_lead_checks(scored: pd.DataFrame, leads: pd.DataFrame, run_as_of: p
 
 
 def _auc_check(check: str, model: str, y: np.ndarray, p: np.ndarray, reference: float | None, run: str, who: str,
-               missing: str | None = None) -> CheckResult:
+               compared: str = "holdout", missing: str | None = None) -> CheckResult:
     """One realized-AUC check of the leads ``who`` names (outcomes ``y``, probabilities ``p``) against
-    ``reference``; no_data with ``missing`` when there is no reference and ``missing`` is given."""
+    ``reference``, the AUC of the leads ``compared`` names; no_data with ``missing`` when there is no reference and
+    ``missing`` is given."""
     counted = f"{who}, {int(y.sum()):,} converted"
     if reference is None and missing is not None:
         return CheckResult.judged(check, model, None, auc_thresholds(None), f"{run}: {missing}")
@@ -175,7 +177,7 @@ def _auc_check(check: str, model: str, y: np.ndarray, p: np.ndarray, reference: 
                                   f"{run}: {counted}; fewer than {MIN_OUTCOMES} converted or unconverted leads to "
                                   "judge by")
     auc = float(roc_auc_score(y, p))
-    holdout = f"holdout {reference:.3f}" if reference is not None else "no holdout AUC recorded"
+    holdout = f"{compared} {reference:.3f}" if reference is not None else "no holdout AUC recorded"
     return judged_auc(check, model, auc, reference, y, f"{run}: ROC AUC {auc:.3f} ({holdout}) on {counted}")
 
 

@@ -88,15 +88,16 @@ def test_if_needed_retrains_a_champion_older_than_max_age_days_and_records_why(c
     assert client.get_run(out["run_id"]).data.tags["retrain_reason"] == out["why"]
 
 
+def _overall(run_id: str, day: int, status: str, detail: str, model: str = "lead-scoring") -> dict:
+    """A model's overall monitoring row, checked on 2026-01-``day``."""
+    return {"run_id": run_id, "checked_at": datetime(2026, 1, day), "model": model, "check": "overall",
+            "status": status, "detail": detail}
+
+
 def test_if_needed_retrains_when_the_latest_monitoring_says_alert(crm: str) -> None:
-    _monitoring_rows(crm, [
-        {"run_id": "m1", "checked_at": datetime(2026, 1, 1), "model": "lead-scoring", "check": "overall",
-         "status": "ok", "detail": "all ok"},
-        {"run_id": "m2", "checked_at": datetime(2026, 1, 2), "model": "lead-scoring", "check": "overall",
-         "status": "alert", "detail": "input drift on source_channel"},
-        {"run_id": "m3", "checked_at": datetime(2026, 1, 3), "model": "clv", "check": "overall", "status": "ok",
-         "detail": ""},
-    ])
+    _monitoring_rows(crm, [_overall("m1", 1, "ok", "all ok"),
+                           _overall("m2", 2, "alert", "input drift on source_channel"),
+                           _overall("m3", 3, "ok", "", model="clv")])
     out = last_json(run_leadval("retrain", "leads", "--db", crm, "--if-needed", "--json"))
     assert out["retrained"] is True and out["monitoring"]["run_id"] == "m2"
     assert out["why"] == ("the latest monitoring (run m2 checked at 2026-01-02 00:00:00) says alert for lead-scoring: "
@@ -104,19 +105,13 @@ def test_if_needed_retrains_when_the_latest_monitoring_says_alert(crm: str) -> N
 
 
 def test_a_latest_monitoring_that_is_not_alert_does_not_retrain(crm: str) -> None:
-    _monitoring_rows(crm, [
-        {"run_id": "m1", "checked_at": datetime(2026, 1, 1), "model": "lead-scoring", "check": "overall",
-         "status": "alert", "detail": "drift"},
-        {"run_id": "m2", "checked_at": datetime(2026, 1, 2), "model": "lead-scoring", "check": "overall",
-         "status": "warn", "detail": "score drift"},
-    ])
+    _monitoring_rows(crm, [_overall("m1", 1, "alert", "drift"), _overall("m2", 2, "warn", "score drift")])
     out = last_json(run_leadval("retrain", "leads", "--db", crm, "--if-needed", "--json"))
     assert out["retrained"] is False and "says warn" in out["why"]
 
 
 def test_an_alert_about_a_version_that_is_no_longer_the_champion_does_not_retrain(crm: str) -> None:
-    _monitoring_rows(crm, [{"run_id": "m1", "checked_at": datetime(2026, 1, 1), "model": "lead-scoring",
-                            "model_version": "7", "check": "overall", "status": "alert", "detail": "drift"}])
+    _monitoring_rows(crm, [_overall("m1", 1, "alert", "drift") | {"model_version": "7"}])
     out = last_json(run_leadval("retrain", "leads", "--db", crm, "--if-needed", "--json"))
     assert out["retrained"] is False and "says alert, but for v7, no longer the champion" in out["why"]
 
