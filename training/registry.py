@@ -76,7 +76,7 @@ def missing_store(tracking_uri: str) -> str | None:
     """Why the local SQLite MLflow store at ``tracking_uri`` cannot hold any model (its file does not exist), as
     one line naming the file and what to do; None when it exists or is no local SQLite file. Reading a model
     never creates the store: MLflow would create an empty one (and fail only later, or not at all)."""
-    from features.crm.store import safe_url, sqlite_file
+    from features.crm.urls import safe_url, sqlite_file
 
     path = sqlite_file(tracking_uri) if tracking_uri.startswith("sqlite:") else None
     if path is None or path.exists():
@@ -259,7 +259,7 @@ def load_registered(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from features.crm.store import safe_url
+    from features.crm.urls import safe_url
 
     _require_store(model_uri)
     try:
@@ -334,7 +334,7 @@ def registered_identity(model_uri: str) -> tuple[str, str | None, str | None]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from features.crm.store import safe_url
+    from features.crm.urls import safe_url
 
     if not model_uri.startswith("models:/"):
         return model_uri, None, None

@@ -42,7 +42,7 @@ def check_store(tracking_uri: str, create: bool = False) -> None:
     an empty one is an error too, as nothing in it can be read. A local SQLite file that does not exist passes: the
     training jobs create it, the readers say so (:func:`training.registry.missing_store`).
     """
-    from features.crm.store import sqlite_file
+    from features.crm.urls import sqlite_file
 
     path = sqlite_file(tracking_uri)
     if path is not None:
@@ -55,7 +55,7 @@ def check_store(tracking_uri: str, create: bool = False) -> None:
 
 def damaged_store(path: Path, tracking_uri: str, reason: str) -> str:
     """One line for a local SQLite store that is no readable database, with what to do."""
-    from features.crm.store import safe_url
+    from features.crm.urls import safe_url
 
     return (f"the MLflow store {path.absolute()} ({safe_url(tracking_uri)}) is damaged ({reason}); restore it from a "
             "backup, or move it away and train again (leadval train leads, leadval train clv) to start a new one")
@@ -65,7 +65,7 @@ def store_failure(exc: BaseException, tracking_uri: str) -> TrackingStoreUnavail
     """The one-line error for ``exc`` when it is the store's failure rather than a missing model: a local SQLite store
     found damaged only now (a file cut short past its schema), or a server that answers but not as an MLflow store
     does (another web service on that port) or fails; None for anything else."""
-    from features.crm.store import safe_url, sqlite_file
+    from features.crm.urls import safe_url, sqlite_file
 
     text = str(getattr(exc, "message", None) or exc)
     path = sqlite_file(tracking_uri)
@@ -86,7 +86,7 @@ def _check_sqlite(path: Path, tracking_uri: str, create: bool) -> None:
     from contextlib import closing
     from urllib.parse import quote
 
-    from features.crm.store import safe_url
+    from features.crm.urls import safe_url
 
     if not path.exists():
         return
@@ -118,7 +118,7 @@ def _check_sqlite(path: Path, tracking_uri: str, create: bool) -> None:
 def _check_server(tracking_uri: str) -> None:
     """An MLflow tracking server must accept a TCP connection within the time limit (MLflow's own client retries
     a refused connection for minutes). Behind an HTTP proxy the proxy is MLflow's business: not checked."""
-    from features.crm.store import safe_url
+    from features.crm.urls import safe_url
 
     parts = urlsplit(tracking_uri)
     if not parts.hostname:
@@ -143,7 +143,7 @@ def _check_database(tracking_uri: str) -> None:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from features.crm.store import safe_url
+    from features.crm.urls import safe_url
 
     try:
         url = make_url(tracking_uri)

@@ -21,7 +21,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from features.crm.store import safe_url, sqlite_file
+from features.crm.urls import safe_url, sqlite_file
 from features.errors import LeadvalError
 from training.registry_store import TrackingStoreUnavailable, check_store, store_failure
 

@@ -42,6 +42,8 @@ class NothingToServe(LeadvalError):
 class LoadedModel:
     """A champion model ready to score, with the registry and run facts ``GET /models`` reports.
 
+    ``model`` is what scores, without MLflow around it: the lead-scoring champion's
+    :class:`training.leads.scorer.LeadScorer`, the CLV champion's :class:`training.clv.predict.CLVParameters`.
     ``data_end`` is the end of the data the model was trained on (naive UTC), when the model or its run
     records it (models trained before it was recorded do not): the service warns when a request's as-of
     is long after it.
@@ -53,7 +55,7 @@ class LoadedModel:
     run_id: str | None
     trained_at: datetime | None
     metrics: dict[str, float]
-    python_model: Any = field(repr=False)
+    model: Any = field(repr=False)
     data_end: datetime | None = None
 
 
@@ -116,7 +118,7 @@ def report_startup_failure(exc: BaseException) -> None:
 
 def _missing_store(tracking_uri: str) -> str | None:
     """Why a local SQLite tracking store cannot hold any model (it does not exist), else None."""
-    from features.crm.store import sqlite_file
+    from features.crm.urls import sqlite_file
 
     database = sqlite_file(tracking_uri)
     if database is not None and not database.exists():
@@ -240,18 +242,17 @@ def instant(value: Any) -> datetime | None:
     return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo is not None else value
 
 
-def training_data_end(python_model: Any, tags: dict[str, str]) -> datetime | None:
+def training_data_end(model: Any, tags: dict[str, str]) -> datetime | None:
     """When the model's training data ends: the lead scorer's ``info["data_end"]``, else the run's ``data_end``
     tag; None for models that record neither."""
-    scorer = getattr(python_model, "scorer", None)
-    info = getattr(scorer, "info", None)
+    info = getattr(model, "info", None)
     recorded = info.get("data_end") if isinstance(info, dict) else None
     return instant(recorded) or instant(tags.get("data_end"))
 
 
-def _load(client: Any, name: str, version: Any) -> LoadedModel:
-    """The champion ``version`` of ``name`` with its run's facts; files that cannot be read are a
-    :class:`ModelUnreadable` naming them (a damaged model is then missing, not a crashed worker)."""
+def _load(client: Any, name: str, version: Any) -> LoadedModel | str:
+    """The champion ``version`` of ``name`` with its run's facts, or why it cannot be served; files that cannot be
+    read are a :class:`ModelUnreadable` naming them (a damaged model is then missing, not a crashed worker)."""
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
@@ -265,6 +266,10 @@ def _load(client: Any, name: str, version: Any) -> LoadedModel:
     except Exception as exc:  # noqa: BLE001 - whatever reading the model's own files raised: named in the message
         raise ModelUnreadable(unreadable_model(champion_uri(name), exc, str(version.version), location)) from None
     python_model = pyfunc.unwrap_python_model()
+    problem = served_model_problem(name, python_model)
+    if problem:
+        return f"version {version.version} cannot be served: {problem}"
+    model = python_model.scorer if name == LEAD_MODEL_NAME else python_model.params
     run_id = version.run_id or None
     trained_at, metrics, tags = None, {}, {}
     if run_id:
@@ -273,8 +278,7 @@ def _load(client: Any, name: str, version: Any) -> LoadedModel:
         metrics = {k: float(v) for k, v in sorted(run.data.metrics.items()) if math.isfinite(v)}
         tags = dict(run.data.tags)
     return LoadedModel(name=name, uri=champion_uri(name), version=str(version.version), run_id=run_id,
-                       trained_at=trained_at, metrics=metrics, python_model=python_model,
-                       data_end=training_data_end(python_model, tags))
+                       trained_at=trained_at, metrics=metrics, model=model, data_end=training_data_end(model, tags))
 
 
 def load_champions(tracking_uri: str) -> ServedModels:
@@ -306,13 +310,12 @@ def load_champions(tracking_uri: str) -> ServedModels:
         except (MlflowException, OSError) as exc:
             missing[name] = f"cannot load version {version.version}: {str(exc).splitlines()[0]}"
             continue
-        problem = served_model_problem(name, model.python_model)
-        if problem:
-            missing[name] = f"version {version.version} cannot be served: {problem}"
+        if isinstance(model, str):
+            missing[name] = model
         else:
             loaded[name] = model
     if not loaded:
-        from features.crm.store import safe_url
+        from features.crm.urls import safe_url
 
         details = "; ".join(f"{champion_uri(n)}: {r}" for n, r in missing.items())
         raise NothingToServe(f"no model to serve from {safe_url(tracking_uri)}: {details}")

@@ -5,7 +5,7 @@ Endpoints
 ``POST /score_leads``
     Leads as the CRM holds them, each with its activities. Features are computed by the same
     ``features`` code as in training, as of ``as_of`` (default: when the request arrives), and the
-    leads are scored by the nightly batch job's own function (:func:`serving.batch.jobs.lead_values`).
+    leads are scored as the nightly batch job scores them (:func:`training.leads.value.lead_values`).
     Per lead: ``score`` (1-99), ``probability``, ``band``, ``reasons``, ``expected_value``,
     ``model_version``; per response, ``warnings`` (:func:`lead_scores`).
 ``POST /predict_clv``
@@ -55,7 +55,8 @@ from starlette.routing import Route
 from features.errors import InvalidInput
 from serving.api import error_log
 from serving.api.activities import NO_ACTIVITIES
-from serving.api.champions import LoadedModel, NothingToServe, ServedModels, load_champions, report_startup_failure
+from serving.api.champion_handover import worker_champions
+from serving.api.champions import LoadedModel, NothingToServe, ServedModels, report_startup_failure
 from serving.api.large_requests import (
     activity_count,
     off_the_loop,
@@ -238,14 +239,14 @@ def lead_scores(served: ServedModels, request: ScoreLeadsRequest) -> ScoreLeadsR
     """The scores of a validated request (the lead-scoring model must be loaded), with its ``warnings``: a
     stale model (:func:`stale_model_warnings`) and the unknown fields a lenient request sent.
 
-    Scored by :func:`serving.batch.jobs.lead_values`, the nightly batch job's own function.
+    Scored by :func:`training.leads.value.lead_values`, with the nightly batch job's scorer and values.
     """
-    from serving.batch.jobs import lead_values
+    from training.leads.value import lead_values
 
     model, clv = served.loaded[LEAD_MODEL_NAME], served.get(CLV_MODEL_NAME)
     features = request_features(request)
     try:
-        scores, values = lead_values(model.python_model, clv.python_model.params if clv else None, features)
+        scores, values = lead_values(model.model, clv.model if clv else None, features)
     except InvalidInput as exc:
         raise _problem("score_leads", ("leads",), str(exc)) from None
     rows = zip(features.lead_ids.tolist(), scores.score.tolist(), scores.probability.tolist(),
@@ -264,7 +265,7 @@ def customer_values(served: ServedModels, request: PredictCLVRequest) -> Predict
     from training.clv.predict import OUTPUT_COLUMNS, predict_clv
 
     model = served.loaded[CLV_MODEL_NAME]
-    params = model.python_model.params
+    params = model.model
     horizon = params.horizon_days if request.horizon_days is None else request.horizon_days
     rate = params.discount_rate if request.discount_rate is None else request.discount_rate
     try:
@@ -336,9 +337,7 @@ class LeadvalService:
     def _start(self) -> None:
         import pandas as pd
 
-        from features.settings import load_settings
-
-        self.served: ServedModels = load_champions(load_settings().tracking_uri)
+        self.served: ServedModels = worker_champions()
         self.limits = LimitsConfig.from_environment()
         close_silent_connections(self.limits.body_timeout_s)
         # pandas 3 infers its ``str`` dtype for every Index and column built from Python strings (the CLV

@@ -1,7 +1,7 @@
 """Nightly write-back jobs: score every open lead and every customer into the CRM.
 
-Both jobs read in chunks, score through the same functions as the service (:func:`lead_values`,
-:func:`training.clv.predict.predict_clv`), and write through
+Both jobs read in chunks, score through the same functions as the service (the lead scorer's ``predict_features``
+and :func:`training.leads.value.expected_values`, :func:`training.clv.predict.predict_clv`), and write through
 :mod:`serving.batch.writeback`, which makes reruns idempotent and a killed run resumable. Each result says
 what this invocation scored and wrote, what an earlier attempt of the same run had written, and warns when
 the as-of is more than :data:`STALE_AFTER_DAYS` after the CRM's last activity (leads) or order (customers).
@@ -19,15 +19,14 @@ from sqlalchemy import Column, Engine, and_, func, or_, select
 from features.crm import schema
 from features.crm.store import create_schema, read_frame
 from features.errors import InvalidInput
-from features.lead_features import LeadFeatureArrays, as_of_timestamp
+from features.lead_features import as_of_timestamp
 from features.rfm import rfm_summary
-from serving.batch.pool import ChunkScorer, LeadChunkPool, chunk_scores, default_workers, scorer_values
+from serving.batch.pool import ChunkScorer, LeadChunkPool, chunk_scores, default_workers
 from serving.batch.pool import lead_chunk_frames as lead_chunk_frames  # monitoring reads the job's chunks
 from serving.batch.runs import RunPlan, job_lock, plan_run
 from serving.batch.writeback import CUSTOMER_JOB, LEAD_JOB, ModelIdentity, RunState, run_batch, utc_now, write_scored
 from training.clv.predict import CLVParameters, predict_clv, rfm_in_days
 from training.leads.pyfunc import scorer_of
-from training.leads.scorer import LeadScores
 from training.registry import CLV_MODEL_URI, LEAD_MODEL_URI, ModelNotFound, load_registered, registered_identity
 
 STALE_AFTER_DAYS = 14
@@ -132,15 +131,9 @@ def open_lead_ids(engine: Engine, as_of: datetime, created_after: datetime | Non
         return list(conn.execute(query).scalars())
 
 
-def lead_values(lead_model: object, clv_params: CLVParameters | None, features: LeadFeatureArrays
-                ) -> tuple[LeadScores, list[float | None]]:
-    """Scores and value-weighted ``expected_value`` of leads' features: the one scoring path (batch and API)."""
-    return scorer_values(scorer_of(lead_model), clv_params, features)
-
-
 def score_lead_chunk(lead_model: object, clv_params: CLVParameters | None, leads: pd.DataFrame,
                      activities: pd.DataFrame, as_of: datetime) -> pd.DataFrame:
-    """Scores plus the value-weighted ``expected_value`` of these CRM leads as of ``as_of`` (:func:`lead_values`)."""
+    """Scores plus the value-weighted ``expected_value`` of these CRM leads as of ``as_of``."""
     return chunk_scores(scorer_of(lead_model), clv_params, leads, activities, as_of)
 
 

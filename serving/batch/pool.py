@@ -35,7 +35,7 @@ from features.errors import InvalidInput
 from features.lead_features import ACTIVITY_INPUT_COLUMNS, PROFILE_FEATURES, LeadFeatureArrays, lead_feature_arrays
 from features.lead_history import LEAD_COLUMNS
 from training.clv.predict import CLVParameters
-from training.leads.scorer import LeadScorer, LeadScores
+from training.leads.scorer import LeadScorer
 from training.leads.value import expected_values
 
 WORKERS_ENV = "LEADVAL_WORKERS"
@@ -92,14 +92,6 @@ def lead_chunk_frames(engine: Engine, ids: list[str], as_of: datetime) -> tuple[
     later = leads["converted_at"] > pd.Timestamp(as_of)
     leads.loc[later, ["converted_at", "customer_id"]] = None
     return leads, activities
-
-
-def scorer_values(scorer: LeadScorer, clv_params: CLVParameters | None, features: LeadFeatureArrays
-                  ) -> tuple[LeadScores, list[float | None]]:
-    """Scores and value-weighted ``expected_value`` of leads' features, without MLflow (workers do not load it)."""
-    scores = scorer.predict_features(features)
-    channels = features.profile[:, PROFILE_FEATURES.index("source_channel")].tolist()
-    return scores, expected_values(scores.probability.tolist(), channels, clv_params)
 
 
 def chunk_scores(scorer: LeadScorer, clv_params: CLVParameters | None, leads: pd.DataFrame,

@@ -21,7 +21,7 @@ from pathlib import Path
 from sqlalchemy import Engine, select, text
 
 from features.crm import schema
-from features.crm.store import sqlite_file
+from features.crm.urls import sqlite_file
 from features.errors import DatabaseUnavailable, LeadvalError
 from serving.batch.writeback import Job, ModelIdentity, scoring_run_id, utc_now
 

@@ -45,7 +45,8 @@ def abtest(
     """Compare the variants of the CRM's A/B tests: rates, intervals, p-values, P(best) and sample size needed."""
     import pandas as pd
 
-    from features.crm.store import connect, missing_tables, safe_url
+    from features.crm.store import connect, missing_tables
+    from features.crm.urls import safe_url
     from features.kpi.experiments import METRICS, PEEKING_CAUTION, experiment_results, experiment_trials
     from features.lead_features import as_of_timestamp
 

@@ -49,7 +49,8 @@ def backtest_leads(
     as_json: JsonOption = False,
 ) -> None:
     """Backtest the lead model: score the leads open at past dates and compare with what they did."""
-    from features.crm.store import connect, safe_url
+    from features.crm.store import connect
+    from features.crm.urls import safe_url
     from features.lead_history import crm_period, load_crm_frames
     from training.leads.backtest import (
         MODELS,

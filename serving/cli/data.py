@@ -46,7 +46,8 @@ def generate(
     as_json: JsonOption = False,
 ) -> None:
     """Write a realistic simulated CRM ending now (or at --end), with its ground truth in separate truth_* tables."""
-    from features.crm.store import connect, create_schema, safe_url
+    from features.crm.store import connect, create_schema
+    from features.crm.urls import safe_url
     from features.simulate.config import DEFAULT_CHANNELS, SimulationConfig, current_end
     from features.simulate.config import steady_calendar as steady
     from features.simulate.generate import generate_crm
@@ -109,7 +110,8 @@ def import_table(
     dropped, with a note on stderr.
     """
     from features.crm.imports import import_file, import_plausibility, parse_mapping
-    from features.crm.store import connect, create_schema, safe_url
+    from features.crm.store import connect, create_schema
+    from features.crm.urls import safe_url
 
     settings = load_settings(db=db)
     column_map = parse_mapping(mapping or [], mapping_file)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from features.crm.store import safe_url
+from features.crm.urls import safe_url
 from features.settings import load_settings
 
 DEMO_LEADS = 5_000

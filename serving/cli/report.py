@@ -35,7 +35,8 @@ EXPORT_FORMATS = (".csv", ".parquet")
 
 
 def _engine(db: str | None, tables: tuple[str, ...]) -> tuple[Engine, str]:
-    from features.crm.store import connect, missing_tables, safe_url
+    from features.crm.store import connect, missing_tables
+    from features.crm.urls import safe_url
 
     settings = load_settings(db=db)
     engine = connect(settings.db, create=False)
@@ -102,7 +103,7 @@ def report(
     as_json: JsonOption = False,
 ) -> None:
     """Write the KPI report: one self-contained HTML page of channel, trend, attribution and predictive KPIs."""
-    from features.crm.store import safe_url
+    from features.crm.urls import safe_url
     from features.kpi.awareness import BRAND_PATTERN
     from features.kpi.tables import read_kpi_tables, report_window
     from features.kpi.targets import read_targets
@@ -223,7 +224,8 @@ def segments_export(
 ) -> None:
     """Export scored customers (id, segment, CLV, P(alive), last order) for an email or ads tool."""
     from features.crm import schema
-    from features.crm.store import read_frame, safe_url
+    from features.crm.store import read_frame
+    from features.crm.urls import safe_url
     from features.csv_export import write_csv
     from features.kpi.predictive import customer_list
 
@@ -265,7 +267,8 @@ def leads_top(
 ) -> None:
     """Print the best open leads for a salesperson: score, band, expected value and the reasons."""
     from features.crm import schema
-    from features.crm.store import read_frame, safe_url
+    from features.crm.store import read_frame
+    from features.crm.urls import safe_url
     from features.json_ready import json_ready
     from features.kpi.predictive import LEAD_ORDER, scores_as_of, top_open_leads
     from serving.report.data import records

@@ -2,7 +2,8 @@
 
 It never loops on a champion it cannot serve. While the server starts, the registry is checked: a champion
 that is missing or cannot be served (a lead model trained on a flat file) is a warning and its endpoint
-answers 503; with neither servable it stops with one line and exit code 1. A worker that fails at start-up
+answers 503; with neither servable it stops with one line and exit code 1. The champions it then loads are
+handed to the server's workers (:mod:`serving.api.champion_handover`), which so start without MLflow. A worker that fails at start-up
 anyway writes why to a file this command watches (:data:`serving.api.champions.STARTUP_FAILURE_ENV`): the
 server is then stopped, the reason printed as one line, and the exit code is 1, where BentoML alone would
 restart the worker for ever.
@@ -30,14 +31,21 @@ import typer
 
 from features.errors import LeadvalError
 from features.settings import load_settings
+from serving.api.champion_handover import (
+    HANDOVER_ENV,
+    hand_over,
+    hand_over_nothing,
+    import_lightgbm_without_scikit_learn,
+)
 from serving.api.champions import (
     SERVED_MODEL_NAMES,
     STARTUP_FAILURE_ENV,
     NothingToServe,
+    load_champions,
     missing_champions,
     unservable_champions,
 )
-from serving.api.limits import API_KEY_ENV
+from serving.api.limits import API_KEY_ENV, LimitsConfig
 from training.registry import champion_uri
 
 SERVICE = "serving.api.service:LeadvalService"
@@ -145,7 +153,7 @@ def check_models(tracking_uri: str) -> list[str]:
     unservable = unservable_champions(tracking_uri, skip=tuple(missing))
     if len(missing) + len(unservable) == len(SERVED_MODEL_NAMES):
         details = "; ".join(f"{champion_uri(n)}: {r}" for n, r in {**missing, **unservable}.items())
-        from features.crm.store import safe_url
+        from features.crm.urls import safe_url
 
         advice = "Train them first: leadval train leads --db URL / leadval train clv"
         raise NothingToServe(f"no model to serve from {safe_url(tracking_uri)}: {details}. {advice}")
@@ -174,16 +182,18 @@ def serve(
     from training.registry_store import check_store
 
     settings = load_settings(tracking_uri=tracking_uri)
+    LimitsConfig.from_environment()  # a limit that is no number is one line, not a server answering 500
     check_store(settings.tracking_uri)  # a damaged store is one line before any server starts
     warning = exposure_warning(host, os.environ.get(API_KEY_ENV))
     if warning is not None:
         print(warning, file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="leadval-serve-") as folder:
-        failure = Path(folder) / "startup-failure.txt"
-        env = {**server_environment(settings.tracking_uri, workers), STARTUP_FAILURE_ENV: str(failure)}
+        failure, handover = Path(folder) / "startup-failure.txt", Path(folder) / "champions.pickle"
+        env = {**server_environment(settings.tracking_uri, workers), STARTUP_FAILURE_ENV: str(failure),
+               HANDOVER_ENV: str(handover)}
         server = subprocess.Popen(server_command(host, port), env=env)
         previous = signal.signal(signal.SIGTERM, lambda *_: server.terminate())
-        check = _Check(settings.tracking_uri)
+        check = _Check(settings.tracking_uri, handover)
         try:
             code = _wait(server, failure, check, _Listening(host, port))
         finally:
@@ -199,21 +209,31 @@ def serve(
 
 
 class _Check:
-    """:func:`check_models` in a thread of its own, so a slow registry never keeps :func:`_wait` from seeing
-    a worker's start-up failure; its warnings are printed by the waiting loop, its error re-raised."""
+    """:func:`check_models`, then the champions loaded and handed over to the workers, in a thread of its own, so
+    a slow registry never keeps :func:`_wait` from seeing a worker's start-up failure; its warnings are printed by
+    the waiting loop, its error re-raised."""
 
-    def __init__(self, tracking_uri: str) -> None:
+    def __init__(self, tracking_uri: str, handover: Path) -> None:
         self.warnings: list[str] | None = None
         self.error: BaseException | None = None
         self.printed = False
-        self._thread = threading.Thread(target=self._run, args=(tracking_uri,), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(tracking_uri, handover), daemon=True)
         self._thread.start()
 
-    def _run(self, tracking_uri: str) -> None:
+    def _run(self, tracking_uri: str, handover: Path) -> None:
         try:
-            self.warnings = check_models(tracking_uri)
+            import_lightgbm_without_scikit_learn()  # this process only loads the champions
+            warnings = check_models(tracking_uri)
+            hand_over(load_champions(tracking_uri), handover)
+            self.warnings = warnings
         except Exception as exc:  # noqa: BLE001 - re-raised in the main thread
             self.error = exc
+            hand_over_nothing(" ".join(str(exc).split()) or type(exc).__name__, handover)
+
+    @property
+    def passed(self) -> bool:
+        """True once the champions were handed over."""
+        return self.warnings is not None
 
     def failed(self) -> bool:
         """True once the check has failed; prints its warnings once when it has passed."""
@@ -252,7 +272,7 @@ def _wait(server: subprocess.Popen, failure: Path | None = None, check: _Check |
                 return None
             if failure is not None and failure.exists() and failure.stat().st_size:
                 return None
-            if listening is not None:
+            if listening is not None and (check is None or check.passed):
                 listening.poll()
         except KeyboardInterrupt:
             server.send_signal(signal.SIGINT)

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 def existing_crm(db: str, tables: tuple[str, ...]) -> Engine:
     """The CRM at ``db`` to train on: one that does not exist is a one-line error saying how to create it, and no
     file or folder is created (training writes to MLflow, never to the CRM); one without ``tables`` too."""
-    from features.crm.store import connect, missing_tables, safe_url
+    from features.crm.store import connect, missing_tables
+    from features.crm.urls import safe_url
 
     engine = connect(db, create=False)
     absent = [name for name in tables if name in missing_tables(engine)]
@@ -103,7 +104,7 @@ def train_leads(
     suspected leakage is named in a warning and left out unless --keep COL; --json lists features_used, dropped,
     kept, notes and warnings.
     """
-    from features.crm.store import safe_url
+    from features.crm.urls import safe_url
     from training.leads.data.splits import (
         CrmTrainingConfig,
         TableTrainingConfig,

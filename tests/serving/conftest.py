@@ -1,8 +1,9 @@
 """Serving fixtures: one simulated CRM and MLflow store with both champions, and the real server over HTTP.
 
-The server is started exactly as ``leadval serve`` starts it (same command line and environment, from
-:mod:`serving.cli.serve`) as a subprocess on a free port of 127.0.0.1, with an API key and a small
-body limit; the fixture waits for ``/readyz`` and stops the server and its workers afterwards.
+The server is started by ``leadval serve`` as a subprocess on a free port of 127.0.0.1 (its workers take the
+champions it hands over), or as BentoML alone with ``leadval serve``'s command line and environment (its workers
+load the champions from the registry, as in a container), with an API key and a small body limit; the fixture
+waits for ``/readyz`` and stops the server and its workers afterwards.
 Starting a server costs seconds, so there is one per session (plus one for the start-up tests).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -76,8 +78,9 @@ def free_port() -> int:
 
 
 def start_server(tracking_uri: str, workdir: Path, api_key: str | None = API_KEY,
-                 extra_env: dict[str, str] | None = None) -> RunningServer:
-    """Start the service like ``leadval serve`` does and wait until ``/readyz`` answers 200."""
+                 extra_env: dict[str, str] | None = None, bentoml_alone: bool = False) -> RunningServer:
+    """Start the service with ``leadval serve`` (or ``bentoml_alone``: its server command without it) and wait until
+    ``/readyz`` answers 200."""
     port = free_port()
     env = server_environment(tracking_uri, workers=1)
     env.pop("LEADVAL_API_KEY", None)
@@ -86,8 +89,9 @@ def start_server(tracking_uri: str, workdir: Path, api_key: str | None = API_KEY
         env["LEADVAL_API_KEY"] = api_key
     log = workdir / f"server-{port}.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen(server_command("127.0.0.1", port), env=env, cwd=REPO_ROOT, stdout=sink,
-                                   stderr=subprocess.STDOUT)
+        command = server_command("127.0.0.1", port) if bentoml_alone else [
+            str(Path(sys.executable).parent / "leadval"), "serve", "--port", str(port), "--tracking-uri", tracking_uri]
+        process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT)
     server = RunningServer(f"http://127.0.0.1:{port}", process, log, api_key)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -104,8 +108,8 @@ def start_server(tracking_uri: str, workdir: Path, api_key: str | None = API_KEY
 
 
 def stop_server(server: RunningServer) -> None:
-    """Stop the server: SIGTERM to the BentoML arbiter, which stops its workers (they run in process
-    groups of their own); whatever of ours is still alive after 20 s is killed by pid."""
+    """Stop the server: SIGTERM to ``leadval serve`` or the BentoML arbiter, which stop the workers (they run in
+    process groups of their own); whatever of ours is still alive after 20 s is killed by pid."""
     if server.process.poll() is not None:
         return
     ours = psutil.Process(server.process.pid).children(recursive=True)

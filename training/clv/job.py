@@ -32,8 +32,9 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from features.crm.store import connect, safe_url
+from features.crm.store import connect
 from features.crm.transactions import read_acquisition_channels, read_crm_orders, read_transactions
+from features.crm.urls import safe_url
 from features.errors import InvalidInput
 from features.json_ready import json_ready
 from features.kpi.predictive import p_alive_informative, p_alive_range

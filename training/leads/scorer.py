@@ -30,8 +30,6 @@ from typing import Literal
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 
 from features.crm.schema import SCORE_BANDS
 from features.errors import InvalidInput
@@ -80,7 +78,10 @@ class Calibrator:
 
     @classmethod
     def fit(cls, margin: np.ndarray, converted: np.ndarray, method: Literal["platt", "isotonic"]) -> Calibrator:
-        """Fit on held-out raw margins and outcomes."""
+        """Fit on held-out raw margins and outcomes (scikit-learn is imported here: scoring does not need it)."""
+        from sklearn.isotonic import IsotonicRegression
+        from sklearn.linear_model import LogisticRegression
+
         if method == "isotonic":
             iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(margin, converted)
             return cls("isotonic", x=tuple(iso.X_thresholds_.tolist()), y=tuple(iso.y_thresholds_.tolist()))

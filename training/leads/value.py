@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
+from features.lead_features import PROFILE_FEATURES
 from training.clv.predict import CLVParameters, new_customer_value
+
+if TYPE_CHECKING:
+    from features.lead_features import LeadFeatureArrays
+    from training.leads.scorer import LeadScorer, LeadScores
 
 
 def expected_values(
@@ -26,3 +32,12 @@ def expected_values(
         v = float(p) * value[channel]
         out.append(v if math.isfinite(v) else None)
     return out
+
+
+def lead_values(scorer: LeadScorer, clv: CLVParameters | None, features: LeadFeatureArrays
+                ) -> tuple[LeadScores, list[float | None]]:
+    """Scores and value-weighted ``expected_value`` of leads' features (the API's path; the batch job scores the
+    same way in chunks, :func:`serving.batch.pool.chunk_scores`); no MLflow, so served models need none."""
+    scores = scorer.predict_features(features)
+    channels = features.profile[:, PROFILE_FEATURES.index("source_channel")].tolist()
+    return scores, expected_values(scores.probability.tolist(), channels, clv)

@@ -40,7 +40,8 @@ def monitor(
     """Check drift, realized accuracy and KPI targets; exit 0 when all are ok, 3 on warn, 4 on alert."""
     from dataclasses import asdict
 
-    from features.crm.store import connect, missing_tables, safe_url
+    from features.crm.store import connect, missing_tables
+    from features.crm.urls import safe_url
     from features.lead_features import as_of_timestamp
     from serving.batch.writeback import utc_now
     from serving.monitoring.run import monitor as run_monitor

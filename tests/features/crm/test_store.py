@@ -161,7 +161,8 @@ def test_connect_without_create_refuses_a_missing_sqlite_file_and_creates_nothin
 def test_read_only_and_locked_sqlite_messages_name_the_file(tmp_path) -> None:
     from pathlib import Path
 
-    from features.crm.store import sqlite_file, sqlite_file_problem
+    from features.crm.store import sqlite_file_problem
+    from features.crm.urls import sqlite_file
 
     path = Path("data/crm.db")
     assert sqlite_file("sqlite:///data/crm.db") == path

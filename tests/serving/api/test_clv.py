@@ -46,7 +46,7 @@ def test_summary_and_orders_give_the_in_process_values(client: httpx.Client, tra
     model = load_champions(trained_store.tracking_uri).get("clv")
     expected_input = pd.concat([rfm_in_days(rfm_summary(picked, as_of, time_unit="D"), "D"),
                                 pd.DataFrame([SUMMARY])], ignore_index=True)
-    expected = predict_clv(model.python_model.params, expected_input, 180, 0.05)
+    expected = predict_clv(model.model, expected_input, 180, 0.05)
     got = pd.DataFrame(body["customers"])
     for column in ("expected_purchases", "p_alive", "expected_order_value", "clv"):
         assert got[column].tolist() == expected[column].tolist(), column

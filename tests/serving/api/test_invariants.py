@@ -112,9 +112,9 @@ def test_unknown_activity_types_are_refused_when_the_request_is_scored() -> None
 
 def test_training_data_end_comes_from_the_scorer_or_the_run() -> None:
     scorer = SimpleNamespace(info={"data_end": "2025-12-30T23:58:01"})
-    assert training_data_end(SimpleNamespace(scorer=scorer), {}) == datetime(2025, 12, 30, 23, 58, 1)
+    assert training_data_end(scorer, {}) == datetime(2025, 12, 30, 23, 58, 1)
     assert training_data_end(object(), {"data_end": "2025-12-31T01:00:00+01:00"}) == datetime(2025, 12, 31)
-    assert training_data_end(SimpleNamespace(scorer=SimpleNamespace(info={})), {"data_end": "soon"}) is None
+    assert training_data_end(SimpleNamespace(info={}), {"data_end": "soon"}) is None
     assert training_data_end(object(), {}) is None
 
 

@@ -75,7 +75,7 @@ def test_service_scores_equal_batch_job_and_registry_scores(client: httpx.Client
 
     served = load_champions(trained_store.tracking_uri)
     model, clv = served.get("lead-scoring"), served.get("clv")
-    batch = score_lead_chunk(model.python_model, clv.python_model.params, leads, activities, as_of)
+    batch = score_lead_chunk(model.model, clv.model, leads, activities, as_of)
     use_tracking(trained_store.tracking_uri)
     pyfunc = load_registered(champion_uri("lead-scoring")).predict(lead_features(leads, activities, as_of))
     for expected in (batch, pyfunc):
@@ -84,7 +84,7 @@ def test_service_scores_equal_batch_job_and_registry_scores(client: httpx.Client
             assert got[column].tolist() == expected[column].tolist(), column
         assert got["reasons"].tolist() == [json.loads(r) for r in expected["reasons"]]
     assert got["expected_value"].tolist() == batch["expected_value"].tolist()
-    value = [p * new_customer_value(clv.python_model.params, c)
+    value = [p * new_customer_value(clv.model, c)
              for p, c in zip(batch["probability"], leads["source_channel"], strict=True)]
     assert got["expected_value"].tolist() == value
     assert set(got["model_version"]) == {model.version}

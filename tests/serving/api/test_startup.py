@@ -4,6 +4,7 @@ other serving; a champion the service cannot serve (a lead model trained on a fl
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,9 @@ import typer
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
+from features.errors import InvalidInput
 from serving.api.champions import NothingToServe, load_champions, missing_champions, unservable_champions
+from serving.api.limits import MAX_BODY_ENV
 from serving.cli.serve import check_models, serve, server_environment
 from tests.conftest import REPO_ROOT
 from tests.mlflow_stores import empty_tracking_uri
@@ -65,7 +68,7 @@ def clv_only_server(trained_store: TrainedStore, tmp_path_factory: pytest.TempPa
     target.set_registered_model_alias(CLV_MODEL_NAME, "champion", version.version)
     assert check_models(uri) == [f"warning: {champion_uri(LEAD_MODEL_NAME)} is missing (Registered Model with "
                                  f"name={LEAD_MODEL_NAME} not found); its endpoint answers 503"]
-    running = start_server(uri, root, api_key=None)
+    running = start_server(uri, root, api_key=None, bentoml_alone=True)  # its worker loads the CLV model itself
     yield running
     stop_server(running)
 
@@ -175,25 +178,17 @@ def test_a_champion_of_the_other_kind_is_named_before_the_server_starts(trained_
         check_models(uri)
 
 
-@pytest.mark.slow  # `leadval serve` as a process, with a worker that fails at start-up
-def test_serve_stops_with_one_line_and_code_1_when_the_worker_cannot_start(
-        trained_store: TrainedStore, tmp_path: Path) -> None:
-    """The registry check passes (the CLV name holds a CLV model), but its files are gone, so the worker cannot
-    load it and cannot start: `leadval serve` must stop the server and exit 1 in seconds, not restart the worker
-    for ever."""
-    uri = empty_tracking_uri(tmp_path)
-    files = tmp_path / "clv_model"
-    shutil.copytree(_champion_source(trained_store.tracking_uri, CLV_MODEL_NAME).removeprefix("file://"), files)
-    _registry_with(uri, {CLV_MODEL_NAME: str(files)})
-    shutil.rmtree(files)
-    assert check_models(uri) == [f"warning: {champion_uri(LEAD_MODEL_NAME)} is missing (Registered Model with "
-                                 f"name={LEAD_MODEL_NAME} not found); its endpoint answers 503"]
+def _serve_until_it_stops(uri: str, tmp_path: Path, extra_env: dict[str, str] | None = None
+                          ) -> tuple[int, list[str], float, int]:
+    """Run `leadval serve` on ``uri`` until it exits (fails the test after 90 s): its exit code, its stderr lines,
+    the seconds it ran and how many times a worker failed to initialise the service."""
     leadval = Path(sys.executable).parent / "leadval"
     log = tmp_path / "serve.log"
     started = time.monotonic()
     with log.open("wb") as sink:
         process = subprocess.Popen([str(leadval), "serve", "--port", str(free_port()), "--tracking-uri", uri],
-                                   env=server_environment(uri, 1), cwd=REPO_ROOT, stdout=sink, stderr=subprocess.PIPE)
+                                   env={**server_environment(uri, 1), **(extra_env or {})}, cwd=REPO_ROOT,
+                                   stdout=sink, stderr=subprocess.PIPE)
         try:
             _, stderr = process.communicate(timeout=90)
         except subprocess.TimeoutExpired:
@@ -202,11 +197,64 @@ def test_serve_stops_with_one_line_and_code_1_when_the_worker_cannot_start(
             process.kill()
             pytest.fail(f"leadval serve was still running after 90 s:\n{log.read_text(errors='replace')[-3000:]}")
     took = time.monotonic() - started
-    said = stderr.decode(errors="replace").strip().splitlines()
-    assert process.returncode == 1, said
-    assert said[-1].startswith("error: the scoring API could not start, so it was stopped: no model to serve")
-    assert "models:/clv@champion: cannot load version 1" in said[-1]
-    assert took < 45  # ~10 s on a busy 2-core machine: imports, one failed start, the stop
-    starts = log.read_text(errors="replace").count("Initializing service error") + stderr.decode().count(
+    text = stderr.decode(errors="replace")
+    starts = log.read_text(errors="replace").count("Initializing service error") + text.count(
         "Initializing service error")
+    return process.returncode, text.strip().splitlines(), took, starts
+
+
+@pytest.mark.slow  # `leadval serve` as a process, with champions it cannot load
+def test_serve_stops_with_one_line_and_code_1_when_no_champion_can_be_loaded(
+        trained_store: TrainedStore, tmp_path: Path) -> None:
+    """The registry check passes (the CLV name holds a CLV model), but its files are gone: `leadval serve`, which
+    loads the champions for its workers, must stop the server and exit 1 in seconds, before any worker fails."""
+    uri = empty_tracking_uri(tmp_path)
+    files = tmp_path / "clv_model"
+    shutil.copytree(_champion_source(trained_store.tracking_uri, CLV_MODEL_NAME).removeprefix("file://"), files)
+    _registry_with(uri, {CLV_MODEL_NAME: str(files)})
+    shutil.rmtree(files)
+    assert check_models(uri) == [f"warning: {champion_uri(LEAD_MODEL_NAME)} is missing (Registered Model with "
+                                 f"name={LEAD_MODEL_NAME} not found); its endpoint answers 503"]
+    code, said, took, starts = _serve_until_it_stops(uri, tmp_path)
+    assert code == 1, said
+    assert said[-1].startswith("error: no model to serve from"), said
+    assert "models:/clv@champion: cannot load version 1" in said[-1]
+    assert not any("listens on" in line for line in said)
+    assert took < 45  # ~10 s on a busy 2-core machine: imports, the registry, the stop
+    assert starts <= 1  # the waiting worker, told that nothing comes, stops once
+
+
+@pytest.mark.slow  # `leadval serve` as a process, with a worker that fails at start-up
+def test_serve_stops_with_one_line_and_code_1_when_the_worker_cannot_start(
+        trained_store: TrainedStore, tmp_path: Path) -> None:
+    """The lead champion loads but cannot score (its calibration has no steps), and there is no CLV champion: the
+    worker fails its warm-up and cannot start; `leadval serve` must stop the server and exit 1 in seconds, not let
+    BentoML restart the worker for ever."""
+    uri = empty_tracking_uri(tmp_path)
+    files = tmp_path / "lead_model"
+    shutil.copytree(_champion_source(trained_store.tracking_uri, LEAD_MODEL_NAME).removeprefix("file://"), files)
+    (saved,) = files.glob("**/scorer.json")
+    scorer = json.loads(saved.read_text())
+    saved.write_text(json.dumps(scorer | {"calibrator": scorer["calibrator"] | {"method": "isotonic", "x": [],
+                                                                                 "y": []}}))
+    _registry_with(uri, {LEAD_MODEL_NAME: str(files)})
+    code, said, took, starts = _serve_until_it_stops(uri, tmp_path)
+    assert code == 1, said
+    assert said[-1].startswith("error: the scoring API could not start, so it was stopped: no model to serve: "), said
+    assert said[-1].endswith("models:/lead-scoring@champion: version 1 failed its warm-up scoring: array of sample "
+                             "points is empty")
+    assert took < 45
     assert starts <= 2  # the worker may have been restarted once before the stop, never in a loop
+
+
+def test_serve_refuses_a_limit_that_is_no_number_before_starting(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server with a limit variable it cannot read would answer 500 to everything (its middleware reads them):
+    `leadval serve` says which one, and starts nothing."""
+    monkeypatch.setenv(MAX_BODY_ENV, "lots")
+    app = typer.Typer()
+    app.command()(serve)
+    ran = CliRunner().invoke(app, ["--tracking-uri", empty_tracking_uri(tmp_path)])
+    assert ran.exit_code == 1
+    assert isinstance(ran.exception, InvalidInput)
+    assert str(ran.exception) == "LEADVAL_MAX_BODY_BYTES must be a whole number of bytes > 0, not 'lots'"
