@@ -12,9 +12,11 @@ Purchases on the same calendar day count as one, their amounts summed; orders af
 end are ignored. Times are fractional in the chosen unit: days (``"D"``, default) or weeks (``"W"``,
 days / 7, as in Fader, Hardie & Lee 2005).
 
-Speed: customer ids are dictionary-encoded once (pyarrow), orders sorted by (customer, day) on
-integers (polars, stable, multi-threaded), and purchase days and customers reduced in numpy over
-the sorted runs. Hash group-bys on string ids cost several times more here.
+Speed: customer ids become int32 codes in id order, from the runs of equal ids (pyarrow), hashing
+only the runs' first ids when they are not already sorted; orders are put in (customer, day) order by
+one in-place sort of packed int64 keys, skipped when they come in that order, and purchase days and
+customers are reduced in numpy over the runs. Hash group-bys on string ids cost several times more
+here, and each large temporary costs page faults on a first call, hence int32 and few copies.
 
 References
 ----------
@@ -60,17 +62,21 @@ def _day_number(value: date | datetime | str | pd.Timestamp, field: str) -> int:
 
 
 def _day_numbers(values: pd.Series, field: str) -> np.ndarray:
-    """Calendar day numbers (days since 1970-01-01, UTC) of datetimes; ``InvalidInput`` naming bad rows."""
+    """Days since 1970-01-01 (UTC) of datetimes, int32 for us/ns ones (less memory); ``InvalidInput`` names bad rows."""
     if not pd.api.types.is_datetime64_any_dtype(values):
         values = pd.to_datetime(values, format="ISO8601", errors="coerce", utc=True)
     if getattr(values.dt, "tz", None) is not None:
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)
-    stamps = values.to_numpy().astype("datetime64[D]")
+    stamps = values.to_numpy()
     missing = np.isnat(stamps)
     if missing.any():
         rows = np.flatnonzero(missing)[:5].tolist()
         raise InvalidInput(f"{field}: row(s) {rows} have no readable date; expected datetimes")
-    return stamps.astype(np.int64)
+    unit, count = np.datetime_data(stamps.dtype)
+    ticks_per_day = np.timedelta64(1, "D") // np.timedelta64(count, unit)
+    day = np.empty(len(stamps), dtype=np.int32 if ticks_per_day >= 86_400_000_000 else np.int64)
+    np.floor_divide(stamps.view(np.int64), ticks_per_day, out=day, casting="unsafe")
+    return day
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,59 @@ class PurchaseDays:
     amount: np.ndarray
 
 
+def _dictionary_codes(ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+    """Distinct ids in sorted order and each row's int32 index into them, by hashing (dictionary encoding)."""
+    if isinstance(ids, pa.ChunkedArray) and (ids.num_chunks == 0 or pa.types.is_dictionary(ids.type)):
+        ids = ids.combine_chunks()
+    encoded = pc.dictionary_encode(ids)
+    chunks = encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded]
+    dictionary = chunks[0].dictionary
+    order = pc.sort_indices(dictionary)
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order.to_numpy()] = np.arange(len(order), dtype=np.int32)
+    code = np.empty(len(ids), dtype=np.int32)
+    done = 0
+    for chunk in chunks:
+        np.take(rank, chunk.indices.to_numpy(zero_copy_only=False), out=code[done:done + len(chunk)])
+        done += len(chunk)
+    return dictionary.take(order), code
+
+
+def _encode(ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+    """Distinct ids in sorted order and each row's int32 index into them; only runs' first ids hashed, if unsorted."""
+    if not (pa.types.is_integer(ids.type) or pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
+        return _dictionary_codes(ids)
+    first = np.ones(len(ids), dtype=bool)
+    if len(ids) > 1:
+        first[1:] = pc.not_equal(ids[1:], ids[:-1]).to_numpy(zero_copy_only=False)
+    run = np.cumsum(first, dtype=np.int32)
+    run -= 1
+    heads = ids.filter(pa.array(first))
+    heads = heads.combine_chunks() if isinstance(heads, pa.ChunkedArray) else heads
+    if len(heads) < 2 or pc.all(pc.greater(heads[1:], heads[:-1])).as_py():
+        return heads, run
+    distinct, head_code = _dictionary_codes(heads)
+    return distinct, head_code[run]
+
+
+def _key_order(code: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Rows in stable (code, day) order: one in-place sort of (code, day, row) packed in an int64 when it fits."""
+    first_day = int(day.min())
+    day_bits = (int(day.max()) - first_day).bit_length()
+    row_bits = (len(code) - 1).bit_length()
+    if int(code.max()).bit_length() + day_bits + row_bits > 63:
+        return np.lexsort((day, code))
+    key = code.astype(np.int64)
+    key <<= day_bits
+    key += day
+    key -= first_day
+    key <<= row_bits
+    key |= np.arange(len(key))
+    key.sort()
+    key &= (1 << row_bits) - 1
+    return key
+
+
 def purchase_days(
     transactions: pd.DataFrame,
     observation_end: date | datetime | str,
@@ -99,32 +158,25 @@ def purchase_days(
         raise InvalidInput(f"transactions: missing column(s) {missing}; found {list(transactions.columns)}")
     end_day = _day_number(observation_end, "observation end")
     day = _day_numbers(transactions[date_col], date_col)
-    keep = day <= end_day
+    amount = transactions[amount_col].to_numpy(dtype="float64") if amount_col else None
     ids = pa.array(transactions[customer_col])
-    if isinstance(ids, pa.ChunkedArray):
-        ids = ids.combine_chunks()
-    everything = bool(keep.all())
-    if not everything:
-        ids = ids.filter(pa.array(keep))
+    keep = day <= end_day
+    if not keep.all():
+        ids, day = ids.filter(pa.array(keep)), day[keep]
+        amount = amount[keep] if amount is not None else None
     if ids.null_count:
         raise InvalidInput(f"{customer_col}: {ids.null_count} order(s) have no customer id")
-    encoded = ids.dictionary_encode()
-    order = pc.sort_indices(encoded.dictionary)
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order.to_numpy()] = np.arange(len(order))
-    amount = transactions[amount_col].to_numpy(dtype="float64") if amount_col else np.zeros(len(day))
-    sorted_orders = pl.DataFrame({
-        "code": rank[encoded.indices.to_numpy(zero_copy_only=False)],
-        "day": day if everything else day[keep],
-        "amount": amount if everything else amount[keep],
-    }).sort(["code", "day"], maintain_order=True)
-    code = sorted_orders["code"].to_numpy()
-    days = sorted_orders["day"].to_numpy()
+    customer_ids, code = _encode(ids)
     new_day = np.ones(len(code), dtype=bool)
-    new_day[1:] = (code[1:] != code[:-1]) | (days[1:] != days[:-1])
+    np.not_equal(code[1:], code[:-1], out=new_day[1:])
+    if not ((code[1:] >= code[:-1]).all() and (new_day[1:] | (day[1:] >= day[:-1])).all()):
+        rows = _key_order(code, day)
+        code, day, amount = code[rows], day[rows], amount[rows] if amount is not None else None
+        np.not_equal(code[1:], code[:-1], out=new_day[1:])
+    new_day[1:] |= day[1:] != day[:-1]
     starts = np.flatnonzero(new_day)
-    day_amount = np.add.reduceat(sorted_orders["amount"].to_numpy(), starts) if len(starts) else np.zeros(0)
-    return PurchaseDays(encoded.dictionary.take(order), code[starts], days[starts], day_amount)
+    day_amount = np.add.reduceat(amount, starts) if amount is not None and len(starts) else np.zeros(len(starts))
+    return PurchaseDays(customer_ids, code[starts], day[starts], day_amount)
 
 
 def _runs(code: np.ndarray) -> np.ndarray:
@@ -136,8 +188,10 @@ def _runs(code: np.ndarray) -> np.ndarray:
 
 def _summary(days: PurchaseDays, end_day: int, unit_days: int) -> pd.DataFrame:
     """RFM columns of the customers with a purchase day on or before ``end_day``."""
-    keep = days.day <= end_day
-    code, day, amount = days.code[keep], days.day[keep], days.amount[keep]
+    code, day, amount = days.code, days.day, days.amount
+    keep = day <= end_day
+    if not keep.all():
+        code, day, amount = code[keep], day[keep], amount[keep]
     starts = _runs(code)
     ends = np.append(starts[1:], len(code))[: len(starts)] - 1
     frequency = (ends - starts).astype(np.int64)
@@ -146,7 +200,8 @@ def _summary(days: PurchaseDays, end_day: int, unit_days: int) -> pd.DataFrame:
     with np.errstate(divide="ignore", invalid="ignore"):
         monetary = np.where(frequency > 0, repeat_spend / np.maximum(frequency, 1), 0.0)
     return pd.DataFrame({
-        "customer_id": days.customer_ids.take(pa.array(code[starts])).to_pandas(),
+        "customer_id": (days.customer_ids if len(starts) == len(days.customer_ids)
+                        else days.customer_ids.take(pa.array(code[starts]))).to_pandas(),
         "frequency": frequency,
         "recency": (day[ends] - first_day) / unit_days,
         "T": (end_day - first_day) / unit_days,
