@@ -209,9 +209,9 @@ def serve(
 
 
 class _Check:
-    """:func:`check_models`, then the champions loaded and handed over to the workers, in a thread of its own, so
-    a slow registry never keeps :func:`_wait` from seeing a worker's start-up failure; its warnings are printed by
-    the waiting loop, its error re-raised."""
+    """The champions loaded and handed over to the workers, then :func:`check_models` for its warnings, in a thread
+    of its own, so a slow registry never keeps :func:`_wait` from seeing a worker's start-up failure; its warnings
+    are printed by the waiting loop, its error re-raised."""
 
     def __init__(self, tracking_uri: str, handover: Path) -> None:
         self.warnings: list[str] | None = None
@@ -223,16 +223,20 @@ class _Check:
     def _run(self, tracking_uri: str, handover: Path) -> None:
         try:
             import_lightgbm_without_scikit_learn()  # this process only loads the champions
-            warnings = check_models(tracking_uri)
-            hand_over(load_champions(tracking_uri), handover)
-            self.warnings = warnings
+            try:
+                served = load_champions(tracking_uri)
+            except NothingToServe:
+                check_models(tracking_uri)  # its error says what to do; if it passes, the loading error stands
+                raise
+            hand_over(served, handover)  # first: the workers wait for it, the warnings can wait
+            self.warnings = check_models(tracking_uri)
         except Exception as exc:  # noqa: BLE001 - re-raised in the main thread
             self.error = exc
             hand_over_nothing(" ".join(str(exc).split()) or type(exc).__name__, handover)
 
     @property
     def passed(self) -> bool:
-        """True once the champions were handed over."""
+        """True once the champions were handed over and the registry checked."""
         return self.warnings is not None
 
     def failed(self) -> bool:

@@ -43,7 +43,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
 
 from features.crm.rows import check_rfm
 from features.errors import InvalidInput, LeadvalError
@@ -143,6 +142,8 @@ def _minimise(objective, data: object, penalizer: float, n_params: int, failure:
     direction, 0 for the others): the likelihood then tends to a proper model (customers who never leave,
     NBD purchases) and the fit is kept, at its bound (see ``training.clv.diagnostics``), wherever BFGS stopped.
     """
+    from scipy.optimize import minimize  # here, not at import: the API's workers predict and never fit
+
     towards = np.zeros(n_params) if no_dropout is None else np.asarray(no_dropout, dtype="float64")
 
     def off(x: np.ndarray, limit: float) -> bool:
