@@ -5,9 +5,10 @@ importing MLflow or asking the registry itself (a second or more of its start-up
 every check :func:`serving.api.champions.load_champions` makes, then writes them to the file named in
 :data:`HANDOVER_ENV` (:func:`hand_over`). A worker waits for that file when it needs its models
 (:func:`handed_over`); when it finds none to serve, it says so in a file beside it (:func:`hand_over_nothing`), so a
-waiting worker stops rather than keep the server from stopping. A server started another way (``bentoml serve``, a container) has no such file and its
-workers load the champions from the registry. The file is a pickle of :class:`ServedModels` in ``leadval serve``'s
-private temporary folder, written whole and then renamed, and read by the same code in the same environment.
+waiting worker stops rather than keep the server from stopping. A server started another way (``bentoml serve``,
+a container) has no such file and its workers load the champions from the registry. The file is a pickle of
+:class:`ServedModels` in ``leadval serve``'s private temporary folder, written whole and then renamed, and read by
+the same code in the same environment.
 """
 
 from __future__ import annotations

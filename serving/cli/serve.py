@@ -1,10 +1,10 @@
 """``leadval serve``: start the scoring API (the BentoML service in :mod:`serving.api.service`) until Ctrl+C.
 
-It never loops on a champion it cannot serve. While the server starts, the registry is checked: a champion
-that is missing or cannot be served (a lead model trained on a flat file) is a warning and its endpoint
-answers 503; with neither servable it stops with one line and exit code 1. The champions it then loads are
-handed to the server's workers (:mod:`serving.api.champion_handover`), which so start without MLflow. A worker that fails at start-up
-anyway writes why to a file this command watches (:data:`serving.api.champions.STARTUP_FAILURE_ENV`): the
+It never loops on a champion it cannot serve. While the server starts, it loads the champions and hands them to
+the server's workers (:mod:`serving.api.champion_handover`, so they start without MLflow), then checks the
+registry: a champion that is missing or cannot be served (a lead model trained on a flat file) is a warning and
+its endpoint answers 503; with neither servable it stops with one line and exit code 1. A worker that fails at
+start-up anyway writes why to a file this command watches (:data:`serving.api.champions.STARTUP_FAILURE_ENV`): the
 server is then stopped, the reason printed as one line, and the exit code is 1, where BentoML alone would
 restart the worker for ever.
 
