@@ -239,7 +239,7 @@ def lead_scores(served: ServedModels, request: ScoreLeadsRequest) -> ScoreLeadsR
     """The scores of a validated request (the lead-scoring model must be loaded), with its ``warnings``: a
     stale model (:func:`stale_model_warnings`) and the unknown fields a lenient request sent.
 
-    Scored by :func:`training.leads.value.lead_values`, with the nightly batch job's scorer and values.
+    Scored by :func:`training.leads.value.lead_values`, as the nightly batch job scores.
     """
     from training.leads.value import lead_values
 

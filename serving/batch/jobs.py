@@ -1,7 +1,7 @@
 """Nightly write-back jobs: score every open lead and every customer into the CRM.
 
-Both jobs read in chunks, score through the same functions as the service (the lead scorer's ``predict_features``
-and :func:`training.leads.value.expected_values`, :func:`training.clv.predict.predict_clv`), and write through
+Both jobs read in chunks, score through the same functions as the service (:func:`training.leads.value.lead_values`,
+:func:`training.clv.predict.predict_clv`), and write through
 :mod:`serving.batch.writeback`, which makes reruns idempotent and a killed run resumable. Each result says
 what this invocation scored and wrote, what an earlier attempt of the same run had written, and warns when
 the as-of is more than :data:`STALE_AFTER_DAYS` after the CRM's last activity (leads) or order (customers).

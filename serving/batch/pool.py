@@ -32,11 +32,11 @@ from sqlalchemy import Engine, and_, event
 from features.crm import schema
 from features.crm.store import connect, read_frame
 from features.errors import InvalidInput
-from features.lead_features import ACTIVITY_INPUT_COLUMNS, PROFILE_FEATURES, LeadFeatureArrays, lead_feature_arrays
+from features.lead_features import ACTIVITY_INPUT_COLUMNS, LeadFeatureArrays, lead_feature_arrays
 from features.lead_history import LEAD_COLUMNS
 from training.clv.predict import CLVParameters
 from training.leads.scorer import LeadScorer
-from training.leads.value import expected_values
+from training.leads.value import lead_values
 
 WORKERS_ENV = "LEADVAL_WORKERS"
 """Environment variable naming the processes that score chunks, the job's own included, when ``--workers`` is not
@@ -102,15 +102,14 @@ def chunk_scores(scorer: LeadScorer, clv_params: CLVParameters | None, leads: pd
     working arrays of the reason codes stay small whatever the chunk size.
     """
     features = lead_feature_arrays(leads, activities, as_of)
-    n = len(features.lead_ids)
-    parts = [scorer.predict_features(LeadFeatureArrays(features.lead_ids[start : start + SCORE_ROWS],
-                                                       features.profile[start : start + SCORE_ROWS],
-                                                       features.behaviour[start : start + SCORE_ROWS]))
-             .frame("lead_id", features.lead_ids[start : start + SCORE_ROWS])
-             for start in range(0, max(n, 1), SCORE_ROWS)]
-    frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
-    channels = features.profile[:, PROFILE_FEATURES.index("source_channel")].tolist()
-    return frame.assign(expected_value=expected_values(frame["probability"].tolist(), channels, clv_params))
+
+    def part(rows: slice) -> pd.DataFrame:
+        scores, values = lead_values(scorer, clv_params, LeadFeatureArrays(
+            features.lead_ids[rows], features.profile[rows], features.behaviour[rows]))
+        return scores.frame("lead_id", features.lead_ids[rows]).assign(expected_value=values)
+
+    parts = [part(slice(start, start + SCORE_ROWS)) for start in range(0, max(len(features.lead_ids), 1), SCORE_ROWS)]
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
 @dataclass(frozen=True)

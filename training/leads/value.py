@@ -36,8 +36,8 @@ def expected_values(
 
 def lead_values(scorer: LeadScorer, clv: CLVParameters | None, features: LeadFeatureArrays
                 ) -> tuple[LeadScores, list[float | None]]:
-    """Scores and value-weighted ``expected_value`` of leads' features (the API's path; the batch job scores the
-    same way in chunks, :func:`serving.batch.pool.chunk_scores`); no MLflow, so served models need none."""
+    """Scores and value-weighted ``expected_value`` of leads' features: the one scoring path of the API and the
+    batch job (:func:`serving.batch.pool.chunk_scores`); no MLflow, so served models need none."""
     scores = scorer.predict_features(features)
     channels = features.profile[:, PROFILE_FEATURES.index("source_channel")].tolist()
     return scores, expected_values(scores.probability.tolist(), channels, clv)
