@@ -3,7 +3,9 @@
 It never loops on a champion it cannot serve. While the server starts, it loads the champions and hands them to
 the server's workers (:mod:`serving.api.champion_handover`, so they start without MLflow), then checks the
 registry: a champion that is missing or cannot be served (a lead model trained on a flat file) is a warning and
-its endpoint answers 503; with neither servable it stops with one line and exit code 1. A worker that fails at
+its endpoint answers 503; with neither servable it stops with one line and exit code 1. On a local SQLite registry
+nothing has written to since its last start, it hands over the champions it kept then, with that start's warnings,
+and imports no MLflow (:mod:`serving.api.champion_handover`). A worker that fails at
 start-up anyway writes why to a file this command watches (:data:`serving.api.champions.STARTUP_FAILURE_ENV`): the
 server is then stopped, the reason printed as one line, and the exit code is 1, where BentoML alone would
 restart the worker for ever.
@@ -33,9 +35,13 @@ from features.errors import LeadvalError
 from features.settings import load_settings
 from serving.api.champion_handover import (
     HANDOVER_ENV,
+    CachedChampions,
+    cached_champions,
     hand_over,
     hand_over_nothing,
     import_lightgbm_without_scikit_learn,
+    keep_champions,
+    store_state,
 )
 from serving.api.champions import (
     SERVED_MODEL_NAMES,
@@ -193,7 +199,7 @@ def serve(
                HANDOVER_ENV: str(handover)}
         server = subprocess.Popen(server_command(host, port), env=env)
         previous = signal.signal(signal.SIGTERM, lambda *_: server.terminate())
-        check = _Check(settings.tracking_uri, handover)
+        check = _Check(settings.tracking_uri, handover, cached_champions(settings.tracking_uri, handover))
         try:
             code = _wait(server, failure, check, _Listening(host, port))
         finally:
@@ -211,17 +217,19 @@ def serve(
 class _Check:
     """The champions loaded and handed over to the workers, then :func:`check_models` for its warnings, in a thread
     of its own, so a slow registry never keeps :func:`_wait` from seeing a worker's start-up failure; its warnings
-    are printed by the waiting loop, its error re-raised."""
+    are printed by the waiting loop, its error re-raised. Champions kept from a start on the same registry state
+    (``cached``, already where the workers look) need neither: their warnings are those of that start."""
 
-    def __init__(self, tracking_uri: str, handover: Path) -> None:
-        self.warnings: list[str] | None = None
+    def __init__(self, tracking_uri: str, handover: Path, cached: CachedChampions | None = None) -> None:
+        self.warnings: list[str] | None = None if cached is None else cached.warnings
         self.error: BaseException | None = None
         self.printed = False
-        self._thread = threading.Thread(target=self._run, args=(tracking_uri, handover), daemon=True)
-        self._thread.start()
+        if cached is None:
+            threading.Thread(target=self._run, args=(tracking_uri, handover), daemon=True).start()
 
     def _run(self, tracking_uri: str, handover: Path) -> None:
         try:
+            state = store_state(tracking_uri)  # before loading: kept only if nothing changed meanwhile
             import_lightgbm_without_scikit_learn()  # this process only loads the champions
             try:
                 served = load_champions(tracking_uri)
@@ -229,7 +237,9 @@ class _Check:
                 check_models(tracking_uri)  # its error says what to do; if it passes, the loading error stands
                 raise
             hand_over(served, handover)  # first: the workers wait for it, the warnings can wait
-            self.warnings = check_models(tracking_uri)
+            warnings = check_models(tracking_uri)
+            keep_champions(tracking_uri, state, handover, warnings)
+            self.warnings = warnings
         except Exception as exc:  # noqa: BLE001 - re-raised in the main thread
             self.error = exc
             hand_over_nothing(" ".join(str(exc).split()) or type(exc).__name__, handover)
