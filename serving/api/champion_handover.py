@@ -26,7 +26,7 @@ registry was checked; they are kept only when nothing changed in between.
 
 Kept in ``<store>.leadval-champions/`` (:func:`keep_champions`): the pickle :func:`hand_over` wrote and a JSON file
 with the state, the pickle's SHA-256 and the registry's warnings; the pickle is copied whole to ``leadval serve``'s
-private folder, where the workers look, and only when its digest matches (:func:`cached_champions`). Whoever can
+private folder, where the workers look, and only when its digest matches (:func:`hand_over_kept`). Whoever can
 write the store's folder can already change what MLflow loads from it (its models are pickles too), so this trusts
 nothing more.
 """
@@ -50,9 +50,9 @@ HANDOVER_ENV = "LEADVAL_CHAMPIONS_FILE"
 HANDOVER_WAIT_S = 120.0
 """How long a worker waits for the champions before it loads them from the registry itself."""
 SQLITE_HEADER = b"SQLite format 3\x00"
-CACHE_SUFFIX = ".leadval-champions"
-CACHED_PICKLE = "champions.pickle"
-CACHED_FACTS = "champions.json"
+KEPT_SUFFIX = ".leadval-champions"
+KEPT_PICKLE = "champions.pickle"
+KEPT_FACTS = "champions.json"
 LEADVAL_PACKAGES = ("features", "training", "serving")
 """leadval's own packages: a change to any of their files is a change of what the kept pickle holds."""
 
@@ -126,7 +126,7 @@ def import_lightgbm_without_scikit_learn() -> None:
 
 
 @dataclass(frozen=True)
-class CachedChampions:
+class KeptChampions:
     """Champions kept for the store's present state, now handed over: the registry's warnings when they were kept."""
 
     warnings: list[str]
@@ -181,7 +181,7 @@ def store_state(tracking_uri: str) -> str | None:
 def kept_champions_folder(tracking_uri: str) -> Path | None:
     """Where the champions are kept for a local SQLite store (None for any other)."""
     path = _store_file(tracking_uri)
-    return None if path is None else path.with_name(f"{path.name}{CACHE_SUFFIX}")
+    return None if path is None else path.with_name(f"{path.name}{KEPT_SUFFIX}")
 
 
 def _digest(path: Path) -> str:
@@ -189,42 +189,42 @@ def _digest(path: Path) -> str:
         return hashlib.file_digest(kept, "sha256").hexdigest()
 
 
-def cached_champions(tracking_uri: str, handover: Path) -> CachedChampions | None:
+def hand_over_kept(tracking_uri: str, handover: Path) -> KeptChampions | None:
     """Hand the champions kept for the store's present state over in ``handover`` (in ``leadval serve``'s private
     folder, written whole); None when none were kept for that state or the kept file is not whole."""
-    state, cache = store_state(tracking_uri), kept_champions_folder(tracking_uri)
-    if state is None or cache is None:
+    state, folder = store_state(tracking_uri), kept_champions_folder(tracking_uri)
+    if state is None or folder is None:
         return None
     partial = handover.with_name(f"{handover.name}.partial")
     try:
-        facts = json.loads((cache / CACHED_FACTS).read_text())
+        facts = json.loads((folder / KEPT_FACTS).read_text())
         if facts.get("state") != state:
             return None
-        shutil.copyfile(cache / CACHED_PICKLE, partial)
+        shutil.copyfile(folder / KEPT_PICKLE, partial)
         if _digest(partial) != facts.get("sha256"):
             partial.unlink()
             return None
         os.replace(partial, handover)
     except (OSError, ValueError, AttributeError):  # AttributeError: JSON that is no object
         return None
-    return CachedChampions(warnings=[str(w) for w in facts.get("warnings", [])])
+    return KeptChampions(warnings=[str(w) for w in facts.get("warnings", [])])
 
 
 def keep_champions(tracking_uri: str, state: str | None, handed_over: Path, warnings: list[str]) -> bool:
     """Keep the champions handed over in ``handed_over`` for the next start, when the store is still in ``state``
     (taken before they were loaded); True when kept. A store folder that cannot be written to keeps nothing."""
-    cache = kept_champions_folder(tracking_uri)
-    if state is None or cache is None or store_state(tracking_uri) != state:
+    folder = kept_champions_folder(tracking_uri)
+    if state is None or folder is None or store_state(tracking_uri) != state:
         return False
     try:
-        cache.mkdir(exist_ok=True)
-        partial = cache / f"{CACHED_PICKLE}.{os.getpid()}.partial"
+        folder.mkdir(exist_ok=True)
+        partial = folder / f"{KEPT_PICKLE}.{os.getpid()}.partial"
         shutil.copyfile(handed_over, partial)
         facts = {"state": state, "sha256": _digest(partial), "warnings": warnings}
-        facts_partial = cache / f"{CACHED_FACTS}.{os.getpid()}.partial"
+        facts_partial = folder / f"{KEPT_FACTS}.{os.getpid()}.partial"
         facts_partial.write_text(json.dumps(facts))
-        os.replace(partial, cache / CACHED_PICKLE)
-        os.replace(facts_partial, cache / CACHED_FACTS)
+        os.replace(partial, folder / KEPT_PICKLE)
+        os.replace(facts_partial, folder / KEPT_FACTS)
     except OSError:
         return False
     return True

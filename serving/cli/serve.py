@@ -35,9 +35,9 @@ from features.errors import LeadvalError
 from features.settings import load_settings
 from serving.api.champion_handover import (
     HANDOVER_ENV,
-    CachedChampions,
-    cached_champions,
+    KeptChampions,
     hand_over,
+    hand_over_kept,
     hand_over_nothing,
     import_lightgbm_without_scikit_learn,
     keep_champions,
@@ -199,7 +199,7 @@ def serve(
                HANDOVER_ENV: str(handover)}
         server = subprocess.Popen(server_command(host, port), env=env)
         previous = signal.signal(signal.SIGTERM, lambda *_: server.terminate())
-        check = _Check(settings.tracking_uri, handover, cached_champions(settings.tracking_uri, handover))
+        check = _Check(settings.tracking_uri, handover, hand_over_kept(settings.tracking_uri, handover))
         try:
             code = _wait(server, failure, check, _Listening(host, port))
         finally:
@@ -218,13 +218,13 @@ class _Check:
     """The champions loaded and handed over to the workers, then :func:`check_models` for its warnings, in a thread
     of its own, so a slow registry never keeps :func:`_wait` from seeing a worker's start-up failure; its warnings
     are printed by the waiting loop, its error re-raised. Champions kept from a start on the same registry state
-    (``cached``, already where the workers look) need neither: their warnings are those of that start."""
+    (``kept``, already where the workers look) need neither: their warnings are those of that start."""
 
-    def __init__(self, tracking_uri: str, handover: Path, cached: CachedChampions | None = None) -> None:
-        self.warnings: list[str] | None = None if cached is None else cached.warnings
+    def __init__(self, tracking_uri: str, handover: Path, kept: KeptChampions | None = None) -> None:
+        self.warnings: list[str] | None = None if kept is None else kept.warnings
         self.error: BaseException | None = None
         self.printed = False
-        if cached is None:
+        if kept is None:
             threading.Thread(target=self._run, args=(tracking_uri, handover), daemon=True).start()
 
     def _run(self, tracking_uri: str, handover: Path) -> None:

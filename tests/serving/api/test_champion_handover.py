@@ -15,10 +15,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from serving.api.champion_handover import (
-    CACHE_SUFFIX,
     HANDOVER_ENV,
-    cached_champions,
+    KEPT_SUFFIX,
     hand_over,
+    hand_over_kept,
     hand_over_nothing,
     handed_over,
     keep_champions,
@@ -136,27 +136,27 @@ def test_kept_champions_are_handed_over_for_their_state_only_and_whole(store: st
     hand_over(load_champions(store), loaded)
     handover = tmp_path / "serve" / "champions.pickle"
     handover.parent.mkdir()
-    assert cached_champions(store, handover) is None  # nothing kept yet
+    assert hand_over_kept(store, handover) is None  # nothing kept yet
     state = store_state(store)
     assert keep_champions(store, state, loaded, [KEPT_WARNING])
-    assert sorted(p.name for p in (tmp_path / f"mlflow.db{CACHE_SUFFIX}").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / f"mlflow.db{KEPT_SUFFIX}").iterdir()) == [
         "champions.json", "champions.pickle"]
-    kept = cached_champions(store, handover)
+    kept = hand_over_kept(store, handover)
     assert kept is not None and kept.warnings == [KEPT_WARNING]
     assert handover.read_bytes() == loaded.read_bytes()
     assert list(handover.parent.iterdir()) == [handover]
 
     handover.unlink()
-    pickle = tmp_path / f"mlflow.db{CACHE_SUFFIX}" / "champions.pickle"
+    pickle = tmp_path / f"mlflow.db{KEPT_SUFFIX}" / "champions.pickle"
     whole = pickle.read_bytes()
     pickle.write_bytes(whole[:-1] + bytes([whole[-1] ^ 1]))
-    assert cached_champions(store, handover) is None  # a kept file that is not whole is not handed over
+    assert hand_over_kept(store, handover) is None  # a kept file that is not whole is not handed over
     assert list(handover.parent.iterdir()) == []
     pickle.write_bytes(whole)
-    assert cached_champions(store, handover) is not None
+    assert hand_over_kept(store, handover) is not None
 
     _new_champion_version(store)
-    assert cached_champions(store, handover) is None  # the champion moved
+    assert hand_over_kept(store, handover) is None  # the champion moved
     assert not keep_champions(store, state, loaded, [])  # loaded before the move: not kept for the new state
 
 
@@ -181,15 +181,15 @@ def test_serve_uses_the_kept_champions_until_the_champion_moves(store: str, tmp_
         stop_server(server)
     assert models[LEAD_MODEL_NAME] == moved == "2"  # never the champion of before
     assert KEPT_WARNING not in server.log.read_text()
-    kept = cached_champions(store, tmp_path / "again.pickle")  # this start kept its own for the next
+    kept = hand_over_kept(store, tmp_path / "again.pickle")  # this start kept its own for the next
     assert kept is not None and kept.warnings == []
 
 
 NO_MLFLOW = """
 import sys
 from pathlib import Path
-from serving.api.champion_handover import cached_champions
-kept = cached_champions(sys.argv[1], Path(sys.argv[2]))
+from serving.api.champion_handover import hand_over_kept
+kept = hand_over_kept(sys.argv[1], Path(sys.argv[2]))
 print(kept is not None, "mlflow" in sys.modules, "lightgbm" in sys.modules)
 """
 
