@@ -70,4 +70,4 @@ lock: $(BIN)/python
 	  $(BIN)/pip freeze --exclude-editable | grep -v '^leadval'; } > constraints.txt
 
 clean:
-	rm -rf $(VENV) data/crm.db models/mlflow.db models/artifacts reports
+	rm -rf $(VENV) data/crm.db models/mlflow.db models/mlflow.db.leadval-champions models/artifacts reports
