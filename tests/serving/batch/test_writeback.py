@@ -91,11 +91,11 @@ def test_trend_compares_with_the_previous_run(db_url: str) -> None:
     create_schema(engine)
     ids = _ids(30)
     run_batch(engine, LEAD_JOB, MODEL, AS_OF, ids, _scores, chunk_size=10)
-    first = read_frame(engine, schema.lead_scores).set_index("lead_id")
+    first = read_frame(engine, schema.lead_scores).set_index("lead_id").sort_index()
     assert set(first["trend"]) == {"new"}
     later = datetime(2025, 6, 2)
     run_batch(engine, LEAD_JOB, MODEL, later, ids, lambda i: _scores(i, shift=5), chunk_size=7)
-    second = read_frame(engine, schema.lead_scores).set_index("lead_id")
+    second = read_frame(engine, schema.lead_scores).set_index("lead_id").sort_index()
     delta = second["score"] - first["score"]
     assert (second["previous_score"] == first["score"]).all()
     assert (second.loc[delta >= 3, "trend"] == "up").all()
@@ -111,9 +111,9 @@ def test_a_new_model_version_starts_the_trend_afresh(sqlite_url: str) -> None:
     create_schema(engine)
     ids = _ids(12)
     run_batch(engine, LEAD_JOB, MODEL, AS_OF, ids, _scores, chunk_size=5)
-    first = read_frame(engine, schema.lead_scores).set_index("lead_id")
+    first = read_frame(engine, schema.lead_scores).set_index("lead_id").sort_index()
     retrained = ModelIdentity(MODEL.name, "4", "def456", MODEL.uri)
     run_batch(engine, LEAD_JOB, retrained, datetime(2025, 6, 2), ids, lambda i: _scores(i, shift=5), chunk_size=5)
-    second = read_frame(engine, schema.lead_scores).set_index("lead_id")
+    second = read_frame(engine, schema.lead_scores).set_index("lead_id").sort_index()
     assert set(second["trend"]) == {"new"}
     assert (second["previous_score"] == first["score"]).all()
