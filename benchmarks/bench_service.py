@@ -293,11 +293,22 @@ def fixed_cpu_work() -> int:
 
 
 def api_path(served: ServedModels, body: bytes) -> bytes:
-    """What the server does with a ``/score_leads`` body, in-process: validate, score, write the JSON answer."""
+    """What the server does with a ``/score_leads`` body, in-process: read (as the server does), score, write the JSON
+    answer; for a large body with the garbage collector paused, as :class:`serving.api.limits.RequestLimits` does."""
+    from serving.api.large_requests import FAST_DECODERS, read_body
+    from serving.api.limits import LARGE_REQUEST_BYTES
     from serving.api.schemas import ScoreLeadsRequest
     from serving.api.service import lead_scores
 
-    return lead_scores(served, ScoreLeadsRequest.model_validate_json(body)).model_dump_json().encode()
+    paused = len(body) >= LARGE_REQUEST_BYTES and gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        request = read_body(ScoreLeadsRequest, body, FAST_DECODERS["/score_leads"])
+        return lead_scores(served, request).model_dump_json().encode()
+    finally:
+        if paused:
+            gc.enable()
 
 
 def run(tracking_uri: str, db: str, workdir: Path, requests: int, batch_requests: int, startups: int) -> None:

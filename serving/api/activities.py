@@ -137,7 +137,7 @@ class LeadActivities:
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
-        items = handler.generate_schema(Annotated[list[Activity], Field(max_length=MAX_ACTIVITIES_PER_LEAD)])
+        items = handler.generate_schema(Annotated[list[Activity], AtMost])
         return core_schema.no_info_after_validator_function(
             cls.from_mappings, items, serialization=core_schema.plain_serializer_function_ser_schema(cls.mappings))
 

@@ -89,7 +89,7 @@ Amount = Annotated[float, Field(ge=0, le=MAX_AMOUNT)]
 Days = Annotated[float, Field(ge=0, le=MAX_DAYS)]
 
 
-def _first_repeat(ids: list[str]) -> tuple[int, int] | None:
+def first_repeat(ids: list[str]) -> tuple[int, int] | None:
     """Indexes (first, repeat) of the first id seen twice, or None."""
     seen: dict[str, int] = {}
     for index, value in enumerate(ids):
@@ -138,7 +138,7 @@ class ScoreLeadsRequest(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> ScoreLeadsRequest:
         end_of_request()
-        repeated = _first_repeat([lead["lead_id"] for lead in self.leads])
+        repeated = first_repeat([lead["lead_id"] for lead in self.leads])
         if repeated is not None:
             raise PydanticCustomError("duplicate_id", "leads[{second}].lead_id repeats leads[{first}].lead_id; "
                                       "send each lead once", {"first": repeated[0], "second": repeated[1]})
@@ -295,7 +295,7 @@ class PredictCLVRequest(BaseModel):
         end_of_request()
         if self.lenient:
             self._ignored = ignored_fields_warnings(self._drop_unknown_fields())
-        repeat = _first_repeat([customer.customer_id for customer in self.customers])
+        repeat = first_repeat([customer.customer_id for customer in self.customers])
         if repeat is not None:
             raise PydanticCustomError("duplicate_id", "customers[{second}].customer_id repeats "
                                       "customers[{first}].customer_id; send each customer once",

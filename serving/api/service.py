@@ -61,9 +61,9 @@ from serving.api.large_requests import (
     activity_count,
     off_the_loop,
     order_count,
+    parse_request_bodies,
     too_many_activities,
     too_many_orders,
-    validate_large_bodies_in_threads,
 )
 from serving.api.limits import LimitsConfig, RequestLimits, close_silent_connections
 from serving.api.openapi_document import OpenAPIDocument
@@ -442,7 +442,7 @@ class ReadinessReport:
         await self.app(scope, receive, send)
 
 
-validate_large_bodies_in_threads(LeadvalService)
+parse_request_bodies(LeadvalService)
 LeadvalService.add_asgi_middleware(RequestLimits)
 LeadvalService.add_asgi_middleware(ReadinessReport)
 LeadvalService.add_asgi_middleware(OpenAPIDocument)

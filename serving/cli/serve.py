@@ -72,7 +72,7 @@ def server_command(host: str, port: int) -> list[str]:
 def server_environment(tracking_uri: str, workers: int) -> dict[str, str]:
     """This process's environment plus the tracking URI, the worker count, one BLAS/OpenMP thread per
     worker, at most two malloc heaps per process (so memory freed after a burst can go back to the system,
-    :mod:`serving.api.memory`) and no BentoML usage telemetry."""
+    :func:`serving.api.limits.give_back`) and no BentoML usage telemetry."""
     env = dict(os.environ)
     env["MLFLOW_TRACKING_URI"] = tracking_uri
     env["BENTOML_CONFIG_OVERRIDES"] = json.dumps({"services": {SERVICE_NAME: {"workers": workers}}})
