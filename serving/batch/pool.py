@@ -49,11 +49,13 @@ MAX_DEFAULT_WORKERS = 2
 IN_FLIGHT_PER_WORKER = 2
 """Chunks handed ahead to each other process: one being scored, one waiting, so it never idles on the writer."""
 
-READ_LEADS = 1_000
+READ_LEADS = 500
 """Leads whose activities are read in one query within a chunk (their rows are Python objects until framed)."""
 
-SCORE_ROWS = 1_000
-"""Leads scored at once within a chunk: the reason codes' working arrays grow with it (~35 MB per 1,000 leads)."""
+SCORE_ROWS = 500
+"""Leads scored at once within a chunk: the reason codes' working arrays grow with it (~35 MB per 1,000 leads).
+With 500 and 500 (was 1,000 and 1,000) the 1M-lead nightly run peaks at 958-959 MB over both processes against
+1,028-1,049 MB, as fast (134.8-140.0 s against 134.8-142.4 s, three runs each, ``benchmarks/bench_batch.py``)."""
 
 PR_SET_PDEATHSIG = 1
 """Linux ``prctl`` option: the signal a process gets when its parent dies."""
