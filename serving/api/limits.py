@@ -14,7 +14,8 @@ body) until it times out; its body (within the body limit) is then read and drop
 a reset. Small requests (a single lead is ~5 KB) never count
 and are never refused, so they keep flowing during a burst of large ones. When the last large request in flight
 has been answered for :data:`GIVE_BACK_AFTER_S` with no other arriving, the memory they freed is handed back to
-the operating system (:func:`give_back`).
+the operating system (:func:`give_back`); while any is in flight, the cyclic garbage collector rests
+(:meth:`RequestLimits._pause_collector`).
 Every body must arrive within ``LEADVAL_BODY_TIMEOUT_S`` seconds: a client sending it slower gets a 408 and its
 connection is closed; a connection that has not sent a whole request head by then is closed
 (:func:`close_silent_connections`).
@@ -171,7 +172,8 @@ def _has_key(scope: Scope, api_key: str) -> bool:
 
 class RequestLimits:
     """ASGI middleware: 401 without the API key (when one is set), 413 for bodies over the limit, 503 for a large
-    request while the limit of them is in flight, 408 for a body that does not arrive in time.
+    request while the limit of them is in flight, 408 for a body that does not arrive in time; the garbage
+    collector rests while large requests are in flight.
 
     ``config`` defaults to :meth:`LimitsConfig.from_environment`, read when the server builds its
     middleware stack (in the worker process, not at import).
