@@ -164,7 +164,8 @@ def phrase(wording: FeatureWording, value: float, categories: Sequence[str] = ()
         return f"{label} {_when(0 if missing else value)}"
     if kind == "minutes":
         minutes = 0 if missing else round(value)
-        amount = "no engagement time" if minutes == 0 else f"{minutes} minute{'s' if minutes > 1 else ''} of engagement"
+        amount = ("no engagement time" if missing or value <= 0 else "under a minute of engagement" if minutes == 0
+                  else f"{minutes} minute{'s' if minutes > 1 else ''} of engagement")
         return f"{amount} in the last {wording.window} days"
     if kind == "rate":
         return "no emails received yet" if missing else f"{label} {round(100 * value)}% of emails received"
@@ -176,13 +177,14 @@ def phrase(wording: FeatureWording, value: float, categories: Sequence[str] = ()
     raise ValueError(f"unknown wording kind {kind!r} of feature {wording.feature!r}")
 
 
-_MISSING, _ZERO, _ZERO_RATE, _NEVER = range(4)
+_MISSING, _ZERO, _ZERO_RATE, _NEVER, _NONE = range(5)
 _ABSENCE_RULE = {"category": _MISSING, "number": _MISSING, "recency": _MISSING,
-                 "count": _ZERO, "minutes": _ZERO, "active_days": _ZERO,
+                 "count": _ZERO, "minutes": _NONE, "active_days": _ZERO,
                  "rate": _ZERO_RATE, "age": _NEVER}
 """When :func:`phrase` words an absence, by kind: when missing ("not known", "no ... yet"), when missing or
-rounding to 0 ("no ... in the last 7 days", "no engagement time", "not active"), when missing or 0%
-("no emails received yet", "opened 0% of emails received"), never (a lead's age)."""
+rounding to 0 ("no ... in the last 7 days", "not active"), when missing or 0% ("no emails received yet", "opened 0%
+of emails received"), when missing or none at all ("no engagement time": 30 seconds are "under a minute of
+engagement"), never (a lead's age)."""
 
 
 def absent_category(category: object) -> bool:
@@ -200,6 +202,8 @@ def states_absence(wording: FeatureWording, value: float, categories: Sequence[s
         return missing and rule != _NEVER
     if rule == _ZERO:
         return abs(value) <= 0.5  # rounds to 0, as phrase() rounds it (half to even)
+    if rule == _NONE:
+        return value <= 0
     return rule == _ZERO_RATE and abs(100 * value) <= 0.5
 
 
@@ -219,8 +223,11 @@ def _display_key(kind: str, value: np.ndarray) -> np.ndarray:
     if kind in ("recency", "age"):
         days = np.where(np.isnan(value), 0.0 if kind == "age" else np.nan, value)
         return np.where(days < 1, -1.0, np.where(days < 60, np.trunc(days), 1_000 + np.round(days / 30.44)))
-    if kind in ("count", "minutes", "active_days"):
+    if kind in ("count", "active_days"):
         return np.round(np.nan_to_num(value, nan=0.0))
+    if kind == "minutes":  # under a minute is worded apart from none at all
+        minutes = np.round(np.nan_to_num(value, nan=0.0))
+        return np.where((minutes == 0) & (value > 0), -1.0, minutes)
     if kind == "rate":
         return np.round(100 * value)
     return value
@@ -394,7 +401,7 @@ class ReasonCoder:
             rule = rule[features]
             missing = np.isnan(value)
             absent = ((missing & (rule != _NEVER)) | ((rule == _ZERO) & (np.abs(value) <= 0.5))
-                      | ((rule == _ZERO_RATE) & (np.abs(100 * value) <= 0.5)))
+                      | ((rule == _NONE) & (value <= 0)) | ((rule == _ZERO_RATE) & (np.abs(100 * value) <= 0.5)))
             category = (start[features] >= 0) & ~missing
             if category.any():
                 absent[category] = absent_categories[start[features[category]] + value[category].astype("int64")]

@@ -51,6 +51,8 @@ def test_crm_features_are_worded_for_a_salesperson() -> None:
     assert phrase(wording["source_channel"], np.nan, ("organic",)) == "source not known"
     assert phrase(wording["email_open_rate"], 0.4) == "opened 40% of emails received"
     assert phrase(wording["engagement_minutes_30d"], 12.4) == "12 minutes of engagement in the last 30 days"
+    assert phrase(wording["engagement_minutes_30d"], 0.5) == "under a minute of engagement in the last 30 days"
+    assert phrase(wording["engagement_minutes_30d"], 0.0) == "no engagement time in the last 30 days"
     assert phrase(wording["active_days_30d"], 0.0) == "not active in the last 30 days"
     assert phrase(wording["days_since_created"], 95.0) == "lead created 3 months ago"
     assert phrase(wording["mystery"], 2.5) == "mystery: 2.5"
