@@ -16,7 +16,7 @@ import types
 from datetime import UTC, datetime
 from functools import cache
 from operator import attrgetter
-from typing import TYPE_CHECKING, Annotated, Any, Required, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Required, Union, get_args, get_origin, get_type_hints
 
 import annotated_types
 import msgspec
@@ -26,10 +26,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from serving.api.activities import ACTIVITY_FIELDS, COLUMNS, Activity, ActivityColumns, AtMost, LeadActivities
-from serving.api.schemas import MAX_BATCH, Lead, UtcTime, first_repeat
-
-if TYPE_CHECKING:
-    from serving.api.schemas import ScoreLeadsRequest
+from serving.api.schemas import Lead, ScoreLeadsRequest, UtcTime, first_repeat
 
 LIMITS = {annotated_types.MinLen: "min_length", annotated_types.MaxLen: "max_length", annotated_types.Ge: "ge",
           annotated_types.Le: "le"}
@@ -89,10 +86,12 @@ _Lead = typed_dict_struct(Lead, UNSET, {Activity: _Activity, ActivityColumns: _A
                           {"activities": Annotated[list[Activity], AtMost], "activity_columns": ActivityColumns})
 
 
-class _ScoreLeads(Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
-    lenient: bool = False
-    leads: Annotated[list[_Lead], Meta(min_length=1, max_length=MAX_BATCH)]
-    as_of: str | None = None
+_LEADS = ScoreLeadsRequest.model_fields["leads"]
+_ScoreLeads = msgspec.defstruct("FastScoreLeadsRequest", [
+    ("lenient", bool, False),
+    ("leads", msgspec_type(Annotated[_LEADS.annotation, *_LEADS.metadata], {Lead: _Lead})),
+    ("as_of", str | None, None),  # then read by pydantic's UtcTime
+], forbid_unknown_fields=True, kw_only=True, gc=False)
 
 
 _DECODER = msgspec.json.Decoder(_ScoreLeads)
